@@ -1,0 +1,3 @@
+from kami.cli.main import main
+
+main()

@@ -1,0 +1,87 @@
+"""JSON API for checkout, and the gateway notify endpoints. Edges: parse, call one service, render."""
+from __future__ import annotations
+
+import json
+
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import translation
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from kami.core.errors import BadInput, NotFound, SoldOut
+from kami.fulfilment.checkout import checkout_start
+from kami.fulfilment.notify import notification_handle
+from kami.orders.selectors import order_get_for_buyer, order_keys_plaintext
+
+MAX_BODY = 16 * 1024
+
+
+def _no_store(response: HttpResponse) -> HttpResponse:
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _client_ip(request: HttpRequest) -> str | None:
+    # REMOTE_ADDR only: forwarded headers are spoofable unless a proxy we trust sets them.
+    return request.META.get("REMOTE_ADDR") or None
+
+
+@csrf_exempt
+@require_POST
+def orders_create(request: HttpRequest) -> JsonResponse:
+    if len(request.body) > MAX_BODY:
+        return JsonResponse({"error": "invalid", "message": "request body too large"}, status=413)
+    try:
+        data = json.loads(request.body or b"{}")
+        if not isinstance(data, dict):
+            raise ValueError
+    except ValueError:
+        return JsonResponse({"error": "invalid", "message": "the body must be a JSON object", "fields": {}}, status=400)
+    try:
+        checkout = checkout_start(
+            product_slug=data.get("product"), quantity=data.get("quantity", 1), email=data.get("email"),
+            gateway=data.get("gateway"), buyer_ip=_client_ip(request), locale=translation.get_language() or "zh-hans",
+        )
+    except BadInput as exc:
+        return JsonResponse({"error": "invalid", "message": str(exc), "fields": exc.details.get("fields", {})}, status=400)
+    except SoldOut as exc:
+        return JsonResponse({"error": "sold_out", "message": str(exc)}, status=409)
+    order = checkout.order
+    return _no_store(JsonResponse({
+        "order_no": order.order_no, "token": checkout.token, "status": order.status,
+        "amount": str(order.amount), "currency": order.currency, "expires_at": order.expires_at.isoformat(),
+        "payment": checkout.payment.as_json(), "order_url": checkout.order_url,
+    }, status=201))
+
+
+@require_GET
+def orders_detail(request: HttpRequest, order_no: str) -> JsonResponse:
+    token = request.headers.get("X-Order-Token") or request.GET.get("token", "")
+    try:
+        order = order_get_for_buyer(order_no=order_no, token=token)
+    except NotFound:
+        return _no_store(JsonResponse({"error": "not_found"}, status=404))
+    body = {
+        "order_no": order.order_no, "status": order.status, "product": order.product.slug,
+        "quantity": order.quantity, "amount": str(order.amount), "currency": order.currency,
+        "paid_at": order.paid_at.isoformat() if order.paid_at else None,
+    }
+    if order.status == order.Status.FULFILLED:
+        body["keys"] = [k.reveal() for k in order_keys_plaintext(order=order)]
+    return _no_store(JsonResponse(body))
+
+
+@csrf_exempt
+def pay_notify(request: HttpRequest, gateway: str) -> HttpResponse:
+    return notification_handle(gateway_name=gateway, request=request)
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:  # any database failure means unhealthy
+        return HttpResponse("database unavailable\n", status=503, content_type="text/plain")
+    return HttpResponse("ok\n", content_type="text/plain")

@@ -1,0 +1,75 @@
+"""The data directory: the SQLite file and, unless the environment gives them, the generated
+Django secret key and the data-encryption keyring.
+
+Generated files are written with mode 0600. Losing the keyring loses every stored key, so the
+first time it is created we say so, loudly and once.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+
+log = logging.getLogger("kami.datadir")
+
+
+def data_dir() -> Path:
+    path = Path(os.environ.get("KAMI_DATA_DIR", "var")).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def secret_key() -> str:
+    if os.environ.get("KAMI_SECRET_KEY"):
+        return os.environ["KAMI_SECRET_KEY"]
+    path = data_dir() / "secret_key"
+    if not path.exists():
+        try:
+            _write_private(path, secrets.token_urlsafe(50))
+        except FileExistsError:
+            pass  # another process created it first
+    return path.read_text().strip()
+
+
+def keyring_text() -> str:
+    """The keyring as text: `KAMI_DATA_KEY` or the generated file `<data dir>/data_key`.
+
+    Format: comma-separated `id:base64(32 bytes)` entries, newest (used to encrypt) first.
+    A bare base64 key is accepted too; its id is derived from it.
+    """
+    if os.environ.get("KAMI_DATA_KEY"):
+        return os.environ["KAMI_DATA_KEY"]
+    path = data_dir() / "data_key"
+    if not path.exists():
+        key_id = "k" + secrets.token_hex(3)
+        material = base64.b64encode(secrets.token_bytes(32)).decode()
+        try:
+            _write_private(path, f"{key_id}:{material}\n")
+        except FileExistsError:
+            return path.read_text().strip()
+        log.warning(
+            "Generated a new data-encryption key at %s. Every stored card key is encrypted with it: "
+            "if this file is lost, every stored key is lost. Back it up now, apart from the database "
+            "(or move its contents into the KAMI_DATA_KEY environment variable).",
+            path,
+        )
+    return path.read_text().strip()
+
+
+def describe_keyring_location() -> str:
+    if os.environ.get("KAMI_DATA_KEY"):
+        return "the KAMI_DATA_KEY environment variable"
+    return str(data_dir() / "data_key")
+
+
+def dump_json(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,142 @@
+"""Confirm payment: the heart of Kami, one short transaction (DESIGN.md §2).
+
+    lock order → record the trade (unique) → check money → claim keys → outbox
+
+Returns what happened; every outcome is final and recorded, and a repeated notification finds
+the trade already applied and changes nothing. Locks are taken order → payment → keys.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+
+from django.db import IntegrityError, transaction
+
+from kami.catalog.models import Product
+from kami.core import clock, money
+from kami.delivery.services import admin_alert, order_keys_enqueue
+from kami.orders.models import Order, OrderKey
+from kami.orders.services import order_event, payment_grace
+from kami.payments.interface import Notice
+from kami.payments.models import Payment
+from kami.stock.claim import ShortClaim, available_count, keys_claim
+
+log = logging.getLogger("kami.fulfilment")
+
+
+class Outcome(str, enum.Enum):
+    FULFILLED = "fulfilled"
+    AWAITING_STOCK = "awaiting_stock"
+    DUPLICATE = "duplicate"  # this trade was applied before: acknowledge, change nothing
+    FLAGGED = "flagged"  # money or timing does not match: a human decides
+    UNKNOWN_ORDER = "unknown_order"
+
+
+def payment_confirm(*, gateway: str, notice: Notice) -> Outcome:
+    """Apply a verified paid notice. Safe to call any number of times, from any number of threads."""
+    try:
+        return _confirm(gateway, notice, wait=False)
+    except ShortClaim:
+        # SKIP LOCKED came up short while locked rows might still come free: the transaction was
+        # rolled back (releasing everything), so claim again waiting on locks before parking.
+        return _confirm(gateway, notice, wait=True)
+
+
+def _confirm(gateway: str, notice: Notice, *, wait: bool) -> Outcome:
+    with transaction.atomic():  # the confirm transaction: order, payment, keys and outbox commit together
+        order = Order.objects.select_for_update().select_related("product").filter(order_no=notice.order_no).first()
+        if order is None:
+            return Outcome.UNKNOWN_ORDER
+        if Payment.objects.filter(gateway=gateway, trade_no=notice.trade_no).exists():
+            return Outcome.DUPLICATE
+        try:
+            with transaction.atomic():  # savepoint: a concurrent twin of this trade loses cleanly
+                Payment.objects.create(order=order, gateway=gateway, trade_no=notice.trade_no, amount=notice.amount,
+                                       currency=notice.currency, created_at=clock.now())
+        except IntegrityError:
+            return Outcome.DUPLICATE
+        return _apply(order, gateway, notice, wait=wait)
+
+
+def _apply(order: Order, gateway: str, notice: Notice, *, wait: bool) -> Outcome:
+    now = clock.now()
+    if not money.same_money(notice.amount, notice.currency, order.amount, order.currency):
+        return _flag(order, "amount_mismatch", f"paid {notice.amount} {notice.currency}, expected {order.amount} {order.currency}")
+    if order.status != Order.Status.PENDING and order.status != Order.Status.EXPIRED:
+        # A second, different trade for an order already paid: the buyer paid twice.
+        order_event(order=order, kind="duplicate_payment", gateway=gateway, trade_no=notice.trade_no)
+        admin_alert(event="duplicate_payment", dedupe_key=f"{gateway}:{notice.trade_no}",
+                    subject=f"Order {order.order_no} was paid twice",
+                    body=f"Trade {notice.trade_no} on {gateway} paid order {order.order_no} again. Refund it.")
+        return Outcome.FLAGGED
+    if order.status == Order.Status.EXPIRED or now > order.expires_at + payment_grace():
+        return _flag(order, "paid_after_expiry", f"paid at {now:%Y-%m-%d %H:%M:%S} after the order expired; refund or deliver by hand")
+    if gateway != order.gateway:
+        order_event(order=order, kind="gateway_switched", chosen=order.gateway, paid_with=gateway)
+    order.paid_at = now
+    order_event(order=order, kind="paid", gateway=gateway, trade_no=notice.trade_no, amount=str(notice.amount))
+    if _fulfil(order, wait=wait):
+        return Outcome.FULFILLED
+    order.status = Order.Status.AWAITING_STOCK
+    order.save(update_fields=["status", "paid_at"])
+    order_event(order=order, kind="awaiting_stock", quantity=order.quantity)
+    admin_alert(event="awaiting_stock", dedupe_key=order.order_no,
+                subject=f"Order {order.order_no} is paid but {order.product.slug} is out of stock",
+                body=f"Import keys for {order.product.slug}: the order is fulfilled automatically when they arrive.")
+    return Outcome.AWAITING_STOCK
+
+
+def _fulfil(order: Order, *, wait: bool) -> bool:
+    """Claim keys and fulfil `order` (locked by the caller). False: not enough stock, nothing changed."""
+    product = order.product
+    ids = keys_claim(product=product, quantity=order.quantity, wait=wait)
+    if ids is None:
+        return False
+    exclusive = product.kind == Product.Kind.UNIQUE
+    OrderKey.objects.bulk_create([
+        OrderKey(order=order, key_id=key_id, exclusive_key_id=key_id if exclusive else None, position=i)
+        for i, key_id in enumerate(ids)
+    ])
+    order.status = Order.Status.FULFILLED
+    order.fulfilled_at = clock.now()
+    order.save(update_fields=["status", "paid_at", "fulfilled_at"])
+    order_event(order=order, kind="fulfilled", keys=len(ids))
+    order_keys_enqueue(order_id=order.pk, email=order.email)
+    if exclusive:
+        _low_stock_check(product)
+    return True
+
+
+def _low_stock_check(product: Product) -> None:
+    """Queue one alert when available stock falls below the threshold (once per episode)."""
+    if not product.low_stock or product.low_stock_alerted:
+        return
+    left = available_count(product_id=product.pk, at_most=product.low_stock)
+    if left < product.low_stock and Product.objects.filter(pk=product.pk, low_stock_alerted=False).update(low_stock_alerted=True):
+        admin_alert(event="low_stock", dedupe_key=f"{product.pk}:{clock.now().isoformat()}",
+                    subject=f"Low stock: {product.slug} has {left} keys left",
+                    body=f"{product.name} ({product.slug}) is below its threshold of {product.low_stock}. Import more keys.")
+
+
+def _flag(order: Order, reason: str, detail: str) -> Outcome:
+    if order.status in (Order.Status.PENDING, Order.Status.EXPIRED):
+        order.status = Order.Status.FLAGGED
+        order.flag_reason = reason
+        order.save(update_fields=["status", "flag_reason"])
+    order_event(order=order, kind="flagged", reason=reason, detail=detail)
+    admin_alert(event="flagged", dedupe_key=f"{order.order_no}:{reason}",
+                subject=f"Order {order.order_no} needs review: {reason}", body=detail)
+    return Outcome.FLAGGED
+
+
+def order_fulfil_from_stock(*, order_id: int, wait: bool = False) -> bool:
+    """Backfill one awaiting-stock order (locked here). True when it was fulfilled."""
+    with transaction.atomic():  # same shape as confirm: lock the order, then claim keys
+        order = Order.objects.select_for_update().select_related("product").filter(
+            id=order_id, status=Order.Status.AWAITING_STOCK).first()
+        if order is None:
+            return False
+        return _fulfil(order, wait=wait)
+
+
+

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class Order(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        FULFILLED = "fulfilled"
+        AWAITING_STOCK = "awaiting_stock"
+        EXPIRED = "expired"
+        REFUNDED = "refunded"
+        FLAGGED = "flagged"
+
+    order_no = models.CharField(max_length=32, unique=True)
+    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="orders")
+    email = models.EmailField(max_length=254)
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=14, decimal_places=2)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    currency = models.CharField(max_length=5)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    gateway = models.CharField(max_length=32)
+    token_hash = models.CharField(max_length=64)
+    locale = models.CharField(max_length=10, default="zh-hans")
+    buyer_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    paid_at = models.DateTimeField(null=True, blank=True)
+    fulfilled_at = models.DateTimeField(null=True, blank=True)
+    flag_reason = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "paid_at"], name="order_status_paid"),
+            models.Index(fields=["status", "expires_at"], name="order_status_expiry"),
+            models.Index(fields=["email"], name="order_email"),
+        ]
+
+    def __str__(self) -> str:
+        return self.order_no
+
+
+class OrderKey(models.Model):
+    """A key handed to an order. For a `unique` product `exclusive_key` equals `key`, and its
+    unique constraint makes a second sale of the same key impossible at the database level;
+    for a `reusable` product it is NULL (the same key goes to many orders by design)."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="order_keys")
+    key = models.ForeignKey("stock.Key", on_delete=models.PROTECT, related_name="order_keys")
+    exclusive_key = models.OneToOneField(
+        "stock.Key", null=True, blank=True, on_delete=models.PROTECT, related_name="exclusive_order_key"
+    )
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["order", "key"], name="orderkey_once_per_order")]
+        ordering = ["order_id", "position"]
+
+
+class OrderEvent(models.Model):
+    """Append-only history of an order."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField()
+    kind = models.CharField(max_length=40)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]

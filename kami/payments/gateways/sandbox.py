@@ -1,0 +1,71 @@
+"""The sandbox gateway: for the local demo and tests, never for production.
+
+Its "payment page" is served by Kami itself (storefront `sandbox-checkout`) with a button that
+simulates the payment. The notification is JSON signed like a real webhook:
+`X-Sandbox-Signature: hex(HMAC-SHA256(secret, raw body))`, with a timestamp checked within
+±5 minutes. An empty secret fails every notification.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from decimal import Decimal
+from urllib.parse import urlencode
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+
+from kami.core import money
+from kami.core.errors import BadInput, VerificationFailed
+from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, Urls
+
+SIGNATURE_HEADER = "X-Sandbox-Signature"
+WINDOW_SECONDS = 300
+
+
+class SandboxGateway(Gateway):
+    name = "sandbox"
+    label = "Sandbox (demo)"
+    required_secrets = ("secret",)
+    redact_fields = ()
+
+    def create_payment(self, order: OrderInfo, urls: Urls) -> PaymentAction:
+        base = urls.notify.rsplit("/pay/", 1)[0]
+        query = urlencode({"amount": str(order.amount), "currency": order.currency, "return": urls.ret})
+        return PaymentAction(type="redirect", url=f"{base}{reverse('sandbox-checkout', args=[order.order_no])}?{query}")
+
+    def sign(self, body: bytes) -> str:
+        return hmac.new(self.secrets.get("secret", "").encode(), body, hashlib.sha256).hexdigest()
+
+    def notification_body(self, *, order_no: str, trade_no: str, amount: str, currency: str, status: str = "paid",
+                          timestamp: int | None = None) -> bytes:
+        return json.dumps({"order_no": order_no, "trade_no": trade_no, "amount": amount, "currency": currency,
+                           "status": status, "timestamp": int(time.time()) if timestamp is None else timestamp},
+                          separators=(",", ":")).encode()
+
+    def parse_notification(self, request: HttpRequest) -> Notice:
+        secret = self.secrets.get("secret", "")
+        given = request.headers.get(SIGNATURE_HEADER, "")
+        if not secret:
+            raise VerificationFailed("sandbox secret is empty: run `kami gateway set sandbox --enable`")
+        if not given or not hmac.compare_digest(self.sign(request.body), given):
+            raise VerificationFailed("bad signature")
+        try:
+            data = json.loads(request.body)
+            amount = money.parse_amount(data["amount"])
+            currency = money.parse_currency(data["currency"])
+            stamp = data["timestamp"]
+            fields = [data["order_no"], data["trade_no"], data["status"]]
+        except (ValueError, KeyError, TypeError, BadInput) as exc:
+            raise VerificationFailed(f"malformed notification: {exc}") from None
+        if not all(isinstance(f, str) and f for f in fields) or not isinstance(stamp, int):
+            raise VerificationFailed("malformed notification: order_no, trade_no, status must be text")
+        if abs(time.time() - stamp) > WINDOW_SECONDS:
+            raise VerificationFailed("timestamp outside the 5-minute window (replayed or clock skew)")
+        return Notice(order_no=fields[0], trade_no=fields[1], amount=Decimal(amount), currency=currency,
+                      paid=fields[2] == "paid", raw=data)
+
+    def acknowledge(self, ok: bool) -> HttpResponse:
+        return HttpResponse("ok" if ok else "fail", status=200 if ok else 400, content_type="text/plain")

@@ -1,0 +1,97 @@
+"""The one interface every gateway module implements (DESIGN.md §4).
+
+Gateway modules import nothing from the models: they receive plain values (`OrderInfo`), the
+settings they were configured with, and the raw request, and give back plain values.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import ClassVar
+
+from django.http import HttpRequest, HttpResponse
+
+
+@dataclass(frozen=True)
+class OrderInfo:
+    order_no: str
+    amount: Decimal
+    currency: str
+    subject: str
+    email: str
+    expires_at: object = None  # aware datetime
+
+
+@dataclass(frozen=True)
+class Urls:
+    notify: str  # absolute URL the gateway calls: {base}/pay/<gateway>/notify
+    ret: str  # where the buyer's browser comes back to: the order page
+
+
+@dataclass(frozen=True)
+class PaymentAction:
+    type: str  # "redirect" | "qr" | "form"
+    url: str = ""
+    qr: str = ""
+    fields: dict = field(default_factory=dict)
+    gateway_ref: str = ""  # an id the gateway gave us at creation, when it has one
+
+    def as_json(self) -> dict:
+        data = {"type": self.type}
+        if self.url:
+            data["url"] = self.url
+        if self.qr:
+            data["qr"] = self.qr
+        if self.fields:
+            data["fields"] = self.fields
+        return data
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A verified, normalised notification: what the gateway says happened."""
+
+    order_no: str
+    trade_no: str
+    amount: Decimal
+    currency: str
+    paid: bool
+    raw: dict = field(default_factory=dict, repr=False)
+
+
+class Gateway(ABC):
+    """Base class. Subclasses set the class attributes and implement the methods they support."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    notify_methods: ClassVar[tuple[str, ...]] = ("POST",)
+    required_config: ClassVar[tuple[str, ...]] = ()
+    required_secrets: ClassVar[tuple[str, ...]] = ()
+    currencies: ClassVar[tuple[str, ...] | None] = None  # None: any currency
+    # Names of request fields/headers that carry secrets and are redacted before storage.
+    redact_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, config: dict, secrets: dict):
+        self.config = config
+        self.secrets = secrets
+
+    @abstractmethod
+    def create_payment(self, order: OrderInfo, urls: Urls) -> PaymentAction:
+        ...
+
+    @abstractmethod
+    def parse_notification(self, request: HttpRequest) -> Notice:
+        """Verify and normalise; raise `VerificationFailed` on anything that does not check out."""
+        ...
+
+    @abstractmethod
+    def acknowledge(self, ok: bool) -> HttpResponse:
+        ...
+
+    def query(self, order: OrderInfo) -> Notice | None:
+        """Ask the gateway about an order (reconciliation). None: the gateway has no record."""
+        return None
+
+    def supports_currency(self, currency: str) -> bool:
+        return self.currencies is None or currency.upper() in self.currencies

@@ -1,0 +1,52 @@
+"""Which gateway modules exist, and how to build one from its stored settings."""
+from __future__ import annotations
+
+import json
+from importlib import import_module
+
+from kami.core.crypto import keyring
+from kami.core.errors import NotFound
+from kami.payments.interface import Gateway
+from kami.payments.models import GatewayAccount
+
+GATEWAYS = {
+    "sandbox": "kami.payments.gateways.sandbox.SandboxGateway",
+    "epay": "kami.payments.gateways.epay.EpayGateway",
+}
+
+
+def gateway_class(name: str) -> type[Gateway]:
+    try:
+        path = GATEWAYS[name]
+    except KeyError:
+        raise NotFound(f"unknown gateway {name!r}; known: {', '.join(sorted(GATEWAYS))}") from None
+    module, _, cls = path.rpartition(".")
+    return getattr(import_module(module), cls)
+
+
+def _aad(name: str) -> bytes:
+    return f"gateway:{name}".encode()
+
+
+def secrets_decrypt(account: GatewayAccount) -> dict:
+    if not account.secrets_ciphertext:
+        return {}
+    text = keyring().decrypt(account.secrets_key_id, account.secrets_ciphertext, aad=_aad(account.name))
+    return json.loads(text.reveal())
+
+
+def secrets_encrypt(name: str, secrets: dict) -> tuple[str, bytes]:
+    return keyring().encrypt(json.dumps(secrets, sort_keys=True), aad=_aad(name))
+
+
+def gateway_get(name: str, *, require_enabled: bool = True) -> Gateway:
+    """The configured gateway `name`. Unknown or (by default) disabled gateways are NotFound."""
+    cls = gateway_class(name)
+    account = GatewayAccount.objects.filter(name=name).first()
+    if account is None or (require_enabled and not account.enabled):
+        raise NotFound(f"gateway {name!r} is not enabled")
+    return cls(config=dict(account.config), secrets=secrets_decrypt(account))
+
+
+def gateways_enabled() -> list[str]:
+    return list(GatewayAccount.objects.filter(enabled=True, name__in=GATEWAYS).order_by("name").values_list("name", flat=True))

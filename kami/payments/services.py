@@ -1,0 +1,39 @@
+"""Configuring gateways. Secrets are stored encrypted and never shown back."""
+from __future__ import annotations
+
+import secrets as pysecrets
+
+from django.conf import settings
+from django.db import transaction
+
+from kami.audit.services import audit_record
+from kami.core.errors import BadInput
+from kami.payments.models import GatewayAccount
+from kami.payments.registry import gateway_class, secrets_decrypt, secrets_encrypt
+
+
+def gateway_configure(*, name: str, values: dict[str, str], enable: bool | None = None, actor: str = "cli") -> GatewayAccount:
+    """Merge `values` into the gateway's settings (secret names go to the encrypted part), and
+    enable or disable it. A gateway with incomplete settings cannot be enabled."""
+    cls = gateway_class(name)
+    if enable and name == "sandbox" and settings.PRODUCTION:
+        raise BadInput("the sandbox gateway cannot be enabled in production (KAMI_ENV=production)")
+    with transaction.atomic():  # read-modify-write of one account row
+        account, _ = GatewayAccount.objects.select_for_update().get_or_create(name=name)
+        config, secret = dict(account.config), secrets_decrypt(account)
+        for key, value in values.items():
+            (secret if key in cls.required_secrets or key in getattr(cls, "optional_secrets", ()) else config)[key] = value
+        if name == "sandbox" and not secret.get("secret"):
+            secret["secret"] = pysecrets.token_hex(32)
+        if enable:
+            missing = [k for k in cls.required_config if not config.get(k)] + [k for k in cls.required_secrets if not secret.get(k)]
+            if missing:
+                raise BadInput(f"{name}: cannot enable, missing {', '.join(missing)} (kami gateway set {name} {missing[0]}=…)")
+        account.config = config
+        account.secrets_key_id, account.secrets_ciphertext = secrets_encrypt(name, secret)
+        if enable is not None:
+            account.enabled = enable
+        account.save()
+        audit_record(actor=actor, action="gateway.configure", obj_type="gateway", obj_id=name,
+                     changed=sorted(values), enabled=account.enabled)
+    return account

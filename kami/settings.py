@@ -1,0 +1,168 @@
+"""Settings from the environment (12-factor), with safe defaults.
+
+DATABASE_URL   sqlite:///… (default: <data dir>/kami.sqlite3), postgres://…, mysql://…
+EMAIL_URL      smtp://user:pass@host:587/?tls=True · default: mail written to <data dir>/mail
+KAMI_DATA_DIR  default ./var · KAMI_BASE_URL · KAMI_ADMIN_EMAIL · KAMI_SECRET_KEY · KAMI_DATA_KEY
+KAMI_ENV       development (default) | production — production refuses the sandbox gateway
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+import dj_email_url
+
+from kami.core import datadir
+
+BASE_DIR = Path(__file__).resolve().parent
+DATA_DIR = datadir.data_dir()
+
+KAMI_ENV = os.environ.get("KAMI_ENV", "development")
+PRODUCTION = KAMI_ENV == "production"
+DEBUG = os.environ.get("KAMI_DEBUG", "") == "1" and not PRODUCTION
+SECRET_KEY = datadir.secret_key()
+KAMI_BASE_URL = os.environ.get("KAMI_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+KAMI_ADMIN_EMAIL = os.environ.get("KAMI_ADMIN_EMAIL", "")
+KAMI_SHOP_NAME = os.environ.get("KAMI_SHOP_NAME", "Kami")
+KAMI_ORDER_TTL_MINUTES = int(os.environ.get("KAMI_ORDER_TTL_MINUTES", "30"))
+KAMI_WORKER_POLL_SECONDS = float(os.environ.get("KAMI_WORKER_POLL_SECONDS", "1"))
+# Delivery retry schedule, in seconds, as data. Default: 30s … 12h, ≈ 24h in all, then `manual`.
+KAMI_DELIVERY_BACKOFF = [
+    int(x) for x in os.environ.get("KAMI_DELIVERY_BACKOFF", "30,60,300,900,1800,3600,7200,14400,21600,36000,43200").split(",")
+]
+KAMI_DELIVERY_LEASE_SECONDS = int(os.environ.get("KAMI_DELIVERY_LEASE_SECONDS", "300"))
+
+ALLOWED_HOSTS = [h for h in os.environ.get("KAMI_ALLOWED_HOSTS", "*").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [KAMI_BASE_URL] if KAMI_BASE_URL.startswith("http") else []
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if os.environ.get("KAMI_BEHIND_PROXY") == "1" else None
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "kami.core",
+    "kami.catalog",
+    "kami.stock",
+    "kami.orders",
+    "kami.payments",
+    "kami.delivery",
+    "kami.audit",
+    "kami.fulfilment",
+    "kami.api",
+    "kami.storefront",
+    "kami.cli",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "kami.urls"
+WSGI_APPLICATION = "kami.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+
+def _database(url: str) -> dict:
+    config = dj_database_url.parse(url, conn_max_age=0)
+    engine = config["ENGINE"]
+    if engine == "django.db.backends.sqlite3":
+        # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so
+        # two confirm transactions never deadlock upgrading read locks.
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+        }
+    elif engine == "django.db.backends.mysql":
+        try:
+            import MySQLdb  # noqa: F401  (mysqlclient, when installed, is faster)
+        except ImportError:
+            import pymysql
+
+            pymysql.install_as_MySQLdb()
+        # READ COMMITTED (Django's default for MySQL, stated here so it is never lost): at
+        # REPEATABLE READ, gap locks collapse claim throughput (DESIGN.md §7).
+        config["OPTIONS"] = {"charset": "utf8mb4", "isolation_level": "read committed"}
+        config["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+    elif engine == "django.db.backends.postgresql":
+        config.setdefault("OPTIONS", {})
+    return config
+
+
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'kami.sqlite3'}"
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+EMAIL_URL = os.environ.get("EMAIL_URL", "")
+if EMAIL_URL:
+    _email = dj_email_url.parse(EMAIL_URL)
+    EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+    EMAIL_HOST = _email["EMAIL_HOST"]
+    EMAIL_PORT = _email["EMAIL_PORT"]
+    EMAIL_HOST_USER = _email["EMAIL_HOST_USER"]
+    EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"]
+    EMAIL_USE_TLS = _email["EMAIL_USE_TLS"]
+    EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
+    EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or str(DATA_DIR / "mail")
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = str(DATA_DIR / "mail")
+EMAIL_TIMEOUT = int(os.environ.get("KAMI_EMAIL_TIMEOUT", "20"))
+DEFAULT_FROM_EMAIL = os.environ.get("KAMI_FROM_EMAIL", "Kami <noreply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+LANGUAGE_CODE = "zh-hans"
+LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = os.environ.get("KAMI_TIME_ZONE", "Asia/Shanghai")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+WHITENOISE_USE_FINDERS = True
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = PRODUCTION and KAMI_BASE_URL.startswith("https")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("KAMI_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,56 @@
+"""Claiming keys for an order: the one piece of code that decides which keys are sold.
+
+Runs inside the confirm transaction (fulfilment). Rows are locked with
+`SELECT … FOR UPDATE SKIP LOCKED` ordered by (status, id), so concurrent buyers take different
+keys instead of queueing on one row, and then marked sold with a conditional UPDATE whose row
+count is checked: a key is sold at most once even if a lock were somehow missing.
+"""
+from __future__ import annotations
+
+from django.db import connection
+
+from kami.catalog.models import Product
+from kami.core import clock
+from kami.stock.models import Key
+
+
+class ShortClaim(Exception):
+    """SKIP LOCKED found too few keys; the skipped rows may be held by a transaction that will
+    roll back. The caller retries the whole transaction with `wait=True` before parking the
+    order (a retry inside the transaction could deadlock on the rows it already holds)."""
+
+
+def can_skip_locked() -> bool:
+    return connection.features.has_select_for_update_skip_locked
+
+
+def keys_claim(*, product: Product, quantity: int, wait: bool = False) -> list[int] | None:
+    """Lock and mark sold `quantity` keys of `product`; return their ids, or None when the
+    stock is short (nothing is changed then: no partial fulfilment).
+
+    A reusable product hands out all its available keys and sells none of them.
+    """
+    available = Key.objects.filter(product_id=product.pk, status=Key.Status.AVAILABLE)
+    if product.kind == Product.Kind.REUSABLE:
+        ids = list(available.order_by("status", "id").values_list("id", flat=True))
+        return ids or None
+    locked = available.select_for_update(skip_locked=not wait).order_by("status", "id")
+    ids = list(locked.values_list("id", flat=True)[:quantity])
+    if len(ids) < quantity:
+        # Rows locked by in-flight transactions still read as available here: if that count
+        # covers the order, some locked rows may come free, so look again waiting on locks.
+        if not wait and can_skip_locked() and available_count(product_id=product.pk, at_most=quantity) >= quantity:
+            raise ShortClaim()
+        return None
+    sold = Key.objects.filter(id__in=ids, status=Key.Status.AVAILABLE).update(status=Key.Status.SOLD, sold_at=clock.now())
+    if sold != len(ids):
+        raise RuntimeError(f"claimed {len(ids)} keys but marked {sold} sold; rolling back")
+    return ids
+
+
+def available_count(*, product_id: int, at_most: int | None = None) -> int:
+    """Available keys of a product; with `at_most`, stop counting there (cheap on big stock)."""
+    qs = Key.objects.filter(product_id=product_id, status=Key.Status.AVAILABLE)
+    if at_most is not None:
+        return qs.order_by()[:at_most].count()
+    return qs.count()

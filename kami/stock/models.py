@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class ImportBatch(models.Model):
+    """One import or generation run: who, when, from where, and what came of it."""
+
+    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="batches")
+    source = models.CharField(max_length=255)
+    actor = models.CharField(max_length=150, default="cli")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    imported = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    invalid = models.PositiveIntegerField(default=0)
+
+
+class Key(models.Model):
+    """A card key. The plaintext is never stored: `ciphertext` is AES-256-GCM under data key
+    `key_id`; `fingerprint` (HMAC-SHA256 of the normalised key) decides uniqueness."""
+
+    class Status(models.TextChoices):
+        AVAILABLE = "available"
+        SOLD = "sold"
+        VOID = "void"
+
+    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="keys")
+    ciphertext = models.BinaryField()
+    key_id = models.CharField(max_length=16)
+    fingerprint = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.AVAILABLE)
+    batch = models.ForeignKey(ImportBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="keys")
+    created_at = models.DateTimeField(auto_now_add=True)
+    sold_at = models.DateTimeField(null=True, blank=True)
+    void_reason = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["product", "fingerprint"], name="key_unique_per_product")]
+        # The claim filters product+status and orders by (status, id): this index serves both on
+        # every engine, so a claim never re-reads sold keys (DESIGN.md §7).
+        indexes = [models.Index(fields=["product", "status", "id"], name="key_claim")]
+
+    def __repr__(self) -> str:
+        return f"<Key #{self.pk} {self.fingerprint[:8]} {self.status}>"
+
+    __str__ = __repr__

@@ -1,0 +1,97 @@
+"""Buyer pages: a plain catalog, the order page, and the sandbox's own payment page.
+The full storefront is a separate piece of work; these stay thin."""
+from __future__ import annotations
+
+import secrets
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.utils import translation
+from django.views.decorators.http import require_http_methods
+
+from kami.catalog.models import Product
+from kami.core.errors import BadInput, NotFound, SoldOut
+from kami.fulfilment.checkout import checkout_start
+from kami.fulfilment.notify import notification_handle
+from kami.orders.models import Order
+from kami.orders.selectors import order_get_for_buyer, order_keys_plaintext
+from kami.payments.registry import gateway_get, gateways_enabled
+from kami.stock.claim import available_count
+
+
+def _private(response: HttpResponse) -> HttpResponse:
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    products = list(Product.objects.filter(active=True))
+    for p in products:
+        p.in_stock = available_count(product_id=p.pk, at_most=1) > 0
+    return render(request, "storefront/home.html", {"products": products, "gateways": gateways_enabled(),
+                                                     "shop_name": settings.KAMI_SHOP_NAME})
+
+
+@require_http_methods(["POST"])
+def buy(request: HttpRequest, slug: str) -> HttpResponse:
+    try:
+        quantity = int(request.POST.get("quantity", "1"))
+    except ValueError:
+        quantity = 0
+    error = None
+    try:
+        checkout = checkout_start(product_slug=slug, quantity=quantity, email=request.POST.get("email", ""),
+                                  gateway=request.POST.get("gateway", ""), buyer_ip=request.META.get("REMOTE_ADDR"),
+                                  locale=translation.get_language() or "zh-hans")
+    except BadInput as exc:
+        error = "; ".join(f"{k}: {v}" for k, v in exc.details.get("fields", {}).items()) or str(exc)
+    except SoldOut:
+        error = "sold_out"
+    if error:
+        products = list(Product.objects.filter(active=True))
+        for p in products:
+            p.in_stock = available_count(product_id=p.pk, at_most=1) > 0
+        return render(request, "storefront/home.html", {"products": products, "gateways": gateways_enabled(),
+                                                         "shop_name": settings.KAMI_SHOP_NAME, "error": error}, status=400)
+    if checkout.payment.type == "redirect":
+        return HttpResponseRedirect(checkout.payment.url)
+    return HttpResponseRedirect(checkout.order_url)
+
+
+def order_page(request: HttpRequest, order_no: str) -> HttpResponse:
+    try:
+        order = order_get_for_buyer(order_no=order_no, token=request.GET.get("token", ""))
+    except NotFound:
+        return _private(render(request, "storefront/not_found.html", status=404))
+    keys = [k.reveal() for k in order_keys_plaintext(order=order)] if order.status == Order.Status.FULFILLED else []
+    context = {"order": order, "keys": keys, "keys_text": "\n".join(keys), "shop_name": settings.KAMI_SHOP_NAME,
+               "refresh": order.status == Order.Status.PENDING}
+    return _private(render(request, "storefront/order.html", context))
+
+
+@require_http_methods(["GET", "POST"])
+def sandbox_checkout(request: HttpRequest, order_no: str) -> HttpResponse:
+    """The sandbox's payment page. POST simulates the payment: a correctly signed notification
+    goes through exactly the same path as a real gateway's."""
+    try:
+        gateway = gateway_get("sandbox")
+    except NotFound:
+        raise Http404("sandbox disabled") from None
+    params = request.POST if request.method == "POST" else request.GET
+    amount, currency, back = params.get("amount", ""), params.get("currency", ""), params.get("return", "")
+    if back and urlparse(back).netloc not in ("", request.get_host(), urlparse(settings.KAMI_BASE_URL).netloc):
+        back = ""  # never an open redirect
+    if request.method == "GET":
+        return _private(render(request, "storefront/sandbox_checkout.html",
+                               {"order_no": order_no, "amount": amount, "currency": currency, "return": back}))
+    body = gateway.notification_body(order_no=order_no, trade_no="SBX" + secrets.token_hex(8), amount=amount, currency=currency)
+    notify = HttpRequest()
+    notify.method = "POST"
+    notify._body = body
+    notify.META = {"CONTENT_TYPE": "application/json", "HTTP_X_SANDBOX_SIGNATURE": gateway.sign(body),
+                   "REMOTE_ADDR": request.META.get("REMOTE_ADDR", "")}
+    notification_handle(gateway_name="sandbox", request=notify)
+    return HttpResponseRedirect(back or "/")

@@ -1,0 +1,32 @@
+"""Shared fixtures: factories over fixture files, real databases, gateways played by the tests."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from kami.catalog.services import product_create
+
+
+def engine() -> str:
+    return connection.vendor  # sqlite | postgresql | mysql
+
+
+@pytest.fixture
+def server_db():
+    """Skip unless the run is against PostgreSQL or MariaDB (row locks and SKIP LOCKED)."""
+    if connection.vendor == "sqlite":
+        pytest.skip("needs PostgreSQL or MariaDB: run with KAMI_TEST_DATABASE_URL set (./dev test does)")
+
+
+@pytest.fixture
+def make_product(db):
+    counter = iter(range(1, 10**6))
+
+    def make(slug: str | None = None, **fields):
+        fields.setdefault("name", "Test product")
+        fields.setdefault("price", Decimal("29.90"))
+        return product_create(slug=slug or f"p{next(counter)}", **fields)
+
+    return make

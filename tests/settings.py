@@ -1,0 +1,21 @@
+"""Test settings: the real settings, pointed at a throwaway data dir and at the database named by
+KAMI_TEST_DATABASE_URL (default: SQLite). Django creates and drops its own test database."""
+import base64
+import os
+import tempfile
+
+os.environ.setdefault("KAMI_DATA_DIR", tempfile.mkdtemp(prefix="kami-test-"))
+os.environ.setdefault("KAMI_DATA_KEY", "ktest:" + base64.b64encode(b"\x01" * 32).decode())
+os.environ.setdefault("KAMI_SECRET_KEY", "test-secret-key-not-for-production")
+os.environ["DATABASE_URL"] = os.environ.get("KAMI_TEST_DATABASE_URL", "sqlite:///" + os.path.join(os.environ["KAMI_DATA_DIR"], "kami.sqlite3"))
+os.environ.setdefault("KAMI_ADMIN_EMAIL", "owner@shop.test")
+os.environ.setdefault("KAMI_BASE_URL", "http://testserver")
+
+from kami.settings import *  # noqa: E402,F401,F403
+from kami.settings import DATABASES  # noqa: E402
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not :memory:, so threads and subprocesses see the same database.
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["KAMI_DATA_DIR"], "test-kami.sqlite3")}
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
