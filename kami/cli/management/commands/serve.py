@@ -1,0 +1,59 @@
+"""`kami serve`: the production WSGI server (waitress) plus a delivery worker process."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+from django.conf import settings
+from django.core.management.base import CommandError
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from kami.cli.base import KamiCommand
+
+log = logging.getLogger("kami.serve")
+
+
+def unapplied_migrations() -> int:
+    executor = MigrationExecutor(connection)
+    return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+
+
+class Command(KamiCommand):
+    help = "Serve the shop with a production WSGI server (waitress) and run a delivery worker beside it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("KAMI_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("KAMI_PORT", "8000")))
+        parser.add_argument("--threads", type=int, default=int(os.environ.get("KAMI_THREADS", "8")))
+        parser.add_argument("--no-worker", action="store_true", help="do not start a delivery worker (run `kami worker` elsewhere)")
+
+    def handle(self, *args, host, port, threads, no_worker, **options):
+        if unapplied_migrations():
+            raise CommandError("the database is not up to date: run `kami migrate` first", returncode=2)
+        if "KAMI_BASE_URL" not in os.environ:
+            # Links in emails and gateway callbacks point here unless the merchant says otherwise.
+            os.environ["KAMI_BASE_URL"] = settings.KAMI_BASE_URL = f"http://{host}:{port}"
+        if settings.PRODUCTION and not settings.KAMI_BASE_URL.startswith("https://"):
+            log.warning("KAMI_BASE_URL is %s: in production it must be https, or gateways and buyers' "
+                        "links will break or leak over plain http.", settings.KAMI_BASE_URL)
+        worker = None if no_worker else subprocess.Popen([sys.executable, "-m", "kami", "worker"], env=os.environ.copy())
+        self.stdout.write(f"Kami is serving on http://{host}:{port}/ (base URL {settings.KAMI_BASE_URL})"
+                          + ("" if no_worker else f"; delivery worker pid {worker.pid}"))
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            from waitress import serve
+
+            from kami.wsgi import application
+
+            serve(application, host=host, port=port, threads=threads, ident="kami", clear_untrusted_proxy_headers=True)
+        finally:
+            if worker is not None:
+                worker.terminate()
+                try:
+                    worker.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
