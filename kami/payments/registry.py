@@ -4,6 +4,10 @@ from __future__ import annotations
 import json
 from importlib import import_module
 
+from django.conf import settings
+
+from django.conf import settings
+
 from kami.core.crypto import keyring
 from kami.core.errors import NotFound
 from kami.payments.interface import Gateway
@@ -43,10 +47,17 @@ def gateway_get(name: str, *, require_enabled: bool = True) -> Gateway:
     """The configured gateway `name`. Unknown or (by default) disabled gateways are NotFound."""
     cls = gateway_class(name)
     account = GatewayAccount.objects.filter(name=name).first()
-    if account is None or (require_enabled and not account.enabled):
+    if account is None or (require_enabled and not (account.enabled and _allowed(name))):
         raise NotFound(f"gateway {name!r} is not enabled")
     return cls(config=dict(account.config), secrets=secrets_decrypt(account))
 
 
+def _allowed(name: str) -> bool:
+    """The sandbox pays any order for free: in production it is off even if its row says
+    enabled (a database copied from a trial install, or KAMI_ENV changed afterwards)."""
+    return not (name == "sandbox" and settings.PRODUCTION)
+
+
 def gateways_enabled() -> list[str]:
-    return list(GatewayAccount.objects.filter(enabled=True, name__in=GATEWAYS).order_by("name").values_list("name", flat=True))
+    names = GatewayAccount.objects.filter(enabled=True, name__in=GATEWAYS).order_by("name").values_list("name", flat=True)
+    return [name for name in names if _allowed(name)]

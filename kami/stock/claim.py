@@ -20,6 +20,15 @@ class ShortClaim(Exception):
     order (a retry inside the transaction could deadlock on the rows it already holds)."""
 
 
+def claim_order() -> tuple[str, ...]:
+    """The ORDER BY that lets each engine read `key_claim (product_id, status, id)` in order.
+    PostgreSQL drops the constant `status` from the sort keys and would otherwise be tempted by
+    the primary key (re-reading every sold key); MariaDB, given `status, id`, sorts all available
+    rows (filesort, locking them all) but reads the index in order for plain `id`. Both are
+    checked with EXPLAIN in tests/concurrency/test_claim_plan.py."""
+    return ("id",) if connection.vendor == "mysql" else ("status", "id")
+
+
 def can_skip_locked() -> bool:
     return connection.features.has_select_for_update_skip_locked
 
@@ -32,10 +41,12 @@ def keys_claim(*, product: Product, quantity: int, wait: bool = False) -> list[i
     """
     available = Key.objects.filter(product_id=product.pk, status=Key.Status.AVAILABLE)
     if product.kind == Product.Kind.REUSABLE:
-        ids = list(available.order_by("status", "id").values_list("id", flat=True))
+        ids = [key.id for key in available.order_by(*claim_order()).only("id")]
         return ids or None
-    locked = available.select_for_update(skip_locked=not wait).order_by("status", "id")
-    ids = list(locked.values_list("id", flat=True)[:quantity])
+    locked = available.select_for_update(skip_locked=not wait).order_by(*claim_order())
+    # .only("id"), not values_list: with values_list Django orders by the select position
+    # ("ORDER BY 1"), which MariaDB does not match to the index order.
+    ids = [key.id for key in locked.only("id")[:quantity]]
     if len(ids) < quantity:
         # Rows locked by in-flight transactions still read as available here: if that count
         # covers the order, some locked rows may come free, so look again waiting on locks.
