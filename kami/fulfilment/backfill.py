@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from kami.fulfilment.confirm import order_fulfil_from_stock
+from kami.fulfilment.reconcile import reconcile_pending
 from kami.orders.models import Order
 from kami.orders.services import orders_expire
 from kami.stock.claim import ShortClaim
@@ -30,8 +31,10 @@ def restock_backfill(*, product_id: int) -> int:
 
 
 def sweep() -> dict:
-    """The periodic sweep the worker runs: expire unpaid orders, retry awaiting-stock orders
-    (a SKIP LOCKED false shortage, or keys added by a path that did not backfill)."""
+    """The periodic sweep the worker runs: ask gateways about orders whose notification may have
+    been lost, expire unpaid orders, retry awaiting-stock orders (keys added by a path that did
+    not backfill)."""
+    reconciled = reconcile_pending()
     products = set(Order.objects.filter(status=Order.Status.AWAITING_STOCK).values_list("product_id", flat=True))
     backfilled = sum(restock_backfill(product_id=p) for p in products)
-    return {"expired": orders_expire(), "backfilled": backfilled}
+    return {"reconciled": reconciled, "expired": orders_expire(), "backfilled": backfilled}

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import logging
 
+from django.core.exceptions import BadRequest, SuspiciousOperation
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 
 from kami.core import clock
 from kami.core.errors import NotFound, VerificationFailed
 from kami.fulfilment.confirm import Outcome, payment_confirm
+from kami.payments.interface import Notice
 from kami.payments.models import Notification
 from kami.payments.registry import gateway_get
 
@@ -25,16 +28,39 @@ _REDACTED = "[redacted]"
 _HEADER_KEEP = ("content-type", "user-agent", "x-forwarded-for", "x-real-ip")
 
 
+# What Django refuses to parse (too many fields, a broken multipart body, a form in a foreign
+# charset): stored like anything else, then rejected, never a 500.
+_MALFORMED = (SuspiciousOperation, BadRequest, MultiPartParserError)
+
+
+def _text(value: str) -> str:
+    return value.replace("\x00", "\\x00")  # PostgreSQL text and jsonb cannot hold NUL
+
+
+def _params(request: HttpRequest) -> dict:
+    """GET and POST parameters; a name sent more than once keeps all its values (as a list),
+    so a stored forgery shows exactly what was sent."""
+    merged: dict[str, list[str]] = {}
+    for source in (request.GET, request.POST) if request.method == "POST" else (request.GET,):
+        for name, values in source.lists():
+            merged.setdefault(name, []).extend(values)
+    return {name: values[0] if len(values) == 1 else values for name, values in merged.items()}
+
+
 def _redact(gateway, request: HttpRequest) -> tuple[dict, str]:
     secret_names = {n.lower() for n in gateway.redact_fields}
-    headers = {k: (_REDACTED if k.lower() in secret_names else v) for k, v in request.headers.items()
+    headers = {k: (_REDACTED if k.lower() in secret_names else _text(v)) for k, v in request.headers.items()
                if k.lower() in _HEADER_KEEP or k.lower().startswith(gateway.name.lower()) or k.lower() in secret_names}
-    params = {**request.GET.dict(), **(request.POST.dict() if request.method == "POST" else {})}
+    try:
+        raw = request.body  # read first, so the form parser works from this copy
+        params = _params(request)
+    except _MALFORMED as exc:
+        return headers, f"[unparsed request: {type(exc).__name__}]"
     if params:
         body = json.dumps({k: (_REDACTED if k.lower() in secret_names else v) for k, v in params.items()},
                           ensure_ascii=False, sort_keys=True)
     else:
-        body = request.body[:65536].decode("utf-8", "replace")
+        body = _text(raw[:65536].decode("utf-8", "backslashreplace"))
     return headers, body
 
 
@@ -49,10 +75,11 @@ def notification_handle(*, gateway_name: str, request: HttpRequest) -> HttpRespo
     row = Notification.objects.create(gateway=gateway_name, received_at=clock.now(), method=request.method,
                                       remote_addr=request.META.get("REMOTE_ADDR", "")[:64], headers=headers, body=body)
     try:
-        notice = gateway.parse_notification(request)
-    except VerificationFailed as exc:
-        _finish(row, Notification.Result.REJECTED, error=str(exc))
-        log.warning("notification %s from %s rejected: %s", row.pk, gateway_name, exc)
+        notice = _checked(gateway.parse_notification(request))
+    except (VerificationFailed, *_MALFORMED) as exc:
+        error = str(exc) if isinstance(exc, VerificationFailed) else f"malformed request: {type(exc).__name__}"
+        _finish(row, Notification.Result.REJECTED, error=_text(error))
+        log.warning("notification %s from %s rejected: %s", row.pk, gateway_name, error)
         return gateway.acknowledge(False)
     row.verified, row.order_no, row.trade_no = True, notice.order_no[:64], notice.trade_no[:128]
     if not notice.paid:
@@ -68,6 +95,15 @@ def notification_handle(*, gateway_name: str, request: HttpRequest) -> HttpRespo
     if outcome == Outcome.UNKNOWN_ORDER:
         log.warning("notification %s: verified but names unknown order %s", row.pk, notice.order_no[:64])
     return gateway.acknowledge(True)
+
+
+def _checked(notice: Notice) -> Notice:
+    """Identifiers every gateway must give, in a shape the database can store and compare on
+    every engine: printable text that fits its column (Order.order_no 32, Payment.trade_no 128)."""
+    for name, value, limit in (("order number", notice.order_no, 64), ("trade number", notice.trade_no, 128)):
+        if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
+            raise VerificationFailed(f"malformed notification: the {name} must be printable text of 1 to {limit} characters")
+    return notice
 
 
 def _finish(row: Notification, result: str, *, error: str = "") -> None:
