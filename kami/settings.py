@@ -27,10 +27,15 @@ KAMI_ADMIN_EMAIL = os.environ.get("KAMI_ADMIN_EMAIL", "")
 KAMI_SHOP_NAME = os.environ.get("KAMI_SHOP_NAME", "Kami")
 KAMI_ORDER_TTL_MINUTES = int(os.environ.get("KAMI_ORDER_TTL_MINUTES", "30"))
 KAMI_WORKER_POLL_SECONDS = float(os.environ.get("KAMI_WORKER_POLL_SECONDS", "1"))
-# Delivery retry schedule, in seconds, as data. Default: 30s … 12h, ≈ 24h in all, then `manual`.
+# Delivery retry schedule, in seconds, as data: 11 retries after the first attempt. Each wait is
+# drawn between 50% and 100% of its step, so the last retry comes 16–32 h (≈ 24 h on average)
+# after the first attempt; then the delivery goes `manual` and a human is alerted.
 KAMI_DELIVERY_BACKOFF = [
-    int(x) for x in os.environ.get("KAMI_DELIVERY_BACKOFF", "30,60,300,900,1800,3600,7200,14400,21600,36000,43200").split(",")
+    int(x) for x in os.environ.get("KAMI_DELIVERY_BACKOFF", "30,60,300,900,1800,3600,7200,14400,28800,28800,28800").split(",")
 ]
+KAMI_SWEEP_SECONDS = int(os.environ.get("KAMI_SWEEP_SECONDS", "60"))
+KAMI_RECONCILE_AFTER_MINUTES = int(os.environ.get("KAMI_RECONCILE_AFTER_MINUTES", "5"))
+KAMI_PAYMENT_GRACE_SECONDS = int(os.environ.get("KAMI_PAYMENT_GRACE_SECONDS", "300"))
 KAMI_DELIVERY_LEASE_SECONDS = int(os.environ.get("KAMI_DELIVERY_LEASE_SECONDS", "300"))
 
 ALLOWED_HOSTS = [h for h in os.environ.get("KAMI_ALLOWED_HOSTS", "*").split(",") if h]

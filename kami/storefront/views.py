@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods
 
 from kami.catalog.models import Product
 from kami.core.errors import BadInput, NotFound, SoldOut
+from kami.delivery.links import order_link_verify
 from kami.fulfilment.checkout import checkout_start
 from kami.fulfilment.notify import notification_handle
 from kami.orders.models import Order
@@ -61,9 +62,19 @@ def buy(request: HttpRequest, slug: str) -> HttpResponse:
     return HttpResponseRedirect(checkout.order_url)
 
 
+def _buyer_order(request: HttpRequest, order_no: str) -> Order:
+    """The order behind a buyer's link: the token from checkout, or the signed link from email."""
+    sig = request.GET.get("sig", "")
+    if sig and order_link_verify(order_no, sig):
+        order = Order.objects.select_related("product").filter(order_no=order_no).first()
+        if order is not None:
+            return order
+    return order_get_for_buyer(order_no=order_no, token=request.GET.get("token", ""))
+
+
 def order_page(request: HttpRequest, order_no: str) -> HttpResponse:
     try:
-        order = order_get_for_buyer(order_no=order_no, token=request.GET.get("token", ""))
+        order = _buyer_order(request, order_no)
     except NotFound:
         return _private(render(request, "storefront/not_found.html", status=404))
     keys = [k.reveal() for k in order_keys_plaintext(order=order)] if order.status == Order.Status.FULFILLED else []

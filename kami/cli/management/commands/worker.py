@@ -1,0 +1,84 @@
+"""`kami worker`: deliver the outbox (emails, alerts) and run the periodic sweep.
+
+Run one or several, on one machine or many: rows are leased, never delivered twice by two
+workers. SIGTERM or Ctrl-C stops after the current message; a second Ctrl-C stops at once (a
+message cut off mid-send is picked up again when its lease runs out).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+from django.conf import settings
+
+from kami.cli.base import KamiCommand
+from kami.delivery.worker import run_forever, run_pass
+from kami.fulfilment.backfill import sweep
+
+log = logging.getLogger("kami.worker")
+
+
+class Sweeper:
+    """Calls the fulfilment sweep at most every `interval` seconds (the first call runs it)."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.last: float | None = None
+
+    def __call__(self) -> None:
+        if self.last is not None and time.monotonic() - self.last < self.interval:
+            return
+        self.last = time.monotonic()
+        result = sweep()
+        if any(result.values()):
+            log.info("sweep: %s", ", ".join(f"{k} {v}" for k, v in result.items()))
+
+
+class Command(KamiCommand):
+    help = "Deliver queued emails and admin alerts, and sweep orders (expire unpaid, backfill awaiting stock)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true", help="one sweep and one delivery pass, then exit")
+        parser.add_argument("--worker-id", default=None, help="name in delivery records (default host:pid)")
+        parser.add_argument("--limit", type=int, default=50, help="messages claimed per pass (default 50)")
+
+    def handle(self, *args, once, worker_id, limit, **options):
+        worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        if once:
+            swept = sweep()
+            outcomes = run_pass(worker_id=worker_id, limit=limit)
+            counts = ", ".join(f"{k} {outcomes.get(k, 0)}" for k in ("sent", "failed", "manual", "lost"))
+            self.stdout.write(f"deliveries: {sum(outcomes.values())} ({counts}); "
+                              f"sweep: {', '.join(f'{k} {v}' for k, v in swept.items())}")
+            return
+        stop = threading.Event()
+        previous = _on_signals(stop)
+        try:
+            run_forever(worker_id, poll_seconds=float(settings.KAMI_WORKER_POLL_SECONDS), stop_event=stop,
+                        on_pass=Sweeper(float(getattr(settings, "KAMI_SWEEP_SECONDS", 60))), limit=limit)
+        except KeyboardInterrupt:
+            self.stderr.write("interrupted: a message cut off mid-send is retried when its lease expires")
+            raise SystemExit(130) from None
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _on_signals(stop: threading.Event) -> dict:
+    """SIGTERM/SIGINT set `stop` (finish the current message, then exit); a second one interrupts."""
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("%s: stopping after the current message (again to stop at once)", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, handler)
+    return previous

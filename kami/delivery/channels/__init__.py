@@ -1,0 +1,64 @@
+"""Delivery channels: one module per channel behind one interface, looked up by name.
+
+A channel performs one outbox message and returns normally when it was handed over, or raises.
+Any exception is retried with backoff; `PermanentFailure` goes straight to `manual` (retrying
+cannot fix an address the mail server says does not exist). Exception messages become
+`last_error` and log lines, so channels must never put a key in them.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+from kami.core.errors import NotFound, Retryable
+from kami.delivery.models import OutboxMessage
+
+
+class PermanentFailure(Exception):
+    """Retrying will not help: escalate to a human now."""
+
+
+class TemporaryFailure(Retryable):
+    """The channel failed in a way that may go away (server down, timeout, 4xx)."""
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, message: OutboxMessage) -> None:
+        """Perform `message`; raise on failure. Called outside any database transaction.
+        May set `message.message_id` (a stable reference the worker records)."""
+
+
+_registry: dict[str, Channel] = {}
+_builtin_loaded = False
+_load_lock = threading.Lock()
+
+
+def channel_register(channel: Channel) -> None:
+    """Add or replace a channel (tests register fakes this way)."""
+    _load_builtin()
+    _registry[channel.name] = channel
+
+
+def channel_get(name: str) -> Channel:
+    _load_builtin()
+    try:
+        return _registry[name]
+    except KeyError:
+        raise NotFound(f"no delivery channel named {name!r}; known: {', '.join(sorted(_registry))}") from None
+
+
+def _load_builtin() -> None:
+    global _builtin_loaded
+    if _builtin_loaded:
+        return
+    with _load_lock:  # workers may be threads: nobody may see a half-filled registry
+        if _builtin_loaded:
+            return
+        from kami.delivery.channels.email import EmailChannel
+        from kami.delivery.channels.log import LogChannel
+
+        for channel in (EmailChannel(), LogChannel()):
+            _registry.setdefault(channel.name, channel)
+        _builtin_loaded = True

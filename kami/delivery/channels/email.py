@@ -1,0 +1,135 @@
+"""The email channel: a buyer's keys, and admin alerts, through Django's mail backend (SMTP in
+production: settings EMAIL_BACKEND / EMAIL_HOST / EMAIL_PORT / EMAIL_TIMEOUT).
+
+Every message carries a Message-ID derived from the outbox id, the same on every retry, so a
+resend after a crash is recognisable (and de-duplicated by most mail clients).
+Errors are described from SMTP codes and exception types only, with any key text scrubbed:
+they end up in `last_error` and in log lines.
+"""
+from __future__ import annotations
+
+import smtplib
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.validators import validate_email
+from django.template.loader import render_to_string
+from django.utils import translation
+from django.utils.translation import gettext
+
+from kami.delivery.channels import PermanentFailure, TemporaryFailure
+from kami.delivery.links import order_link_signed
+from kami.delivery.models import OutboxMessage
+from kami.orders.models import Order
+from kami.orders.selectors import order_keys_plaintext
+
+
+class EmailChannel:
+    name = "email"
+
+    def send(self, message: OutboxMessage) -> None:
+        try:
+            validate_email(message.target)
+        except ValidationError:
+            raise PermanentFailure("invalid recipient address") from None
+        message.message_id = message_id_for(message)
+        if message.kind == "order_keys":
+            _send_order_keys(message)
+        elif message.kind == "admin_alert":
+            _deliver(_admin_alert_email(message), secrets=[])
+        else:
+            raise PermanentFailure(f"the email channel cannot send {message.kind!r} messages")
+
+
+def message_id_for(message: OutboxMessage) -> str:
+    domain = urlparse(settings.KAMI_BASE_URL).hostname or "kami.invalid"
+    return f"<kami-outbox-{message.pk}@{domain}>"
+
+
+def _language(code: str) -> str:
+    return code if code in dict(settings.LANGUAGES) else settings.LANGUAGE_CODE
+
+
+def _send_order_keys(message: OutboxMessage) -> None:
+    order = Order.objects.select_related("product").filter(pk=(message.payload or {}).get("order_id")).first()
+    if order is None:
+        raise PermanentFailure(f"order id {(message.payload or {}).get('order_id')!r} does not exist")
+    if order.status != Order.Status.FULFILLED:
+        raise PermanentFailure(f"order {order.order_no} is {order.status}: its keys are not sent")
+    keys = [k.reveal() for k in order_keys_plaintext(order=order)]
+    try:
+        email = _order_keys_email(message, order, keys)
+    except Exception as exc:  # noqa: BLE001 — a rendering error's text might quote a key: scrub, drop the traceback
+        raise TemporaryFailure(_scrub(_describe(exc), keys)) from None
+    _deliver(email, secrets=keys)
+
+
+def _order_keys_email(message: OutboxMessage, order: Order, keys: list[str]) -> EmailMultiAlternatives:
+    shop = settings.KAMI_SHOP_NAME
+    context = {"shop_name": shop, "order_no": order.order_no, "product_name": order.product.name,
+               "quantity": order.quantity, "keys": keys, "order_link": order_link_signed(order.order_no)}
+    with translation.override(_language(order.locale)):
+        subject = gettext("Your order %(order_no)s at %(shop)s") % {"order_no": order.order_no, "shop": shop}
+        text = render_to_string("delivery/order_keys.txt", context)
+        html = render_to_string("delivery/order_keys.html", context)
+    email = _email(message, subject, text)
+    email.attach_alternative(html, "text/html")
+    return email
+
+
+def _admin_alert_email(message: OutboxMessage) -> EmailMultiAlternatives:
+    payload = message.payload or {}
+    shop = settings.KAMI_SHOP_NAME
+    subject = " ".join(str(payload.get("subject", "")).split())[:200]  # one line: headers take no newlines
+    context = {"shop_name": shop, "event": payload.get("event", ""), "subject": subject,
+               "body": payload.get("body", ""), "base_url": settings.KAMI_BASE_URL}
+    with translation.override(_language(settings.LANGUAGE_CODE)):
+        text = render_to_string("delivery/admin_alert.txt", context)
+    return _email(message, f"[{shop}] {subject}", text)
+
+
+def _email(message: OutboxMessage, subject: str, text: str) -> EmailMultiAlternatives:
+    return EmailMultiAlternatives(subject=subject, body=text, from_email=settings.DEFAULT_FROM_EMAIL,
+                                  to=[message.target], headers={"Message-ID": message.message_id,
+                                                                "Auto-Submitted": "auto-generated"})
+
+
+def _deliver(email: EmailMultiAlternatives, *, secrets: list[str]) -> None:
+    """Hand the email to the backend. One connection per message: deliveries are independent."""
+    try:
+        sent = get_connection(fail_silently=False).send_messages([email])
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        text = _scrub(_describe(exc), secrets)
+        if codes and all(code >= 500 for code in codes):
+            raise PermanentFailure(text) from None
+        raise TemporaryFailure(text) from None
+    except Exception as exc:  # noqa: BLE001 — every other failure is worth another try
+        raise TemporaryFailure(_scrub(_describe(exc), secrets)) from None
+    if not sent:
+        raise TemporaryFailure("the mail backend accepted nothing")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(exc.recipients.values()), (0, b""))
+        return f"recipient refused: SMTP {code} {_reply(reply)}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{type(exc).__name__}: SMTP {exc.smtp_code} {_reply(exc.smtp_error)}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return f"{type(exc).__name__}: {str(exc)[:160]}"
+
+
+def _reply(reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return " ".join(text.split())[:160]
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,115 @@
+"""Delivery tests run against a real SMTP server (aiosmtpd on 127.0.0.1) and orders made
+fulfilled the way the product makes them: order API, then a signed sandbox notification."""
+from __future__ import annotations
+
+import email
+import logging
+import socket
+import threading
+from email import policy
+from email.message import EmailMessage
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from kami.core import clock
+from kami.delivery.models import OutboxMessage
+from kami.orders.models import Order
+from kami.stock.models import Key
+from kami.stock.vault import key_seal
+from tests.sandbox_play import enable_sandbox, sandbox_notify
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps what it receives; `refuse` maps an address to the reply
+    its RCPT gets (e.g. "550 5.1.1 no such user")."""
+
+    def __init__(self):
+        self.messages: list[EmailMessage] = []
+        self.refuse: dict[str, str] = {}
+        self.port = 0
+        self._lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=policy.default)
+        with self._lock:
+            self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self._lock:
+            return [m for m in self.messages if address in str(m["To"])]
+
+    def message_ids(self) -> list[str]:
+        with self._lock:
+            return [str(m["Message-ID"]) for m in self.messages]
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtp(settings):
+    box = Mailbox()
+    box.port = free_port()
+    server_log = logging.getLogger("mail.log")
+    level = server_log.level
+    server_log.setLevel(logging.INFO)  # the test server logs each DATA line at DEBUG: that is the mail itself
+    controller = Controller(box, hostname="127.0.0.1", port=box.port)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", box.port, 5
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.DEFAULT_FROM_EMAIL = "Kami Test <noreply@shop.test>"
+    yield box
+    controller.stop()
+    server_log.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def real_time():
+    clock.travel(None)
+    yield
+    clock.travel(None)
+
+
+def add_keys(product, texts) -> None:
+    for text in texts:
+        key_id, blob, fp = key_seal(text)
+        Key.objects.create(product=product, key_id=key_id, ciphertext=blob, fingerprint=fp)
+
+
+@pytest.fixture
+def fulfilled_order(client, make_product):
+    """Make an order fulfilled through the order API and a signed sandbox notification."""
+    enable_sandbox()
+
+    def make(*, keys=("AAAA-1111",), locale="en", email="buyer@example.com", product=None, name="Steam Wallet 100"):
+        product = product or make_product(name=name)
+        add_keys(product, keys)
+        response = client.post("/api/v1/orders", {"product": product.slug, "quantity": len(keys), "email": email,
+                                                  "gateway": "sandbox"}, content_type="application/json",
+                               HTTP_ACCEPT_LANGUAGE=locale)
+        assert response.status_code == 201, response.content
+        data = response.json()
+        assert sandbox_notify(client, order_no=data["order_no"], amount=data["amount"]).status_code == 200
+        order = Order.objects.get(order_no=data["order_no"])
+        assert order.status == Order.Status.FULFILLED and order.locale == locale
+        return order
+
+    return make
+
+
+def keys_message(order: Order) -> OutboxMessage:
+    return OutboxMessage.objects.get(dedupe_key=f"order_keys:{order.pk}:email")

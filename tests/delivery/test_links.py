@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+from kami.delivery.links import order_link_signature, order_link_signed, order_link_verify
+
+
+def test_signed_link_verifies_for_its_order_only():
+    url = urlparse(order_link_signed("2511270001"))
+    sig = parse_qs(url.query)["sig"][0]
+    assert url.scheme == "http" and url.netloc == "testserver" and url.path == "/orders/2511270001"
+    assert order_link_verify("2511270001", sig)
+    assert not order_link_verify("2511270002", sig)
+    assert not order_link_verify("2511270001", sig[:-1] + ("A" if sig[-1] != "A" else "B"))
+    assert not order_link_verify("2511270001", "")
+    assert not order_link_verify("", sig)
+    assert not order_link_verify("2511270001", None)
+
+
+def test_signature_depends_on_the_secret_key_and_survives_rotation_with_fallbacks(settings):
+    old, old_key = order_link_signature("2511270001"), settings.SECRET_KEY
+    settings.SECRET_KEY = "a-new-secret-key-for-rotation-test-0123456789"
+    assert not order_link_verify("2511270001", old)
+    settings.SECRET_KEY_FALLBACKS = [old_key]
+    assert order_link_verify("2511270001", old)
