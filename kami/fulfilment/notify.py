@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from decimal import Decimal
 
 from django.core.exceptions import BadRequest, SuspiciousOperation
 from django.db import DatabaseError
@@ -25,6 +26,8 @@ from kami.payments.registry import gateway_get
 log = logging.getLogger("kami.notify")
 
 _REDACTED = "[redacted]"
+_AMOUNT_LIMIT = Decimal(10) ** 12  # Payment.amount: max_digits=14, decimal_places=2
+_CENT = Decimal("0.01")
 _HEADER_KEEP = ("content-type", "user-agent", "x-forwarded-for", "x-real-ip")
 
 
@@ -98,11 +101,18 @@ def notification_handle(*, gateway_name: str, request: HttpRequest) -> HttpRespo
 
 
 def _checked(notice: Notice) -> Notice:
-    """Identifiers every gateway must give, in a shape the database can store and compare on
-    every engine: printable text that fits its column (Order.order_no 32, Payment.trade_no 128)."""
+    """What every gateway must give, in a shape every engine stores and compares the same way:
+    identifiers as printable text that fits its column (Order.order_no 32, Payment.trade_no 128),
+    an amount that fits Payment.amount (14 digits, 2 decimals). Otherwise PostgreSQL and MariaDB
+    refuse the row (the gateway retries forever) while SQLite keeps it, or a rounded copy."""
     for name, value, limit in (("order number", notice.order_no, 64), ("trade number", notice.trade_no, 128)):
         if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
             raise VerificationFailed(f"malformed notification: the {name} must be printable text of 1 to {limit} characters")
+    amount = notice.amount
+    if not (isinstance(amount, Decimal) and amount.is_finite() and abs(amount) < _AMOUNT_LIMIT
+            and amount == amount.quantize(_CENT)):
+        raise VerificationFailed(f"malformed notification: amount {str(amount)[:40]} is not a price Kami can hold "
+                                 "(at most 12 digits before the point and 2 after)")
     return notice
 
 

@@ -6,8 +6,6 @@ from importlib import import_module
 
 from django.conf import settings
 
-from django.conf import settings
-
 from kami.core.crypto import keyring
 from kami.core.errors import NotFound
 from kami.payments.interface import Gateway

@@ -18,17 +18,27 @@ def gateway_configure(*, name: str, values: dict[str, str], enable: bool | None 
     cls = gateway_class(name)
     if enable and name == "sandbox" and settings.PRODUCTION:
         raise BadInput("the sandbox gateway cannot be enabled in production (KAMI_ENV=production)")
+    secret_names = (*cls.required_secrets, *getattr(cls, "optional_secrets", ()))
+    known = getattr(cls, "optional_config", None)
+    if known is not None:  # the gateway lists its settings: a typo is refused, not stored
+        unknown = sorted(set(values) - {*cls.required_config, *known, *secret_names})
+        if unknown:
+            names = ", ".join((*cls.required_config, *known, *secret_names))
+            raise BadInput(f"{name}: unknown setting {unknown[0]!r}; {name} takes {names}")
     with transaction.atomic():  # read-modify-write of one account row
         account, _ = GatewayAccount.objects.select_for_update().get_or_create(name=name)
         config, secret = dict(account.config), secrets_decrypt(account)
         for key, value in values.items():
-            (secret if key in cls.required_secrets or key in getattr(cls, "optional_secrets", ()) else config)[key] = value
+            (secret if key in secret_names else config)[key] = value
+        if hasattr(cls, "config_clean"):
+            config = cls.config_clean(config)
         if name == "sandbox" and not secret.get("secret"):
             secret["secret"] = pysecrets.token_hex(32)
-        if enable:
+        if enable or (enable is None and account.enabled):  # an enabled gateway stays complete
             missing = [k for k in cls.required_config if not config.get(k)] + [k for k in cls.required_secrets if not secret.get(k)]
             if missing:
-                raise BadInput(f"{name}: cannot enable, missing {', '.join(missing)} (kami gateway set {name} {missing[0]}=…)")
+                verb = "cannot enable, missing" if enable else "is enabled and needs"
+                raise BadInput(f"{name}: {verb} {', '.join(missing)} (kami gateway set {name} {missing[0]}=…)")
         account.config = config
         account.secrets_key_id, account.secrets_ciphertext = secrets_encrypt(name, secret)
         if enable is not None:

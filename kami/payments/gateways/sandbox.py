@@ -28,6 +28,7 @@ WINDOW_SECONDS = 300
 class SandboxGateway(Gateway):
     name = "sandbox"
     label = "Sandbox (demo)"
+    optional_config = ()  # no settings besides the secret: anything else is a typo
     required_secrets = ("secret",)
     redact_fields = ()
 
@@ -50,7 +51,8 @@ class SandboxGateway(Gateway):
         given = request.headers.get(SIGNATURE_HEADER, "")
         if not secret:
             raise VerificationFailed("sandbox secret is empty: run `kami gateway set sandbox --enable`")
-        if not given or not hmac.compare_digest(self.sign(request.body), given):
+        # As bytes: compare_digest refuses non-ASCII str, and a header is whatever the sender put there.
+        if not given or not hmac.compare_digest(self.sign(request.body).encode(), given.encode("utf-8", "replace")):
             raise VerificationFailed("bad signature")
         try:
             data = json.loads(request.body)

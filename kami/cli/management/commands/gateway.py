@@ -1,0 +1,103 @@
+"""`kami gateway set NAME [--enable|--disable] [KEY=VALUE ...]` and `kami gateway list`.
+
+Secrets (the names a gateway lists as secrets, e.g. Epay's `key`) are stored encrypted and
+never printed back: `list` says only whether each one is set.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from urllib.parse import urlsplit
+
+from rich.console import Console
+from rich.table import Table
+
+from kami.cli.base import KamiCommand
+from kami.core.errors import BadInput
+from kami.fulfilment.checkout import notify_url
+from kami.payments.models import GatewayAccount
+from kami.payments.registry import GATEWAYS, gateway_class, gateways_enabled, secrets_decrypt
+from kami.payments.services import gateway_configure
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class Command(KamiCommand):
+    help = "Configure payment gateways: `kami gateway list`, `kami gateway set epay pid=1001 key=… url=https://pay.example/ --enable`."
+
+    def add_arguments(self, parser):
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{set,list}")
+        put = actions.add_parser("set", help="change a gateway's settings, enable or disable it")
+        put.add_argument("name", help=f"the gateway: {', '.join(sorted(GATEWAYS))}")
+        put.add_argument("values", nargs="*", metavar="KEY=VALUE", help="settings to store (secrets are encrypted)")
+        switch = put.add_mutually_exclusive_group()
+        switch.add_argument("--enable", dest="enable", action="store_const", const=True, default=None)
+        switch.add_argument("--disable", dest="enable", action="store_const", const=False)
+        actions.add_parser("list", help="every gateway, its settings (never secret values) and its notify URL")
+
+    def handle(self, *args, action, **options):
+        if action == "set":
+            self._set(options["name"], options["values"], options["enable"])
+        else:
+            self._list()
+
+    def _set(self, name: str, pairs: list[str], enable: bool | None) -> None:
+        cls = gateway_class(name)  # unknown gateway: NotFound, exit 2, lists the known ones
+        values = parse_pairs(pairs)
+        if not values and enable is None:
+            raise BadInput(f"nothing to change: give KEY=VALUE settings and/or --enable/--disable (kami gateway set {name} --enable)")
+        account = gateway_configure(name=name, values=values, enable=enable, actor="cli")
+        secret_names = {*cls.required_secrets, *getattr(cls, "optional_secrets", ())}
+        for key in sorted(values):
+            shown = "(secret, stored encrypted)" if key in secret_names else repr(account.config.get(key, values[key]))
+            self.stdout.write(f"{name}: {key} = {shown}")
+        self.stdout.write(f"{name}: {'enabled' if account.enabled else 'disabled'}")
+        for warning in _warnings(account.config):
+            self.stderr.write(f"{name}: warning: {warning}")
+        if account.enabled:
+            self.stdout.write(f"{name}: notify URL to paste into the gateway: {notify_url(name)}")
+
+    def _list(self) -> None:
+        accounts = {a.name: a for a in GatewayAccount.objects.filter(name__in=GATEWAYS)}
+        live = set(gateways_enabled())  # the registry's rule: a sandbox row says enabled, production says no
+        table = Table(title="Payment gateways")
+        for column in ("gateway", "enabled", "settings", "secrets", "notify URL"):
+            table.add_column(column, overflow="fold")
+        for name in sorted(GATEWAYS):
+            cls, account = gateway_class(name), accounts.get(name)
+            config = dict(account.config) if account else {}
+            try:
+                stored = secrets_decrypt(account) if account else {}
+                secrets = ", ".join(f"{k}: {'set' if stored.get(k) else 'missing'}" for k in cls.required_secrets)
+            except Exception:  # a data key missing from the keyring: say so, do not crash the listing
+                secrets = "unreadable (data key missing: restore KAMI_DATA_KEY)"
+            settings_text = "\n".join(f"{k}={v}" for k, v in sorted(config.items())) or "—"
+            missing = [k for k in cls.required_config if not config.get(k)]
+            if missing:
+                settings_text += f"\nmissing: {', '.join(missing)}"
+            enabled = "yes" if name in live else "no (off in production)" if account and account.enabled else "no"
+            table.add_row(name, enabled, settings_text, secrets or "—", notify_url(name))
+        Console(file=self.stdout, width=max(shutil.get_terminal_size().columns, 140)).print(table)
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` arguments as a dict; the value may contain `=` and may be empty (to clear)."""
+    values: dict[str, str] = {}
+    for position, pair in enumerate(pairs, 1):
+        key, sep, value = pair.partition("=")
+        if not sep or not _NAME_RE.match(key):
+            # Name the argument by position unless it looks like a setting name: a bare word may be a secret.
+            which = repr(key) if sep or _NAME_RE.match(key) and len(key) <= 24 else f"setting #{position}"
+            raise BadInput(f"{which[:40]}: settings are written KEY=VALUE with a lowercase name, e.g. pid=1001")
+        if key in values:
+            raise BadInput(f"{key}: given twice; give each setting once")
+        values[key] = value
+    return values
+
+
+def _warnings(config: dict) -> list[str]:
+    url = str(config.get("url", ""))
+    host = urlsplit(url).hostname or ""
+    if url.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
+        return [f"url {url} is plain http: the gateway's query API sends the merchant key in the URL; use https"]
+    return []

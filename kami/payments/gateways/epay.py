@@ -1,0 +1,219 @@
+"""Epay / 易支付 V1 (the 彩虹易支付 protocol, MD5 signatures).
+
+The buyer is redirected to `{url}submit.php` with signed parameters; the site notifies
+`/pay/epay/notify` by GET (the documented way) or by POST (some compatible sites), and
+`{url}api.php?act=order` answers reconciliation queries. The recipe (`epay_sign`): drop
+`sign`, `sign_type` and empty values, sort by key, join `k=v` with `&` (no URL-encoding),
+append the merchant key, MD5 as lowercase hex.
+
+Field lessons this module answers: an empty merchant key must not make every forgery valid;
+`trade_status` is checked; a field sent twice or as a PHP array (`money[]=`) is refused
+rather than picked from; the merchant id is checked; signatures are compared in constant time.
+No timestamp is signed, so a replay is caught by `(gateway, trade_no)` being applied once.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from decimal import Decimal
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+from django.http import HttpRequest, HttpResponse
+
+from kami.core import money
+from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
+from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, Urls
+
+PAID = "TRADE_SUCCESS"
+QUERY_TIMEOUT_SECONDS = 10
+_UNSIGNED = ("sign", "sign_type")
+_TYPE_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+
+
+def epay_sign(params: dict, key: str) -> str:
+    """The Epay V1 MD5 signature of `params` with the merchant `key`."""
+    text = "&".join(f"{k}={params[k]}" for k in sorted(params) if k not in _UNSIGNED and params[k] not in ("", None))
+    return hashlib.md5((text + key).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class EpayGateway(Gateway):
+    name = "epay"
+    label = "易支付 / Epay"
+    notify_methods = ("GET", "POST")
+    required_config = ("pid", "url")
+    optional_config = ("type", "currency")
+    required_secrets = ("key",)
+    # The signature is kept: it is no secret (it travels in the URL) and lets a stored
+    # notification be re-verified later. A `key` field, should anyone send one, is not kept.
+    redact_fields = ("key",)
+
+    def __init__(self, *, config: dict, secrets: dict):
+        super().__init__(config=config, secrets=secrets)
+        self.pid = str(config.get("pid", ""))
+        url = str(config.get("url") or "").strip()
+        self.base_url = url if not url or url.endswith("/") else url + "/"  # checked by config_clean
+        self.pay_type = str(config.get("type") or "alipay")
+        self.currency = str(config.get("currency") or "CNY").upper()
+        self.currencies = (self.currency,)
+
+    @classmethod
+    def config_clean(cls, config: dict) -> dict:
+        """Normalise and check settings as they are saved (`kami gateway set epay …`)."""
+        config = {k: (str(v).strip() if k in ("pid", "url", "type", "currency") else v) for k, v in config.items()}
+        if config.get("url"):
+            config["url"] = _base_url(config["url"])
+        if config.get("pid") and (len(config["pid"]) > 32 or not config["pid"].isalnum()):
+            raise BadInput(f"epay: pid {config['pid']!r} should be the merchant id the Epay site shows (e.g. 1001)")
+        if config.get("type") and not _TYPE_RE.match(config["type"]):
+            raise BadInput(f"epay: type {config['type']!r} should be a payment method such as alipay, wxpay or qqpay")
+        if config.get("currency"):
+            config["currency"] = money.parse_currency(config["currency"])
+        return config
+
+    # -- create -----------------------------------------------------------------------------
+
+    def create_payment(self, order: OrderInfo, urls: Urls) -> PaymentAction:
+        if order.currency.upper() != self.currency:
+            raise BadInput(f"epay charges in {self.currency}, the order is in {order.currency}")
+        params = {
+            "pid": self.pid, "type": self.pay_type, "out_trade_no": order.order_no, "notify_url": urls.notify,
+            "return_url": urls.ret, "name": order.subject or order.order_no,
+            "money": format(money.quantize(order.amount, self.currency), "f"),
+        }
+        params["sign"] = epay_sign(params, self._key())
+        params["sign_type"] = "MD5"
+        return PaymentAction(type="redirect", url=f"{self.base_url}submit.php?{urlencode(params)}")
+
+    # -- notify -----------------------------------------------------------------------------
+
+    def parse_notification(self, request: HttpRequest) -> Notice:
+        key = self._key()
+        if not key:
+            raise VerificationFailed("epay key is empty: every notification is refused until "
+                                     "`kami gateway set epay key=…` stores the merchant key")
+        params = _single_values(request)
+        given = params.get("sign", "")
+        if params.get("sign_type", "MD5").upper() != "MD5":
+            raise VerificationFailed(f"unsupported sign_type {params['sign_type'][:20]!r}: only MD5 is accepted")
+        if not given or not hmac.compare_digest(epay_sign(params, key).encode(), given.lower().encode("utf-8", "replace")):
+            raise VerificationFailed("bad signature")
+        if params.get("pid") != self.pid:
+            raise VerificationFailed(f"pid {params.get('pid', '')[:32]!r} is not this shop's merchant id {self.pid!r}")
+        order_no, trade_no = params.get("out_trade_no", ""), params.get("trade_no", "")
+        if not order_no or not trade_no:
+            raise VerificationFailed("malformed notification: out_trade_no and trade_no are required")
+        try:
+            amount = money.parse_amount(params.get("money"), field="money")
+        except BadInput as exc:
+            raise VerificationFailed(f"malformed notification: {exc}") from None
+        return Notice(order_no=order_no, trade_no=trade_no, amount=amount, currency=self.currency,
+                      paid=params.get("trade_status") == PAID, raw=params)
+
+    def acknowledge(self, ok: bool) -> HttpResponse:
+        return HttpResponse("success" if ok else "fail", status=200 if ok else 400, content_type="text/plain")
+
+    # -- query ------------------------------------------------------------------------------
+
+    def query(self, order: OrderInfo) -> Notice | None:
+        """Ask `api.php?act=order` about `order`. The key travels in the URL (the protocol's
+        choice), so the URL is never logged: `_HideKey` masks it in httpx's request log."""
+        params = {"act": "order", "pid": self.pid, "key": self._key(), "out_trade_no": order.order_no}
+        try:
+            response = httpx.get(f"{self.base_url}api.php", params=params, timeout=QUERY_TIMEOUT_SECONDS)
+        except httpx.HTTPError as exc:
+            raise Retryable(f"epay query for {order.order_no}: {type(exc).__name__} talking to "
+                            f"{urlsplit(self.base_url).netloc}; will retry") from None
+        _check_status(response, order_no=order.order_no)
+        try:
+            data = response.json()
+        except ValueError:
+            raise Retryable(f"epay query for {order.order_no}: the Epay site did not answer JSON "
+                            f"(HTTP {response.status_code})") from None
+        return _query_notice(data, order_no=order.order_no, pid=self.pid, currency=self.currency)
+
+    def _key(self) -> str:
+        """The merchant key, or "" when none is usable (blank counts as none: it signs nothing)."""
+        key = self.secrets.get("key", "")
+        return key if isinstance(key, str) and key.strip() else ""
+
+
+def _base_url(url: str) -> str:
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise BadInput(f"epay: url {url!r} should be the Epay site's address, like https://pay.example.com/")
+    return url if url.endswith("/") else url + "/"
+
+
+def _single_values(request: HttpRequest) -> dict[str, str]:
+    """GET and POST parameters as one flat dict. A name sent twice (or in both the query and
+    the form) or in PHP array syntax is refused: picking one of the values is how an amount
+    check gets bypassed."""
+    sources = [request.GET] + ([request.POST] if request.method == "POST" else [])
+    params: dict[str, str] = {}
+    for source in sources:
+        for name, values in source.lists():
+            if "[" in name or "]" in name:
+                raise VerificationFailed(f"field {name[:40]!r} is an array: Epay sends single values only")
+            if name in params or len(values) != 1:
+                raise VerificationFailed(f"field {name[:40]!r} was sent more than once")
+            params[name] = values[0]
+    return params
+
+
+def _check_status(response: httpx.Response, *, order_no: str) -> None:
+    status = response.status_code
+    if status >= 500:
+        raise Retryable(f"epay query for {order_no}: the Epay site answered HTTP {status}; will retry")
+    if 300 <= status < 400:  # never followed: the key is in the URL. Name only where it points.
+        target = urlsplit(response.headers.get("location", ""))
+        raise KamiError(f"epay query for {order_no}: the Epay site redirects (HTTP {status}) to "
+                        f"{target.scheme}://{target.netloc}{target.path}; set url to the address it redirects to "
+                        "(kami gateway set epay url=…)", code="gateway_refused")
+    if status >= 400:
+        raise KamiError(f"epay query for {order_no}: the Epay site answered HTTP {status} for api.php; "
+                        "check url (kami gateway list)", code="gateway_refused")
+
+
+def _query_notice(data: object, *, order_no: str, pid: str, currency: str) -> Notice | None:
+    if not isinstance(data, dict):
+        raise Retryable(f"epay query for {order_no}: the answer is not a JSON object")
+    code = data.get("code")
+    if code == -1 or code == "-1":
+        return None  # 订单号不存在: the Epay site has no such order
+    if code != 1 and code != "1":
+        msg = str(data.get("msg", ""))[:100]
+        raise KamiError(f"epay query for {order_no} refused (code {code!r}, {msg!r}): check pid and key with "
+                        "`kami gateway list` / `kami gateway set epay pid=… key=…`", code="gateway_refused")
+    if str(data.get("out_trade_no", "")) != order_no or ("pid" in data and str(data["pid"]) != pid):
+        raise KamiError(f"epay query for {order_no}: the answer is about another order or merchant", code="gateway_refused")
+    trade_no, status, amount = data.get("trade_no"), data.get("status"), data.get("money")
+    if isinstance(amount, (int, float)) and not isinstance(amount, bool):
+        amount = str(amount)  # some sites send a JSON number; parse_amount still refuses 1e-05, nan, inf
+    try:
+        value = money.parse_amount(amount, field="money")
+    except BadInput as exc:
+        raise KamiError(f"epay query for {order_no}: {exc}", code="gateway_refused") from None
+    trade_no = str(trade_no) if isinstance(trade_no, (str, int)) and not isinstance(trade_no, bool) else ""
+    if not trade_no or len(trade_no) > 128 or not trade_no.isprintable():
+        raise KamiError(f"epay query for {order_no}: the answer has no usable trade_no", code="gateway_refused")
+    return Notice(order_no=order_no, trade_no=trade_no, amount=Decimal(value), currency=currency,
+                  paid=status in (1, "1"), raw=data)
+
+
+class _HideKey(logging.Filter):
+    """httpx logs every request URL at INFO; the query URL carries the merchant key."""
+
+    _pattern = re.compile(r"([?&]key=)[^&\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._pattern.sub(r"\1[redacted]", str(a)) if "key=" in str(a) else a for a in record.args)
+        return True
+
+
+if not any(isinstance(f, _HideKey) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(_HideKey())
