@@ -1,0 +1,128 @@
+"""Stock services: import, generate, export and void keys. Every one writes an audit row.
+
+Import and generation live in `importer` and `generator` (they share the batch path); they are
+re-exported here so callers need one module.
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import TextIO
+
+from kami.audit.services import audit_record
+from kami.catalog.models import Product
+from kami.core.errors import BadInput, Conflict, NotFound
+from kami.stock.generator import keys_generate
+from kami.stock.importer import keys_import, low_stock_rearm
+from kami.stock.models import Key
+from kami.stock.report import ImportReport
+from kami.stock.vault import key_open
+
+__all__ = ["ImportReport", "key_void", "keys_export", "keys_generate", "keys_import", "low_stock_rearm"]
+
+EXPORT_STATUSES = ("available", "sold", "void", "all")
+EXPORT_FORMATS = ("txt", "csv")
+CSV_HEADER = ("key", "status", "order_no", "sold_at")
+_ORDER_NO = "order_keys__order__order_no"  # via OrderKey's related name: stock never imports orders
+MIN_PREFIX = 6
+
+
+def keys_export(*, product: Product, status: str = "available", fmt: str = "txt", out: TextIO, actor: str,
+                ip: str = "", chunk_size: int = 2000) -> int:
+    """Write the product's keys in plaintext to `out`; return how many keys were written.
+
+    The audit row is written *before* the first key leaves, so an export cut short is still on
+    record. Keys are read in id order a chunk at a time (keyset paging: flat memory on every
+    engine and no long-open cursor); a key sold while the export runs may show either status.
+    """
+    if status not in EXPORT_STATUSES:
+        raise BadInput(f"--status must be one of {', '.join(EXPORT_STATUSES)}")
+    if fmt not in EXPORT_FORMATS:
+        raise BadInput(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
+    keys = Key.objects.filter(product_id=product.pk)
+    if status != "all":
+        keys = keys.filter(status=status)
+    audit_record(actor=actor, action="keys.export", obj_type="product", obj_id=product.slug, ip=ip,
+                 status=status, format=fmt, count=keys.count())
+    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    if writer:
+        writer.writerow(CSV_HEADER)
+    written = 0
+    for rows in _chunks(keys, chunk_size):
+        orders = _order_numbers([r[0] for r in rows]) if writer else {}
+        for pk, key_id, blob, key_status, sold_at in rows:
+            plain = key_open(key_id=key_id, ciphertext=blob).reveal()
+            if writer:
+                stamp = sold_at.isoformat() if sold_at else ""
+                writer.writerows((plain, key_status, no, stamp) for no in orders.get(pk, [""]))
+            else:
+                out.write(plain + "\n")
+            written += 1
+    return written
+
+
+def _chunks(keys, size: int) -> Iterator[list[tuple]]:
+    """The rows of `keys` in id order, `size` at a time (id > last: an index range scan)."""
+    last = 0
+    while True:
+        rows = list(keys.filter(id__gt=last).order_by("id")
+                    .values_list("id", "key_id", "ciphertext", "status", "sold_at")[:size])
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][0]
+
+
+def _order_numbers(ids: list[int]) -> dict[int, list[str]]:
+    """{key id: order numbers it went to}. A reusable key can have gone to many orders: the CSV
+    then has one row per order."""
+    found: dict[int, list[str]] = {}
+    for pk, order_no in (Key.objects.filter(id__in=ids, order_keys__isnull=False)
+                         .order_by("id", "order_keys__id").values_list("id", _ORDER_NO)):
+        found.setdefault(pk, []).append(order_no)
+    return found
+
+
+def key_void(*, product: Product, fingerprint_prefix: str = "", key_pk: int | None = None, reason: str = "",
+             actor: str, ip: str = "") -> Key:
+    """Take one available key off sale for good. A sold key stays sold: the buyer has it, so
+    voiding would only hide that fact; refund or replace the order instead."""
+    key = _key_find(product=product, fingerprint_prefix=fingerprint_prefix, key_pk=key_pk)
+    changed = Key.objects.filter(pk=key.pk, status=Key.Status.AVAILABLE).update(
+        status=Key.Status.VOID, void_reason=reason[:200])
+    if not changed:
+        key.refresh_from_db()
+        raise Conflict(_not_voidable(key))
+    key.refresh_from_db()
+    audit_record(actor=actor, action="keys.void", obj_type="key", obj_id=key.pk, ip=ip,
+                 product=product.slug, fingerprint=key.fingerprint[:8], reason=reason[:200])
+    return key
+
+
+def _key_find(*, product: Product, fingerprint_prefix: str, key_pk: int | None) -> Key:
+    keys = Key.objects.filter(product_id=product.pk)
+    if key_pk is not None:
+        found = list(keys.filter(pk=key_pk))
+        what = f"key #{key_pk}"
+    else:
+        prefix = fingerprint_prefix.strip().lower()
+        if len(prefix) < MIN_PREFIX or set(prefix) - set("0123456789abcdef"):
+            raise BadInput(f"fingerprint prefix {fingerprint_prefix!r}: give at least {MIN_PREFIX} hex characters")
+        # The range lets the (product, fingerprint) index serve the search on every engine and
+        # collation; startswith keeps it exact.
+        found = list(keys.filter(fingerprint__gte=prefix, fingerprint__lt=prefix + "g",
+                                 fingerprint__startswith=prefix)[:2])
+        what = f"key with fingerprint {prefix}…"
+    if not found:
+        raise NotFound(f"no {what} in product {product.slug!r}")
+    if len(found) > 1:
+        raise BadInput(f"fingerprint prefix {fingerprint_prefix!r} matches several keys; give more characters")
+    return found[0]
+
+
+def _not_voidable(key: Key) -> str:
+    label = f"key #{key.pk} ({key.fingerprint[:8]})"
+    if key.status == Key.Status.VOID:
+        return f"{label} is already void"
+    order_no = Key.objects.filter(pk=key.pk).values_list(_ORDER_NO, flat=True).first() or "?"
+    return f"{label} is sold (order {order_no}) and stays sold; refund or replace that order instead"

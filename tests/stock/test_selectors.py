@@ -1,0 +1,32 @@
+"""stock_summary: counts per product and status, and orders waiting for keys."""
+from __future__ import annotations
+
+import pytest
+
+from kami.stock.models import Key
+from kami.stock.selectors import awaiting_count, stock_summary
+from tests.stock.helpers import awaiting_order, import_lines
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stock_summary_counts_per_product(make_product):
+    # given
+    full = make_product("full", low_stock=2)
+    low = make_product("low", low_stock=5)
+    empty = make_product("empty")
+    import_lines(full, ["A", "B", "C", "D"])
+    import_lines(low, ["E", "F", "G"])
+    Key.objects.filter(pk=Key.objects.filter(product=full).order_by("id").first().pk).update(status="sold")
+    Key.objects.filter(pk=Key.objects.filter(product=low).order_by("-id").first().pk).update(status="void")
+    awaiting_order(empty, quantity=2)
+    awaiting_order(empty, quantity=1)
+    # when
+    rows = {row.product.slug: row for row in stock_summary()}
+    # then
+    assert [(r.available, r.sold, r.void, r.awaiting, r.low) for r in (rows["full"], rows["low"], rows["empty"])] == [
+        (3, 1, 0, 0, False),
+        (2, 0, 1, 0, True),
+        (0, 0, 0, 2, False),
+    ]
+    assert list(rows) == ["full", "low", "empty"]
+    assert awaiting_count(product=empty) == 2
