@@ -96,6 +96,10 @@ TEMPLATES = [
 def _database(url: str) -> dict:
     config = dj_database_url.parse(url, conn_max_age=0)
     engine = config["ENGINE"]
+    if engine != "django.db.backends.sqlite3":
+        # Keep server connections across requests: connecting costs more than a notification.
+        config["CONN_MAX_AGE"] = int(os.environ.get("KAMI_DB_CONN_MAX_AGE", "60"))
+        config["CONN_HEALTH_CHECKS"] = True
     if engine == "django.db.backends.sqlite3":
         # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so
         # two confirm transactions never deadlock upgrading read locks.
