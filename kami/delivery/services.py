@@ -27,8 +27,12 @@ def outbox_enqueue(*, kind: str, channel: str, target: str, dedupe_key: str, pay
 
 
 def order_keys_enqueue(*, order_id: int, email: str) -> None:
-    outbox_enqueue(kind="order_keys", channel="email", target=email, dedupe_key=f"order_keys:{order_id}:email",
-                   payload={"order_id": order_id})
+    """Queue an order's key delivery. Called once per order, by the transaction that fulfils it
+    (the order row is locked and leaves its state there), so no savepoint is spent on dedupe;
+    the unique dedupe key would still refuse a second row."""
+    now = clock.now()
+    OutboxMessage.objects.create(kind="order_keys", channel="email", target=email, dedupe_key=f"order_keys:{order_id}:email",
+                                 payload={"order_id": order_id}, next_attempt_at=now, created_at=now)
 
 
 def admin_alert(*, event: str, dedupe_key: str, subject: str, body: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from kami.catalog.models import Product
 from kami.core import clock, money
@@ -49,12 +49,11 @@ def _confirm(gateway: str, notice: Notice, *, wait: bool) -> Outcome:
             return Outcome.UNKNOWN_ORDER
         if Payment.objects.filter(gateway=gateway, trade_no=notice.trade_no).exists():
             return Outcome.DUPLICATE
-        try:
-            with transaction.atomic():  # savepoint: a concurrent twin of this trade loses cleanly
-                Payment.objects.create(order=order, gateway=gateway, trade_no=notice.trade_no, amount=notice.amount,
-                                       currency=notice.currency, created_at=clock.now())
-        except IntegrityError:
-            return Outcome.DUPLICATE
+        # No savepoint needed: twins of this trade for this order queue on the order lock above and
+        # see it here. A twin naming another order fails the unique constraint, the transaction
+        # rolls back, the gateway is asked to retry, and the retry finds the trade applied.
+        Payment.objects.create(order=order, gateway=gateway, trade_no=notice.trade_no, amount=notice.amount,
+                               currency=notice.currency, created_at=clock.now())
         return _apply(order, gateway, notice, wait=wait)
 
 
