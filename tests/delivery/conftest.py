@@ -15,9 +15,8 @@ from aiosmtpd.controller import Controller
 from kami.core import clock
 from kami.delivery.models import OutboxMessage
 from kami.orders.models import Order
-from kami.stock.models import Key
-from kami.stock.vault import key_seal
 from tests.sandbox_play import enable_sandbox, sandbox_notify
+from tests.factories import add_keys  # noqa: F401 (re-exported for the tests here)
 
 
 class Mailbox:
@@ -84,10 +83,6 @@ def real_time():
     clock.travel(None)
 
 
-def add_keys(product, texts) -> None:
-    for text in texts:
-        key_id, blob, fp = key_seal(text)
-        Key.objects.create(product=product, key_id=key_id, ciphertext=blob, fingerprint=fp)
 
 
 @pytest.fixture

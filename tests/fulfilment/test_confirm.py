@@ -7,14 +7,10 @@ from kami.delivery.models import OutboxMessage
 from kami.orders.models import Order, OrderKey
 from kami.payments.models import Notification, Payment
 from kami.stock.models import Key
-from kami.stock.vault import key_seal
 from tests.sandbox_play import enable_sandbox, sandbox_notify
+from tests.factories import add_keys  # noqa: F401 (re-exported for the tests here)
 
 
-def add_keys(product, texts):
-    for text in texts:
-        key_id, blob, fp = key_seal(text)
-        Key.objects.create(product=product, key_id=key_id, ciphertext=blob, fingerprint=fp)
 
 
 def create_order(client, product, quantity=1, email="buyer@example.com"):

@@ -9,12 +9,12 @@ from urllib.parse import urlencode
 from django.test import Client
 
 from kami.delivery.models import OutboxMessage
-from kami.orders.models import Order, OrderKey
+from kami.orders.models import OrderKey
 from kami.payments.gateways.epay import epay_sign
 from kami.payments.models import Notification, Payment
 from kami.payments.services import gateway_configure
 from kami.stock.models import Key
-from kami.stock.vault import key_seal
+from tests.factories import add_keys  # noqa: F401 (re-exported for the tests here)
 
 PID = "1001"
 KEY = "Qk8sV2hLmN4pR7tX9zB3cD6fG1jH5kA0"
@@ -26,10 +26,6 @@ def fixture(name: str) -> dict:
     return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
 
 
-def add_keys(product, texts) -> None:
-    for text in texts:
-        key_id, blob, fp = key_seal(text)
-        Key.objects.create(product=product, key_id=key_id, ciphertext=blob, fingerprint=fp)
 
 
 def enable_epay(*, pid: str = PID, key: str = KEY, url: str = URL, **extra: str) -> None:
