@@ -3,10 +3,14 @@ every engine: a plan that walks the primary key re-reads every sold key on each 
 with no usable index scans the table (DESIGN.md §7)."""
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from kami.stock.claim import claim_order
+from kami.stock.importer import _stored, keys_import
 from kami.stock.models import Key
 from tests.factories import add_keys
 
@@ -36,3 +40,23 @@ def test_claim_uses_the_claim_index(make_product):
     # then
     assert "key_claim" in plan, plan
     assert "Seq Scan" not in plan and "filesort" not in plan.lower() and "TEMP B-TREE" not in plan, plan
+
+
+def test_duplicate_lookup_probes_the_unique_index_after_the_first_chunk(make_product):
+    # given statistics gathered on another product's keys (what a new product's import meets)
+    if connection.vendor != "postgresql":
+        pytest.skip("the probe query is PostgreSQL's own; the others use fingerprint IN (…)")
+    old = make_product()
+    add_keys(old, (f"OLD-{i}" for i in range(3000)))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE stock_key")
+    new = make_product()
+    # when the new product's import has stored its first chunk
+    keys_import(product=new, stream=io.BytesIO(b"".join(b"NEW-%d\n" % i for i in range(2500))), source="t",
+                batch_size=2000)
+    with connection.cursor() as cursor, CaptureQueriesContext(connection) as queries:
+        _stored(new.pk, ["ab" * 32, "cd" * 32])
+        cursor.execute("EXPLAIN " + queries.captured_queries[-1]["sql"])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    # then each fingerprint is one probe of the unique index
+    assert "key_unique_per_product" in plan, plan
