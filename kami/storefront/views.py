@@ -96,8 +96,12 @@ def sandbox_checkout(request: HttpRequest, order_no: str) -> HttpResponse:
     if back and urlparse(back).netloc not in ("", request.get_host(), urlparse(settings.KAMI_BASE_URL).netloc):
         back = ""  # never an open redirect
     if request.method == "GET":
-        return _private(render(request, "storefront/sandbox_checkout.html",
-                               {"order_no": order_no, "amount": amount, "currency": currency, "return": back}))
+        # No `no-referrer` here: with it browsers send `Origin: null` on the form's POST, and the
+        # CSRF check (rightly) refuses that. The page shows no key.
+        page = render(request, "storefront/sandbox_checkout.html",
+                      {"order_no": order_no, "amount": amount, "currency": currency, "return": back})
+        page["Cache-Control"] = "no-store"
+        return page
     body = gateway.notification_body(order_no=order_no, trade_no="SBX" + secrets.token_hex(8), amount=amount, currency=currency)
     notify = HttpRequest()
     notify.method = "POST"

@@ -1,0 +1,80 @@
+"""A buyer in a real browser (Debian's Chromium driven by Playwright): home → buy → sandbox
+payment → order page with the key, at a phone and a desktop size, in zh-hans and en; the copy
+button puts the key on the clipboard. Screenshots of each step go to test-output/e2e/."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from kami.stock.services import keys_generate
+from tests.factories import make_orders
+from tests.sandbox_play import enable_sandbox
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.sqlite_only]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "e2e"
+KEY = re.compile(r"^[2-9A-HJ-NP-Z]{4}(-[2-9A-HJ-NP-Z]{4}){3}$")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    # Playwright's sync API keeps an event loop on this thread; the test's own ORM calls are
+    # still plain synchronous calls, which Django would otherwise refuse next to a loop.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install -y chromium (./dev test does)"
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.mark.parametrize("locale,viewport,words", [
+    ("zh-CN", {"width": 390, "height": 844}, {"simulate": "模拟支付", "done": "已付款，已发货"}),
+    ("en-US", {"width": 1280, "height": 800}, {"simulate": "Simulate payment", "done": "Paid and delivered"}),
+])
+def test_a_buyer_gets_the_key_in_the_browser(browser, live_server, settings, make_product, locale, viewport, words):
+    # given a shop with one product in stock and the sandbox gateway
+    settings.KAMI_BASE_URL = live_server.url
+    enable_sandbox()
+    product = make_product("gift-card", name="Gift card 100")
+    keys_generate(product=product, count=3, actor="test")
+    context = browser.new_context(locale=locale, viewport=viewport)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    page = context.new_page()
+    shots = SHOTS / f"{locale}-{viewport['width']}"
+    shots.mkdir(parents=True, exist_ok=True)
+    # when the buyer picks the product, pays in the sandbox, and lands on the order page
+    page.goto(live_server.url + "/")
+    page.screenshot(path=str(shots / "1-home.png"), full_page=True)
+    page.fill("#product-gift-card input[name=email]", "buyer@example.com")
+    page.click("#product-gift-card button[type=submit]")
+    simulate = page.get_by_role("button", name=words["simulate"])
+    simulate.wait_for()
+    page.screenshot(path=str(shots / "2-pay.png"), full_page=True)
+    simulate.click()
+    page.wait_for_selector("code.key")
+    page.screenshot(path=str(shots / "3-order.png"), full_page=True)
+    # then the key is shown, and its copy button puts it on the clipboard
+    key = page.inner_text("code.key").strip()
+    assert KEY.match(key)
+    assert words["done"] in page.inner_text("#status")
+    page.click("li button.copy")
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    context.close()
+
+
+def test_the_order_page_without_its_token_shows_nothing(browser, live_server, make_product):
+    product = make_product()
+    keys_generate(product=product, count=1, actor="test")
+    (order,) = make_orders(product, [1])
+    page = browser.new_page()
+    response = page.goto(f"{live_server.url}/orders/{order.order_no}")
+    assert response.status == 404
+    assert page.locator("code.key").count() == 0
