@@ -102,12 +102,14 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=30000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--server-threads", type=int, default=4, help="waitress threads (= database connections)")
     args = parser.parse_args()
     psql("DROP DATABASE IF EXISTS kami_bench_pgbench")
     psql("CREATE DATABASE kami_bench_pgbench")
     subprocess.run(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "10", "-q", "kami_bench_pgbench"],
                    check=True, capture_output=True)
-    print(f"machine: {os.cpu_count()} cores · keys {args.keys} · {args.seconds}s per run")
+    print(f"machine: {os.cpu_count()} cores · keys {args.keys} · {args.seconds}s per run · "
+          f"kami serve --threads {args.server_threads}")
     for clients in args.clients:
         psql("DROP DATABASE IF EXISTS kami_bench_notify")
         psql("CREATE DATABASE kami_bench_notify")
@@ -117,7 +119,7 @@ def main() -> None:
         jobs = setup_shop(env, args.keys, args.keys)
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "kami", "serve", "--no-worker", "--port", str(port),
-                                   "--threads", str(min(clients, 16))], env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+                                   "--threads", str(args.server_threads)], env=env, cwd=REPO, stdout=subprocess.DEVNULL)
         try:
             for _ in range(100):
                 try:

@@ -28,7 +28,8 @@ class Command(KamiCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("KAMI_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("KAMI_PORT", "8000")))
-        parser.add_argument("--threads", type=int, default=int(os.environ.get("KAMI_THREADS", "8")))
+        parser.add_argument("--threads", type=int, default=int(os.environ.get("KAMI_THREADS", "4")),
+                            help="worker threads (each holds one database connection); more threads mostly add GIL contention")
         parser.add_argument("--no-worker", action="store_true", help="do not start a delivery worker (run `kami worker` elsewhere)")
 
     def handle(self, *args, host, port, threads, no_worker, **options):
