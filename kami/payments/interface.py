@@ -12,6 +12,8 @@ from typing import ClassVar
 
 from django.http import HttpRequest, HttpResponse
 
+from kami.core.errors import KamiError
+
 
 @dataclass(frozen=True)
 class OrderInfo:
@@ -60,6 +62,18 @@ class Notice:
     raw: dict = field(default_factory=dict, repr=False)
 
 
+@dataclass(frozen=True)
+class RefundResult:
+    """What the gateway said about a refund request. `done` False with `pending` True: accepted,
+    the money moves later (the gateway notifies or the query shows it)."""
+
+    refund_no: str  # our idempotency key, sent to the gateway
+    gateway_ref: str = ""  # the gateway's refund id, when it gives one
+    done: bool = True
+    pending: bool = False
+    raw: dict = field(default_factory=dict, repr=False)
+
+
 class Gateway(ABC):
     """Base class. Subclasses set the class attributes and implement the methods they support."""
 
@@ -92,6 +106,14 @@ class Gateway(ABC):
     def query(self, order: OrderInfo) -> Notice | None:
         """Ask the gateway about an order (reconciliation). None: the gateway has no record."""
         return None
+
+    supports_refund: ClassVar[bool] = False
+
+    def refund(self, *, order: OrderInfo, trade_no: str, amount: Decimal, refund_no: str, reason: str = "") -> RefundResult:
+        """Refund `amount` of trade `trade_no`. `refund_no` is our idempotency key: asking again
+        with the same one must not refund twice. Raises `Retryable` on gateway trouble and
+        `KamiError` when the gateway refuses (the message says why)."""
+        raise KamiError(f"{self.name} has no refund API: refund the buyer by hand", code="refund_unsupported")
 
     def supports_currency(self, currency: str) -> bool:
         return self.currencies is None or currency.upper() in self.currencies

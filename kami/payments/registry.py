@@ -1,29 +1,41 @@
 """Which gateway modules exist, and how to build one from its stored settings."""
 from __future__ import annotations
 
+import inspect
 import json
+import pkgutil
 from importlib import import_module
 
 from django.conf import settings
 
 from kami.core.crypto import keyring
 from kami.core.errors import NotFound
+from kami.payments import gateways as gateways_package
 from kami.payments.interface import Gateway
 from kami.payments.models import GatewayAccount
 
-GATEWAYS = {
-    "sandbox": "kami.payments.gateways.sandbox.SandboxGateway",
-    "epay": "kami.payments.gateways.epay.EpayGateway",
-}
+
+def _discover() -> dict[str, type[Gateway]]:
+    """Every Gateway subclass defined in a module of kami.payments.gateways, by its `name`:
+    adding a gateway is adding its module, nothing to register."""
+    found: dict[str, type[Gateway]] = {}
+    for info in pkgutil.iter_modules(gateways_package.__path__):
+        module = import_module(f"{gateways_package.__name__}.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, Gateway) and obj.__module__ == module.__name__ \
+                    and not inspect.isabstract(obj):
+                found[obj.name] = obj
+    return found
+
+
+GATEWAYS: dict[str, type[Gateway]] = _discover()
 
 
 def gateway_class(name: str) -> type[Gateway]:
     try:
-        path = GATEWAYS[name]
+        return GATEWAYS[name]
     except KeyError:
         raise NotFound(f"unknown gateway {name!r}; known: {', '.join(sorted(GATEWAYS))}") from None
-    module, _, cls = path.rpartition(".")
-    return getattr(import_module(module), cls)
 
 
 def _aad(name: str) -> bytes:
