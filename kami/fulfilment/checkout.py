@@ -33,7 +33,8 @@ def notify_url(gateway: str) -> str:
 
 def order_info(order: Order) -> OrderInfo:
     return OrderInfo(order_no=order.order_no, amount=order.amount, currency=order.currency,
-                     subject=order.product.name[:120], email=order.email, expires_at=order.expires_at)
+                     subject=order.product.name[:120], email=order.email, expires_at=order.expires_at,
+                     gateway_ref=order.gateway_ref)
 
 
 def checkout_start(*, product_slug: object, quantity: object, email: object, gateway: object,
@@ -51,4 +52,7 @@ def checkout_start(*, product_slug: object, quantity: object, email: object, gat
                                 buyer_ip=buyer_ip, locale=locale)
     url = order_url(order, token)
     action = gw.create_payment(order_info(order), Urls(notify=notify_url(gateway), ret=url))
+    if action.gateway_ref:
+        order.gateway_ref = action.gateway_ref[:128]
+        order.save(update_fields=["gateway_ref"])
     return Checkout(order=order, token=token, payment=action, order_url=url)

@@ -21,6 +21,9 @@ class Order(models.Model):
     currency = models.CharField(max_length=5)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     gateway = models.CharField(max_length=32)
+    # The gateway's own id for this payment, when it gives one at creation (Stripe session,
+    # PayPal order, TokenPay Id…): reconciliation and refunds ask about it.
+    gateway_ref = models.CharField(max_length=128, blank=True, default="")
     token_hash = models.CharField(max_length=64)
     locale = models.CharField(max_length=10, default="zh-hans")
     buyer_ip = models.GenericIPAddressField(null=True, blank=True)

@@ -23,6 +23,7 @@ class OrderInfo:
     subject: str
     email: str
     expires_at: object = None  # aware datetime
+    gateway_ref: str = ""  # the id the gateway gave at creation (PaymentAction.gateway_ref), if any
 
 
 @dataclass(frozen=True)
