@@ -37,6 +37,8 @@ class EmailChannel:
         message.message_id = message_id_for(message)
         if message.kind == "order_keys":
             _send_order_keys(message)
+        elif message.kind == "order_refunded":
+            _deliver(_order_refunded_email(message), secrets=[])
         elif message.kind == "admin_alert":
             _deliver(_admin_alert_email(message), secrets=[])
         else:
@@ -77,6 +79,21 @@ def _order_keys_email(message: OutboxMessage, order: Order, keys: list[str]) -> 
     email = _email(message, subject, text)
     email.attach_alternative(html, "text/html")
     return email
+
+
+def _order_refunded_email(message: OutboxMessage) -> EmailMultiAlternatives:
+    payload = message.payload or {}
+    order = Order.objects.select_related("product").filter(pk=payload.get("order_id")).first()
+    if order is None:
+        raise PermanentFailure(f"order id {payload.get('order_id')!r} does not exist")
+    shop = settings.KAMI_SHOP_NAME
+    context = {"shop_name": shop, "order_no": order.order_no, "product_name": order.product.name,
+               "amount": order.amount, "currency": order.currency, "reason": payload.get("reason", ""),
+               "order_link": order_link_signed(order.order_no)}
+    with translation.override(_language(order.locale)):
+        subject = gettext("Order %(order_no)s at %(shop)s was refunded") % {"order_no": order.order_no, "shop": shop}
+        text = render_to_string("delivery/order_refunded.txt", context)
+    return _email(message, subject, text)
 
 
 def _admin_alert_email(message: OutboxMessage) -> EmailMultiAlternatives:

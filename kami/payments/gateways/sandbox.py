@@ -19,7 +19,7 @@ from django.urls import reverse
 
 from kami.core import money
 from kami.core.errors import BadInput, VerificationFailed
-from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, Urls
+from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
 
 SIGNATURE_HEADER = "X-Sandbox-Signature"
 WINDOW_SECONDS = 300
@@ -68,6 +68,12 @@ class SandboxGateway(Gateway):
             raise VerificationFailed("timestamp outside the 5-minute window (replayed or clock skew)")
         return Notice(order_no=fields[0], trade_no=fields[1], amount=Decimal(amount), currency=currency,
                       paid=fields[2] == "paid", raw=data)
+
+    supports_refund = True
+
+    def refund(self, *, order: OrderInfo, trade_no: str, amount: Decimal, refund_no: str, reason: str = "") -> RefundResult:
+        """The sandbox moves no money: a refund always succeeds, under our own refund number."""
+        return RefundResult(refund_no=refund_no, gateway_ref=f"SBX-{refund_no}")
 
     def acknowledge(self, ok: bool) -> HttpResponse:
         return HttpResponse("ok" if ok else "fail", status=200 if ok else 400, content_type="text/plain")
