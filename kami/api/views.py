@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -9,11 +10,12 @@ from django.utils import translation
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from kami.core.errors import BadInput, NotFound, SoldOut
+from kami.core.errors import BadInput, KamiError, NotFound, Retryable, SoldOut
 from kami.fulfilment.checkout import checkout_start
 from kami.fulfilment.notify import notification_handle
 from kami.orders.selectors import order_get_for_buyer, order_keys_plaintext
 
+log = logging.getLogger("kami.api")
 MAX_BODY = 16 * 1024
 
 
@@ -48,6 +50,12 @@ def orders_create(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "invalid", "message": str(exc), "fields": exc.details.get("fields", {})}, status=400)
     except SoldOut as exc:
         return JsonResponse({"error": "sold_out", "message": str(exc)}, status=409)
+    except Retryable:
+        return JsonResponse({"error": "gateway_unavailable",
+                             "message": "the payment service did not answer; try again in a moment"}, status=503)
+    except KamiError as exc:
+        log.warning("checkout refused by the gateway: %s", exc)
+        return JsonResponse({"error": "gateway_refused", "message": "the payment service refused this payment"}, status=502)
     order = checkout.order
     return _no_store(JsonResponse({
         "order_no": order.order_no, "token": checkout.token, "status": order.status,

@@ -12,7 +12,7 @@ from django.utils import translation
 from django.views.decorators.http import require_http_methods
 
 from kami.catalog.models import Product
-from kami.core.errors import BadInput, NotFound, SoldOut
+from kami.core.errors import BadInput, KamiError, NotFound, SoldOut
 from kami.delivery.links import order_link_verify
 from kami.fulfilment.checkout import checkout_start
 from kami.fulfilment.notify import notification_handle
@@ -51,6 +51,8 @@ def buy(request: HttpRequest, slug: str) -> HttpResponse:
         error = "; ".join(f"{k}: {v}" for k, v in exc.details.get("fields", {}).items()) or str(exc)
     except SoldOut:
         error = "sold_out"
+    except KamiError:  # the gateway is down or refused: the order stays pending and expires
+        error = "gateway"
     if error:
         products = list(Product.objects.filter(active=True))
         for p in products:
