@@ -110,6 +110,11 @@ class Gateway(ABC):
 
     supports_refund: ClassVar[bool] = False
 
+    def check(self) -> list[str]:
+        """Problems found offline in the settings (keys that do not parse, a key pair that does
+        not match…), each a sentence saying what to fix. Modules with keys to check override it."""
+        return []
+
     def refund(self, *, order: OrderInfo, trade_no: str, amount: Decimal, refund_no: str, reason: str = "") -> RefundResult:
         """Refund `amount` of trade `trade_no`. `refund_no` is our idempotency key: asking again
         with the same one must not refund twice. Raises `Retryable` on gateway trouble and

@@ -94,7 +94,7 @@ def test_list_names_what_an_unconfigured_gateway_is_missing():
     (["set", "epay", "PID=1001"], "'PID'"),
     (["set", "epay", "pid=1", "pid=2"], "pid: given twice"),
     (["set", "epay", "pdi=1001"], "unknown setting 'pdi'; epay takes pid, url, type, currency, key"),
-    (["set", "paypall", "x=1"], "unknown gateway 'paypall'; known: epay, sandbox"),
+    (["set", "paypall", "x=1"], "unknown gateway 'paypall'; known: "),
     (["set", "epay", "pid=1001", "--enable"], "cannot enable, missing url, key (kami gateway set epay url=…)"),
     (["set", "epay", "url=pay.example"], "url 'pay.example' should be the Epay site's address"),
     (["set", "epay"], "nothing to change"),
@@ -152,3 +152,24 @@ def test_a_sandbox_left_enabled_is_off_in_production(client, settings, make_prod
     assert notify.status_code == 404
     assert free_payment.status_code == 404
     assert "no (off in production)" in kami("list")[0]
+
+
+def test_gateway_check_names_what_is_missing_and_prints_the_urls(capsys):
+    with pytest.raises(CommandError) as missing:
+        call_command("gateway", "check", "epay")
+    assert missing.value.returncode == 2
+    err = capsys.readouterr()
+    assert "pid is missing" in err.err and "secret key is missing" in err.err
+    call_command("gateway", "set", "epay", "pid=1001", "key=k3y", "url=https://pay.example/")
+    call_command("gateway", "check", "epay")
+    out = capsys.readouterr().out
+    assert "/pay/epay/notify" in out and "settings look right (not enabled yet: --enable)" in out
+
+
+def test_a_value_can_be_read_from_a_file(tmp_path):
+    (tmp_path / "key.txt").write_text("from-a-file\n")
+    call_command("gateway", "set", "epay", "pid=1001", f"key=@{tmp_path / 'key.txt'}", "url=https://pay.example/")
+    assert gateway_get("epay", require_enabled=False).secrets["key"] == "from-a-file"
+    with pytest.raises(CommandError) as unreadable:
+        call_command("gateway", "set", "epay", f"key=@{tmp_path / 'nope.pem'}")
+    assert unreadable.value.returncode == 2 and "cannot read" in str(unreadable.value)

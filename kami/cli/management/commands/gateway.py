@@ -1,4 +1,5 @@
-"""`kami gateway set NAME [--enable|--disable] [KEY=VALUE ...]` and `kami gateway list`.
+"""`kami gateway set NAME [--enable|--disable] [KEY=VALUE ...]`, `kami gateway list` and
+`kami gateway check NAME`. A value written `@path` is read from that file (PEM keys).
 
 Secrets (the names a gateway lists as secrets, e.g. Epay's `key`) are stored encrypted and
 never printed back: `list` says only whether each one is set.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from rich.console import Console
@@ -26,7 +28,7 @@ class Command(KamiCommand):
     help = "Configure payment gateways: `kami gateway list`, `kami gateway set epay pid=1001 key=… url=https://pay.example/ --enable`."
 
     def add_arguments(self, parser):
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{set,list}")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{set,list,check}")
         put = actions.add_parser("set", help="change a gateway's settings, enable or disable it")
         put.add_argument("name", help=f"the gateway: {', '.join(sorted(GATEWAYS))}")
         put.add_argument("values", nargs="*", metavar="KEY=VALUE", help="settings to store (secrets are encrypted)")
@@ -34,12 +36,33 @@ class Command(KamiCommand):
         switch.add_argument("--enable", dest="enable", action="store_const", const=True, default=None)
         switch.add_argument("--disable", dest="enable", action="store_const", const=False)
         actions.add_parser("list", help="every gateway, its settings (never secret values) and its notify URL")
+        check = actions.add_parser("check", help="validate a gateway's stored settings offline; print the URLs to paste")
+        check.add_argument("name")
 
     def handle(self, *args, action, **options):
         if action == "set":
             self._set(options["name"], options["values"], options["enable"])
+        elif action == "check":
+            self._check(options["name"])
         else:
             self._list()
+
+    def _check(self, name: str) -> None:
+        cls = gateway_class(name)
+        account = GatewayAccount.objects.filter(name=name).first()
+        config = dict(account.config) if account else {}
+        stored = secrets_decrypt(account) if account else {}
+        problems = [f"{k} is missing (kami gateway set {name} {k}=…)" for k in cls.required_config if not config.get(k)]
+        problems += [f"secret {k} is missing (kami gateway set {name} {k}=…)" for k in cls.required_secrets if not stored.get(k)]
+        if not problems:
+            problems = cls(config=config, secrets=stored).check()
+        for problem in problems:
+            self.stderr.write(f"{name}: {problem}")
+        self.stdout.write(f"{name}: notify URL: {notify_url(name)}")
+        self.stdout.write(f"{name}: return URL: the buyer's order page, {notify_url(name).rsplit('/pay/', 1)[0]}/orders/<order no>")
+        if problems:
+            raise BadInput(f"{name}: {len(problems)} problem(s) in the settings")
+        self.stdout.write(f"{name}: settings look right{'' if account and account.enabled else ' (not enabled yet: --enable)'}")
 
     def _set(self, name: str, pairs: list[str], enable: bool | None) -> None:
         cls = gateway_class(name)  # unknown gateway: NotFound, exit 2, lists the known ones
@@ -91,8 +114,15 @@ def parse_pairs(pairs: list[str]) -> dict[str, str]:
             raise BadInput(f"{which[:40]}: settings are written KEY=VALUE with a lowercase name, e.g. pid=1001")
         if key in values:
             raise BadInput(f"{key}: given twice; give each setting once")
-        values[key] = value
+        values[key] = _read_file(key, value[1:]) if value.startswith("@") else value
     return values
+
+
+def _read_file(key: str, path: str) -> str:
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{key}: cannot read {path!r} ({exc.__class__.__name__}); give a readable PEM/text file") from None
 
 
 def _warnings(config: dict) -> list[str]:
