@@ -207,6 +207,23 @@ class AlipayGateway(Gateway):
         return Notice(order_no=order_no, trade_no=trade_no, amount=amount, currency="CNY",
                       paid=params.get("trade_status") in PAID, raw=params)
 
+    def check(self) -> list[str]:
+        """Both keys load, and the "Alipay public key" is not the app's own (the common mix-up)."""
+        problems = []
+        try:
+            own = load_private_key(self.secrets.get("app_private_key", "")).public_key().public_numbers()
+        except BadInput as exc:
+            problems.append(f"app_private_key: {exc}")
+            own = None
+        try:
+            theirs = load_public_key(self.secrets.get("alipay_public_key", "")).public_numbers()
+            if own is not None and theirs == own:
+                problems.append("alipay_public_key is the app's own public key: paste Alipay's public key "
+                                "(支付宝公钥) from the console instead")
+        except BadInput as exc:
+            problems.append(f"alipay_public_key: {exc}")
+        return problems
+
     def acknowledge(self, ok: bool) -> HttpResponse:
         return HttpResponse("success" if ok else "fail", status=200 if ok else 400, content_type="text/plain")
 

@@ -181,6 +181,20 @@ class WeChatPayGateway(Gateway):
                             currency=notice.currency, paid=False, raw=notice.raw)
         return notice
 
+    def check(self) -> list[str]:
+        """The keys load, the APIv3 key has its 32 characters, the public key id looks right."""
+        problems = []
+        for name, load in (("merchant_private_key", load_private_key), ("wechatpay_public_key", load_public_key)):
+            try:
+                load(self.secrets.get(name, ""))
+            except BadInput as exc:
+                problems.append(str(exc))
+        if len(str(self.secrets.get("apiv3_key", "")).encode()) != 32:
+            problems.append("apiv3_key must be the 32-character APIv3 key set in the merchant platform")
+        if not str(self.config.get("public_key_id", "")).startswith("PUB_KEY_ID_"):
+            problems.append("public_key_id should start with PUB_KEY_ID_ (shown beside the WeChat Pay public key)")
+        return problems
+
     def acknowledge(self, ok: bool) -> HttpResponse:
         if ok:
             return HttpResponse(status=204)
