@@ -17,7 +17,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 
 from kami.core import clock
-from kami.core.errors import NotFound, VerificationFailed
+from kami.core.errors import NotFound, Retryable, VerificationFailed
 from kami.fulfilment.confirm import Outcome, payment_confirm
 from kami.payments.interface import Notice
 from kami.payments.models import Notification
@@ -83,6 +83,12 @@ def notification_handle(*, gateway_name: str, request: HttpRequest) -> HttpRespo
         error = str(exc) if isinstance(exc, VerificationFailed) else f"malformed request: {type(exc).__name__}"
         _finish(row, Notification.Result.REJECTED, error=_text(error))
         log.warning("notification %s from %s rejected: %s", row.pk, gateway_name, error)
+        return gateway.acknowledge(False)
+    except Retryable as exc:
+        # Verifying needed the gateway (a certificate to fetch, a capture to make) and it did not
+        # answer: not acknowledged, so the gateway sends the notification again.
+        _finish(row, Notification.Result.ERROR, error=_text(f"gateway trouble: {exc}"))
+        log.warning("notification %s from %s: gateway trouble, asking for a retry: %s", row.pk, gateway_name, exc)
         return gateway.acknowledge(False)
     row.verified, row.order_no, row.trade_no = True, notice.order_no[:64], notice.trade_no[:128]
     if not notice.paid:
