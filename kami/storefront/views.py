@@ -3,12 +3,15 @@ The full storefront is a separate piece of work; these stay thin."""
 from __future__ import annotations
 
 import secrets
+
+import segno
 from urllib.parse import urlparse
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.utils import translation
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 
 from kami.catalog.models import Product
@@ -61,6 +64,13 @@ def buy(request: HttpRequest, slug: str) -> HttpResponse:
                                                          "shop_name": settings.KAMI_SHOP_NAME, "error": error}, status=400)
     if checkout.payment.type == "redirect":
         return HttpResponseRedirect(checkout.payment.url)
+    if checkout.payment.type == "qr":
+        # Scan-to-pay gateways (Alipay, WeChat Pay): the QR is drawn here, by the server, so the
+        # page needs nothing from outside. The order page then waits for the notification.
+        qr = segno.make(checkout.payment.qr, error="m").svg_inline(scale=6, border=2)
+        return _private(render(request, "storefront/pay_qr.html", {
+            "order": checkout.order, "qr_svg": mark_safe(qr), "order_url": checkout.order_url,  # noqa: S308 (segno's own SVG)
+            "gateway": checkout.order.gateway, "shop_name": settings.KAMI_SHOP_NAME}))
     return HttpResponseRedirect(checkout.order_url)
 
 

@@ -310,3 +310,18 @@ def test_a_refund_alipay_cannot_do_now_is_retryable(fake_alipay):
     fake_alipay.mode = "busy"
     with pytest.raises(Retryable):
         gateway_for(fake_alipay).refund(order=ORDER, trade_no="T1", amount=Decimal("1.00"), refund_no="R-2")
+
+
+def test_the_shop_page_draws_the_qr_code_itself(client, make_product, shop):
+    # given a product on sale and Alipay in QR mode
+    product = make_product("qr-product")
+    add_keys(product, ["QR-KEY-1"])
+    # when a buyer chooses Alipay on the shop page
+    home = client.get("/")
+    response = client.post("/buy/qr-product", {"email": "b@example.com", "quantity": "1", "gateway": "alipay",
+                                                "csrfmiddlewaretoken": home.cookies.get("csrftoken", "")})
+    # then the QR is an inline SVG drawn by the server (nothing loaded from elsewhere), with the order link
+    page = response.content.decode()
+    assert response.status_code == 200 and "<svg" in page and "segno" in page
+    assert 'id="order-link"' in page and "/orders/" in page and "token=" in page
+    assert response["Cache-Control"] == "no-store"
