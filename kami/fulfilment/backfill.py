@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from kami.fulfilment.confirm import order_fulfil_from_stock
-from kami.fulfilment.reconcile import reconcile_pending
+from kami.fulfilment.reconcile import close_at_gateways, reconcile_pending
 from kami.fulfilment.refund import refund_stale_awaiting
 from kami.orders.models import Order
 from kami.orders.services import orders_expire
@@ -38,5 +38,6 @@ def sweep() -> dict:
     reconciled = reconcile_pending()
     products = set(Order.objects.filter(status=Order.Status.AWAITING_STOCK).values_list("product_id", flat=True))
     backfilled = sum(restock_backfill(product_id=p) for p in products)
-    return {"reconciled": reconciled, "expired": orders_expire(), "backfilled": backfilled,
-            "auto_refunded": refund_stale_awaiting()}
+    expired = orders_expire()
+    return {"reconciled": reconciled, "expired": len(expired), "closed": close_at_gateways(expired),
+            "backfilled": backfilled, "auto_refunded": refund_stale_awaiting()}

@@ -55,3 +55,25 @@ def reconcile_pending(*, limit: int = 200) -> int:
         confirmed += 1
         log.info("reconcile %s: confirmed by querying %s (%s)", order.order_no, order.gateway, outcome.value)
     return confirmed
+
+
+def close_at_gateways(order_ids: list[int]) -> int:
+    """Close the payments of orders that just expired, at gateways that can close one, so a
+    buyer cannot pay an order Kami no longer honours. Failures are logged, never fatal: a payment
+    that arrives anyway is flagged for refund by the confirm service."""
+    closed, gateways = 0, {}
+    for order in Order.objects.select_related("product").filter(id__in=order_ids):
+        if order.gateway not in gateways:
+            try:
+                gateways[order.gateway] = gateway_get(order.gateway, require_enabled=False)
+            except NotFound:
+                gateways[order.gateway] = None
+        gateway = gateways[order.gateway]
+        if gateway is None or not gateway.supports_close:
+            continue
+        try:
+            gateway.close(order=order_info(order))
+            closed += 1
+        except KamiError as exc:
+            log.warning("closing %s at %s failed: %s", order.order_no, order.gateway, exc)
+    return closed

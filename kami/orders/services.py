@@ -80,13 +80,14 @@ def payment_grace() -> timedelta:
     return timedelta(seconds=getattr(settings, "KAMI_PAYMENT_GRACE_SECONDS", 300))
 
 
-def orders_expire() -> int:
-    """Close unpaid orders past their expiry (plus the grace for late notifications)."""
+def orders_expire() -> list[int]:
+    """Expire unpaid orders past their expiry (plus the grace for late notifications); return
+    the ids of the orders this call expired."""
     cutoff = clock.now() - payment_grace()
-    expired = 0
+    expired = []
     for order_id in Order.objects.filter(status=Order.Status.PENDING, expires_at__lt=cutoff).values_list("id", flat=True)[:1000]:
         with transaction.atomic():  # conditional: a payment confirmed meanwhile wins
             if Order.objects.filter(id=order_id, status=Order.Status.PENDING).update(status=Order.Status.EXPIRED):
                 order_event(order=Order(id=order_id), kind="expired")
-                expired += 1
+                expired.append(order_id)
     return expired

@@ -110,6 +110,12 @@ class Gateway(ABC):
 
     supports_refund: ClassVar[bool] = False
 
+    supports_close: ClassVar[bool] = False
+
+    def close(self, *, order: OrderInfo) -> None:
+        """Close an unpaid payment at the gateway after the order expired, so the buyer cannot pay
+        it any more. Gateways without a close API do nothing. Raises `Retryable` on trouble."""
+
     def check(self) -> list[str]:
         """Problems found offline in the settings (keys that do not parse, a key pair that does
         not match…), each a sentence saying what to fix. Modules with keys to check override it."""
