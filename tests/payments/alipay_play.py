@@ -86,6 +86,7 @@ class FakeAlipay:
     def __init__(self):
         self.trades: dict[str, dict] = {}
         self.refunds: list[dict] = []
+        self.closed: list[str] = []  # out_trade_no of each trade closed
         self.received: list[dict] = []  # request parameters, as received
         self.mode = "normal"
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -128,6 +129,17 @@ class FakeAlipay:
             return {"code": "10000", "msg": "Success", "out_trade_no": biz["out_trade_no"],
                     "trade_no": biz.get("trade_no", ""), "refund_fee": biz["refund_amount"],
                     "fund_change": "N" if repeat else "Y"}
+        if method == "alipay.trade.close":
+            out_trade_no = biz.get("out_trade_no", "")
+            trade = self.trades.get(out_trade_no)
+            if trade is None:
+                return {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST", "sub_msg": "交易不存在"}
+            if trade.get("trade_status") != "WAIT_BUYER_PAY":
+                return {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_STATUS_ERROR",
+                        "sub_msg": "交易状态不合法"}
+            trade["trade_status"] = "TRADE_CLOSED"
+            self.closed.append(out_trade_no)
+            return {"code": "10000", "msg": "Success", "out_trade_no": out_trade_no, "trade_no": trade.get("trade_no", "")}
         return {"code": "40004", "msg": "Business Failed", "sub_code": "isv.invalid-method"}
 
     def reply(self, method: str, data: dict) -> bytes:

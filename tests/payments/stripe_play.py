@@ -79,6 +79,7 @@ class FakeStripe:
         self.mode = "normal"  # normal | error500 | refund_pending
         self.sessions: dict[str, dict] = {}
         self.refunds: list[dict] = []
+        self.expired: list[str] = []  # ids of the sessions expired through the API
         self.requests: list[dict] = []  # {"method", "path", "headers", "form"}
         self._seen: dict[str, tuple[str, int, dict]] = {}  # idempotency key -> (body, status, answer)
         self._ids = itertools.count(1)
@@ -128,6 +129,8 @@ class FakeStripe:
             status, answer = self._create_session(form)
         elif path == "/v1/refunds":
             status, answer = self._refund(form)
+        elif path.startswith("/v1/checkout/sessions/") and path.endswith("/expire"):
+            status, answer = self._expire(path.split("/")[4])
         else:
             status, answer = 404, _error("invalid_request_error", f"Unrecognized request URL (POST: {path})")
         self._seen[key] = (body, status, answer)
@@ -147,6 +150,17 @@ class FakeStripe:
             "expires_at": int(form["expires_at"]) if "expires_at" in form else int(time.time()) + 86400,
         }
         self.sessions[session_id] = session
+        return 200, session
+
+    def _expire(self, session_id: str) -> tuple[int, dict]:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return 404, _error("invalid_request_error", f"No such checkout.session: '{session_id}'", code="resource_missing")
+        if session["status"] != "open":
+            return 400, _error("invalid_request_error",
+                               'Only Checkout Sessions with a status in ["open"] can be expired.')
+        session.update(status="expired", url=None)
+        self.expired.append(session_id)
         return 200, session
 
     def _refund(self, form: dict) -> tuple[int, dict]:

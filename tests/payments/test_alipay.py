@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from kami.core.errors import KamiError, Retryable
+from kami.fulfilment.backfill import sweep
 from kami.orders.models import Order, OrderKey
 from kami.payments.gateways.alipay import AlipayGateway, alipay_request_content, rsa2_verify
 from kami.payments.interface import OrderInfo, Urls
@@ -325,3 +327,60 @@ def test_the_shop_page_draws_the_qr_code_itself(client, make_product, shop):
     assert response.status_code == 200 and "<svg" in page and "segno" in page
     assert 'id="order-link"' in page and "/orders/" in page and "token=" in page
     assert response["Cache-Control"] == "no-store"
+
+
+# -- close --------------------------------------------------------------------------------------
+
+def test_close_closes_the_waiting_trade_with_a_signed_request(fake_alipay):
+    # given: the buyer scanned the code but did not pay
+    fake_alipay.trades[ORDER.order_no] = {"out_trade_no": ORDER.order_no, "trade_no": "2026112722001400009",
+                                          "trade_status": "WAIT_BUYER_PAY", "total_amount": "29.90"}
+    # when
+    gateway_for(fake_alipay).close(order=ORDER)
+    # then: a signed alipay.trade.close for our order number closed it
+    sent = fake_alipay.received[-1]
+    assert (sent["method"], json.loads(sent["biz_content"])) == ("alipay.trade.close", {"out_trade_no": ORDER.order_no})
+    assert rsa2_verify(APP_KEY.public_key(), alipay_request_content(sent).encode(), sent["sign"])
+    assert fake_alipay.closed == [ORDER.order_no]
+    assert AlipayGateway.supports_close is True
+
+
+@pytest.mark.parametrize("status", [None, "TRADE_CLOSED", "TRADE_SUCCESS"])
+def test_close_of_a_trade_alipay_does_not_know_or_cannot_close_is_done(fake_alipay, status):
+    # given: never scanned (no trade), already closed, or paid meanwhile (the notification flags that)
+    if status:
+        fake_alipay.trades[ORDER.order_no] = {"out_trade_no": ORDER.order_no, "trade_no": "T2",
+                                              "trade_status": status, "total_amount": "29.90"}
+    # when / then: no error
+    gateway_for(fake_alipay).close(order=ORDER)
+    assert fake_alipay.received[-1]["method"] == "alipay.trade.close"
+    assert fake_alipay.closed == []
+
+
+@pytest.mark.parametrize("mode", ["error500", "drop", "busy"])
+def test_close_trouble_is_retryable(fake_alipay, mode):
+    fake_alipay.mode = mode
+    with pytest.raises(Retryable):
+        gateway_for(fake_alipay).close(order=ORDER)
+
+
+def test_a_close_refused_by_alipay_names_the_reason(fake_alipay):
+    fake_alipay.mode = "unsigned_refusal"
+    with pytest.raises(KamiError, match="isv.invalid-app-id") as caught:
+        gateway_for(fake_alipay).close(order=ORDER)
+    assert not isinstance(caught.value, Retryable)
+
+
+def test_the_sweep_closes_an_expired_order_at_alipay(client, make_product, shop, clock_travel):
+    # given: an order whose code the buyer scanned and never paid
+    order = stocked_order(client, make_product)
+    shop.trades[order["order_no"]] = {"out_trade_no": order["order_no"], "trade_no": "2026112722001400010",
+                                      "trade_status": "WAIT_BUYER_PAY", "total_amount": "10.00"}
+    # when: the payment window and its grace are over
+    clock_travel(timedelta(minutes=40))
+    result = sweep()
+    # then
+    assert Order.objects.get(order_no=order["order_no"]).status == Order.Status.EXPIRED
+    assert (result["expired"], result["closed"]) == (1, 1)
+    assert shop.closed == [order["order_no"]]
+    assert nothing_delivered()

@@ -93,7 +93,7 @@ def test_list_names_what_an_unconfigured_gateway_is_missing():
     (["set", "epay", "=1001"], "KEY=VALUE"),
     (["set", "epay", "PID=1001"], "'PID'"),
     (["set", "epay", "pid=1", "pid=2"], "pid: given twice"),
-    (["set", "epay", "pdi=1001"], "unknown setting 'pdi'; epay takes pid, url, type, currency, key"),
+    (["set", "epay", "pdi=1001"], "unknown setting 'pdi'; epay takes pid, url, type, currency, refund, key"),
     (["set", "paypall", "x=1"], "unknown gateway 'paypall'; known: "),
     (["set", "epay", "pid=1001", "--enable"], "cannot enable, missing url, key (kami gateway set epay url=…)"),
     (["set", "epay", "url=pay.example"], "url 'pay.example' should be the Epay site's address"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -12,6 +13,7 @@ from django.test import RequestFactory
 
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
 from kami.delivery.models import OutboxMessage
+from kami.fulfilment.backfill import sweep
 from kami.fulfilment.checkout import order_info
 from kami.orders.models import Order, OrderKey
 from kami.payments.gateways.stripe_checkout import StripeGateway
@@ -348,3 +350,69 @@ def test_a_pending_refund_says_so_and_a_refused_one_says_why(client, make_produc
         gateway.refund(order=order, trade_no=intent, amount=Decimal("1.00"), refund_no="R-3")
     with pytest.raises(KamiError, match="dashboard"):
         gateway.refund(order=order, trade_no="cs_test_x", amount=Decimal("1.00"), refund_no="R-4")
+
+
+# -- close --------------------------------------------------------------------------------------
+
+
+def test_close_expires_the_orders_checkout_session(client, make_product, fake_stripe):
+    # given
+    enable_stripe(fake_stripe)
+    order = order_info(order_row(stripe_order(client, make_product)))
+    # when
+    gateway_get("stripe").close(order=order)
+    # then: an authorised, idempotent POST expired exactly the order's session
+    call = fake_stripe.requests[-1]
+    assert (call["method"], call["path"]) == ("POST", f"/v1/checkout/sessions/{order.gateway_ref}/expire")
+    assert call["headers"]["authorization"] == f"Bearer {SECRET_KEY}"
+    assert call["headers"]["idempotency-key"] == f"expire-{order.gateway_ref}"
+    assert fake_stripe.expired == [order.gateway_ref]
+    assert fake_stripe.sessions[order.gateway_ref]["status"] == "expired"
+
+
+@pytest.mark.parametrize("state", ["expired", "paid", "unknown"])
+def test_close_of_a_session_already_expired_paid_or_unknown_is_done(client, make_product, fake_stripe, state):
+    # given
+    enable_stripe(fake_stripe)
+    order = order_info(order_row(stripe_order(client, make_product)))
+    if state == "expired":
+        fake_stripe.sessions[order.gateway_ref]["status"] = "expired"
+    elif state == "paid":
+        fake_stripe.pay(order.gateway_ref)  # the notification path flags a payment after expiry
+    else:
+        del fake_stripe.sessions[order.gateway_ref]
+    # when / then: no error, nothing expired
+    gateway_get("stripe").close(order=order)
+    assert fake_stripe.expired == []
+    assert any(r["path"].endswith("/expire") for r in fake_stripe.requests)
+
+
+def test_close_without_a_session_asks_nothing(fake_stripe):
+    gateway = StripeGateway(config={"api_base": fake_stripe.url}, secrets={"secret_key": SECRET_KEY})
+    gateway.close(order=OrderInfo(order_no="261127120000000005", amount=Decimal("1.00"), currency="USD", subject="",
+                                  email=""))
+    assert fake_stripe.requests == []
+
+
+def test_close_trouble_is_retryable(client, make_product, fake_stripe):
+    enable_stripe(fake_stripe)
+    order = order_info(order_row(stripe_order(client, make_product)))
+    fake_stripe.mode = "error500"
+    with pytest.raises(Retryable):
+        gateway_get("stripe").close(order=order)
+    assert fake_stripe.sessions[order.gateway_ref]["status"] == "open"
+
+
+def test_the_sweep_expires_the_session_of_an_expired_order(client, make_product, fake_stripe, clock_travel):
+    # given
+    enable_stripe(fake_stripe)
+    order = stripe_order(client, make_product)
+    session_id = order_row(order).gateway_ref
+    # when: the payment window and its grace are over
+    clock_travel(timedelta(minutes=40))
+    result = sweep()
+    # then
+    assert order_row(order).status == Order.Status.EXPIRED
+    assert (result["expired"], result["closed"]) == (1, 1)
+    assert fake_stripe.expired == [session_id]
+    assert nothing_delivered()

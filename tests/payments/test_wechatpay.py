@@ -3,13 +3,14 @@ loopback API that checks our Authorization signatures and signs its answers."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 
 from kami.core import clock
 from kami.core.errors import KamiError, Retryable
+from kami.fulfilment.backfill import sweep
 from kami.orders.models import Order, OrderKey
 from kami.payments.gateways.wechatpay import WeChatPayGateway
 from kami.payments.interface import OrderInfo, Urls
@@ -255,3 +256,61 @@ def test_a_refund_wechat_cannot_do_now_is_retryable(fake_wechat):
     fake_wechat.mode = "busy"
     with pytest.raises(Retryable):
         gateway_for(fake_wechat).refund(order=ORDER, trade_no="4200001", amount=Decimal("1"), refund_no="R-2")
+
+
+# -- close --------------------------------------------------------------------------------------
+
+def test_close_closes_the_unpaid_transaction_with_a_signed_request(fake_wechat):
+    # given: the buyer scanned the code and did not pay
+    fake_wechat.trades[ORDER.order_no] = transaction(order_no=ORDER.order_no, total=2990, state="NOTPAY")
+    # when
+    gateway_for(fake_wechat).close(order=ORDER)
+    # then: the fake verified our Authorization (else 401, a refusal) and closed it with 204
+    method, path, body = fake_wechat.received[-1]
+    assert (method, path, json.loads(body)) == ("POST", f"/v3/pay/transactions/out-trade-no/{ORDER.order_no}/close",
+                                                {"mchid": MCHID})
+    assert fake_wechat.closed == [ORDER.order_no]
+    assert WeChatPayGateway.supports_close is True
+
+
+@pytest.mark.parametrize("state", [None, "CLOSED", "SUCCESS"])
+def test_close_of_an_order_wechat_does_not_know_or_cannot_close_is_done(fake_wechat, state):
+    # given: never scanned, already closed, or paid meanwhile (the notification path flags that)
+    if state:
+        fake_wechat.trades[ORDER.order_no] = transaction(order_no=ORDER.order_no, total=2990, state=state)
+    # when / then: no error
+    gateway_for(fake_wechat).close(order=ORDER)
+    assert fake_wechat.received[-1][1].endswith("/close")
+    assert fake_wechat.closed == []
+
+
+@pytest.mark.parametrize("mode", ["error500", "drop", "busy"])
+def test_close_trouble_is_retryable(fake_wechat, mode):
+    fake_wechat.mode = mode
+    with pytest.raises(Retryable):
+        gateway_for(fake_wechat).close(order=ORDER)
+
+
+@pytest.mark.parametrize("mode, message", [("bad_sign", "bad signature"), ("wrong_serial", "Wechatpay-Serial")])
+def test_a_close_answer_not_signed_by_wechat_is_not_believed(fake_wechat, mode, message):
+    fake_wechat.trades[ORDER.order_no] = transaction(order_no=ORDER.order_no, total=2990, state="NOTPAY")
+    fake_wechat.mode = mode
+    with pytest.raises(KamiError, match=message) as caught:
+        gateway_for(fake_wechat).close(order=ORDER)
+    assert not isinstance(caught.value, Retryable)
+
+
+def test_the_sweep_closes_an_expired_order_at_wechat(client, make_product, shop, clock_travel):
+    # given: an order whose code the buyer scanned and never paid
+    order = stocked_order(client, make_product)
+    trade = transaction(order_no=order["order_no"], total=fen(order), state="NOTPAY")
+    del trade["transaction_id"]
+    shop.trades[order["order_no"]] = trade
+    # when: the payment window and its grace are over
+    clock_travel(timedelta(minutes=40))
+    result = sweep()
+    # then
+    assert Order.objects.get(order_no=order["order_no"]).status == Order.Status.EXPIRED
+    assert (result["expired"], result["closed"]) == (1, 1)
+    assert shop.closed == [order["order_no"]]
+    assert nothing_delivered()

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.test import Client
 
+from kami.core import clock
 from kami.payments.gateways.wechatpay import request_message, rsa_sign, rsa_verify, wechatpay_message
 from kami.payments.services import gateway_configure
 from tests.payments.alipay_play import private_pem, public_pem
@@ -89,6 +90,7 @@ class FakeWeChatPay:
     def __init__(self):
         self.trades: dict[str, dict] = {}
         self.refunds: list[dict] = []
+        self.closed: list[str] = []  # out_trade_no of each transaction closed
         self.received: list[tuple[str, str, bytes]] = []  # method, path, body
         self.mode = "normal"
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -129,6 +131,20 @@ class FakeWeChatPay:
                 return 400, {"code": "PARAM_ERROR", "message": "mchid"}
             trade = self.trades.get(unquote(parts.path.rsplit("/", 1)[1]))
             return (200, trade) if trade else (404, {"code": "ORDER_NOT_EXIST", "message": "订单不存在"})
+        if method == "POST" and parts.path.startswith("/v3/pay/transactions/out-trade-no/") and parts.path.endswith("/close"):
+            if json.loads(body) != {"mchid": MCHID}:
+                return 400, {"code": "PARAM_ERROR", "message": "mchid"}
+            out_trade_no = unquote(parts.path.split("/")[-2])
+            trade = self.trades.get(out_trade_no)
+            if trade is None:
+                return 404, {"code": "ORDER_NOT_EXIST", "message": "订单不存在"}
+            if trade["trade_state"] == "SUCCESS":
+                return 400, {"code": "ORDERPAID", "message": "订单已支付"}
+            if trade["trade_state"] == "CLOSED":
+                return 400, {"code": "ORDER_CLOSED", "message": "订单已关闭"}
+            trade["trade_state"] = "CLOSED"
+            self.closed.append(out_trade_no)
+            return 204, None
         if method == "POST" and parts.path == "/v3/refund/domestic/refunds":
             data = json.loads(body)
             self.refunds.append(data)
@@ -153,8 +169,13 @@ class FakeWeChatPay:
                     status, data = 401, {"code": "SIGN_ERROR", "message": "签名错误"}
                 else:
                     status, data = fake.answer(method, self.path, body)
-                content = json.dumps(data, ensure_ascii=False).encode() if data is not None else b"<html>502</html>"
+                if status == 204:
+                    content = b""
+                else:
+                    content = json.dumps(data, ensure_ascii=False).encode() if data is not None else b"<html>502</html>"
+                # stamped with Kami's clock: the tests' "now", when they move it
                 headers = signed_headers(content, key=MERCHANT_KEY if fake.mode == "bad_sign" else WECHAT_KEY,
+                                         ts=int(clock.now().timestamp()),
                                          serial="PUB_KEY_ID_OTHER" if fake.mode == "wrong_serial" else PUB_KEY_ID)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

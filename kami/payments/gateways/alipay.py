@@ -133,6 +133,7 @@ class AlipayGateway(Gateway):
     optional_config = ("seller_id", "gateway_url", "mode")
     required_secrets = ("app_private_key", "alipay_public_key")
     supports_refund = True
+    supports_close = True
     redact_fields = ()  # a notification carries no secret: its sign is public and kept for re-checking
 
     def __init__(self, *, config: dict, secrets: dict):
@@ -262,6 +263,16 @@ class AlipayGateway(Gateway):
         moved = answer.get("fund_change") == "Y"
         return RefundResult(refund_no=refund_no, gateway_ref=str(answer.get("trade_no") or trade_no),
                             done=moved, pending=not moved, raw=answer)
+
+    def close(self, *, order: OrderInfo) -> None:
+        """`alipay.trade.close`: the buyer can no longer pay this order's QR code or page. A trade
+        Alipay does not know (never scanned) or can no longer close (already closed; or paid, which
+        the notification path flags) is done."""
+        what = f"close of {order.order_no}"
+        answer = self._call("alipay.trade.close", {"out_trade_no": order.order_no}, what=what)
+        if answer.get("sub_code") in ("ACQ.TRADE_NOT_EXIST", "ACQ.TRADE_STATUS_ERROR"):
+            return
+        self._refused_unless_ok(answer, what=what)
 
     # -- the wire ---------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ The buyer is redirected to `{url}submit.php` with signed parameters; the site no
 `/pay/epay/notify` by GET (the documented way) or by POST (some compatible sites), and
 `{url}api.php?act=order` answers reconciliation queries. The recipe (`epay_sign`): drop
 `sign`, `sign_type` and empty values, sort by key, join `k=v` with `&` (no URL-encoding),
-append the merchant key, MD5 as lowercase hex.
+append the merchant key, MD5 as lowercase hex. With `refund=1` set, refunds go through
+`{url}api.php?act=refund` (newer 彩虹 versions); without it Kami's refunds are manual.
 
 Field lessons this module answers: an empty merchant key must not make every forgery valid;
 `trade_status` is checked; a field sent twice or as a PHP array (`money[]=`) is refused
@@ -25,12 +26,14 @@ from django.http import HttpRequest, HttpResponse
 
 from kami.core import money
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
-from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, Urls
+from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
 
 PAID = "TRADE_SUCCESS"
 QUERY_TIMEOUT_SECONDS = 10
 _UNSIGNED = ("sign", "sign_type")
 _TYPE_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+_YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+_REFUND_BY_HAND = "refund the buyer by hand in the Epay site's merchant panel"
 
 
 def epay_sign(params: dict, key: str) -> str:
@@ -44,7 +47,7 @@ class EpayGateway(Gateway):
     label = "易支付 / Epay"
     notify_methods = ("GET", "POST")
     required_config = ("pid", "url")
-    optional_config = ("type", "currency")
+    optional_config = ("type", "currency", "refund")
     required_secrets = ("key",)
     # The signature is kept: it is no secret (it travels in the URL) and lets a stored
     # notification be re-verified later. A `key` field, should anyone send one, is not kept.
@@ -58,6 +61,8 @@ class EpayGateway(Gateway):
         self.pay_type = str(config.get("type") or "alipay")
         self.currency = str(config.get("currency") or "CNY").upper()
         self.currencies = (self.currency,)
+        # Only sites that have api.php?act=refund: elsewhere a refund must stay manual, not fail.
+        self.supports_refund = str(config.get("refund") or "").strip().lower() in _YES
 
     @classmethod
     def config_clean(cls, config: dict) -> dict:
@@ -71,6 +76,12 @@ class EpayGateway(Gateway):
             raise BadInput(f"epay: type {config['type']!r} should be a payment method such as alipay, wxpay or qqpay")
         if config.get("currency"):
             config["currency"] = money.parse_currency(config["currency"])
+        if "refund" in config:
+            flag = str(config["refund"] if config["refund"] is not None else "").strip().lower()
+            if flag not in _YES + _NO:
+                raise BadInput(f"epay: refund {flag[:20]!r} should be 1 (the site has api.php?act=refund) or 0 "
+                               "(refund by hand, the default)")
+            config["refund"] = "1" if flag in _YES else "0"
         return config
 
     # -- create -----------------------------------------------------------------------------
@@ -134,6 +145,40 @@ class EpayGateway(Gateway):
                             f"(HTTP {response.status_code})") from None
         return _query_notice(data, order_no=order.order_no, pid=self.pid, currency=self.currency)
 
+    # -- refund -----------------------------------------------------------------------------
+
+    def refund(self, *, order: OrderInfo, trade_no: str, amount: Decimal, refund_no: str, reason: str = "") -> RefundResult:
+        """POST `api.php?act=refund` (newer 彩虹 versions). The key travels in the form body, never
+        in the URL (httpx logs URLs only). V1 has no idempotency key: Kami always refunds the whole
+        payment, so a repeat is refused by the site as already refunded, which counts as done."""
+        what = f"refund {refund_no} of {order.order_no}"
+        if not self.supports_refund:
+            raise KamiError(f"epay {what}: refunds through the Epay site are off (kami gateway set epay refund=1 "
+                            f"if it has api.php?act=refund); {_REFUND_BY_HAND}", code="refund_unsupported")
+        key = self._key()
+        if not key:
+            raise KamiError(f"epay {what}: the merchant key is empty (kami gateway set epay key=…)",
+                            code="gateway_misconfigured")
+        form = {"pid": self.pid, "key": key, "out_trade_no": order.order_no,
+                "money": format(money.quantize(amount, self.currency), "f")}
+        if trade_no:
+            form["trade_no"] = trade_no
+        try:
+            response = httpx.post(f"{self.base_url}api.php", params={"act": "refund"}, data=form,
+                                  timeout=QUERY_TIMEOUT_SECONDS)
+        except httpx.HTTPError as exc:
+            raise Retryable(f"epay {what}: {type(exc).__name__} talking to {urlsplit(self.base_url).netloc}; "
+                            "will retry") from None
+        _check_status(response, what=what)
+        try:
+            data = response.json()
+        except ValueError:
+            raise Retryable(f"epay {what}: the Epay site did not answer JSON (HTTP {response.status_code}); "
+                            "will retry") from None
+        if not isinstance(data, dict):
+            raise Retryable(f"epay {what}: the answer is not a JSON object; will retry")
+        return _refund_result(data, what=what, refund_no=refund_no, trade_no=trade_no)
+
     def _key(self) -> str:
         """The merchant key, or "" when none is usable (blank counts as none: it signs nothing)."""
         key = self.secrets.get("key", "")
@@ -164,18 +209,37 @@ def _single_values(request: HttpRequest) -> dict[str, str]:
     return params
 
 
-def _check_status(response: httpx.Response, *, order_no: str) -> None:
+def _check_status(response: httpx.Response, *, order_no: str = "", what: str = "") -> None:
+    what = what or f"query for {order_no}"
     status = response.status_code
     if status >= 500:
-        raise Retryable(f"epay query for {order_no}: the Epay site answered HTTP {status}; will retry")
+        raise Retryable(f"epay {what}: the Epay site answered HTTP {status}; will retry")
     if 300 <= status < 400:  # never followed: the key is in the URL. Name only where it points.
         target = urlsplit(response.headers.get("location", ""))
-        raise KamiError(f"epay query for {order_no}: the Epay site redirects (HTTP {status}) to "
+        raise KamiError(f"epay {what}: the Epay site redirects (HTTP {status}) to "
                         f"{target.scheme}://{target.netloc}{target.path}; set url to the address it redirects to "
                         "(kami gateway set epay url=…)", code="gateway_refused")
     if status >= 400:
-        raise KamiError(f"epay query for {order_no}: the Epay site answered HTTP {status} for api.php; "
+        raise KamiError(f"epay {what}: the Epay site answered HTTP {status} for api.php; "
                         "check url (kami gateway list)", code="gateway_refused")
+
+
+def _refund_result(data: dict, *, what: str, refund_no: str, trade_no: str) -> RefundResult:
+    """Sites differ on the success code (1 in V1, 0 in some forks), so `msg` decides with it:
+    code 1 unless msg says it failed, code 0 only when msg says it succeeded."""
+    code, msg = str(data.get("code", "")).strip(), str(data.get("msg", ""))[:200]
+    lowered = msg.lower()
+    succeeded = "成功" in msg or "success" in lowered
+    failed = "失败" in msg or "fail" in lowered or "error" in lowered
+    if (code == "1" and not failed) or (code == "0" and succeeded and not failed):
+        return RefundResult(refund_no=refund_no, gateway_ref=trade_no, done=True, raw=data)
+    if "已退款" in msg or "已全额退款" in msg:  # a repeat: the whole payment went back the first time
+        return RefundResult(refund_no=refund_no, gateway_ref=trade_no, done=True, raw=data)
+    if code == "-4" or "no act" in lowered or "不支持" in msg:
+        raise KamiError(f"epay {what}: this Epay site has no refund API (code {code!r}, {msg!r}); {_REFUND_BY_HAND} "
+                        "and set `kami gateway set epay refund=0`", code="refund_unsupported")
+    raise KamiError(f"epay {what} refused (code {code!r}, {msg!r}); check pid and key (kami gateway list), or "
+                    f"{_REFUND_BY_HAND}", code="refund_failed")
 
 
 def _query_notice(data: object, *, order_no: str, pid: str, currency: str) -> Notice | None:

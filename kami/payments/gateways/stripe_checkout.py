@@ -57,6 +57,7 @@ class StripeGateway(Gateway):
     required_secrets = ("secret_key", "webhook_secret")
     redact_fields = ()  # Stripe-Signature is an HMAC, no secret: kept so a row can be re-verified
     supports_refund = True
+    supports_close = True
 
     def __init__(self, *, config: dict, secrets: dict):
         super().__init__(config=config, secrets=secrets)
@@ -160,6 +161,32 @@ class StripeGateway(Gateway):
             raise KamiError(f"stripe refused refund {refund_no} of {trade_no}: status {status}", code="refund_failed")
         return RefundResult(refund_no=refund_no, gateway_ref=refund.id, done=status == "succeeded",
                             pending=status != "succeeded", raw=refund.to_dict())
+
+    def close(self, *, order: OrderInfo) -> None:
+        """Expire the order's Checkout Session (its gateway_ref) so the buyer can no longer pay it.
+        No session, one Stripe does not know, one already expired or one complete is done: a
+        session paid meanwhile is not an error here, the notification path flags that order."""
+        session_id = order.gateway_ref
+        if not session_id:
+            return
+        try:
+            self._call(f"expire session {session_id} of {order.order_no}",
+                       lambda c: c.v1.checkout.sessions.expire(session_id, {}, {"idempotency_key": f"expire-{session_id}"}))
+            return
+        except _NotFound:
+            return
+        except Retryable:
+            raise
+        except KamiError as refusal:
+            # Stripe refuses to expire a session that is no longer open; ask what it is now.
+            try:
+                session = self._call(f"query session {session_id} of {order.order_no}",
+                                     lambda c: c.v1.checkout.sessions.retrieve(session_id))
+            except _NotFound:
+                return
+            if getattr(session, "status", None) in ("expired", "complete"):
+                return
+            raise refusal
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ SIGNTEST = "WECHATPAY/SIGNTEST/"
 WINDOW_SECONDS = 300
 TIMEOUT_SECONDS = 10
 CHINA = timezone(timedelta(hours=8))
+_CLOSE_DONE_CODES = ("ORDER_NOT_EXIST", "ORDERNOTEXIST", "ORDER_CLOSED", "ORDERCLOSED", "ORDERPAID", "ORDER_PAID")
 _RETRYABLE_CODES = ("SYSTEM_ERROR", "SYSTEMERROR", "FREQUENCY_LIMITED", "BANK_ERROR")
 
 
@@ -104,6 +105,7 @@ class WeChatPayGateway(Gateway):
     optional_config = ("api_base",)
     required_secrets = ("merchant_private_key", "wechatpay_public_key", "apiv3_key")
     supports_refund = True
+    supports_close = True
     redact_fields = ()  # Wechatpay-Signature is public; the payload is encrypted; nothing secret arrives
 
     def __init__(self, *, config: dict, secrets: dict):
@@ -229,6 +231,17 @@ class WeChatPayGateway(Gateway):
                             "platform", code="gateway_refused")
         return RefundResult(refund_no=refund_no, gateway_ref=str(answer.get("refund_id") or ""),
                             done=state == "SUCCESS", pending=state == "PROCESSING", raw=answer)
+
+    def close(self, *, order: OrderInfo) -> None:
+        """Close the order's unpaid transaction so its code can no longer be paid (204 = closed).
+        An order WeChat does not know (the code was never scanned), one already closed, or one
+        paid meanwhile (the notification path flags that) is done."""
+        what = f"close of {order.order_no}"
+        path = f"/v3/pay/transactions/out-trade-no/{quote(order.order_no, safe='')}/close"
+        status, answer = self._call("POST", path, {"mchid": self.mchid}, what=what)
+        if status not in range(200, 300) and answer.get("code") in _CLOSE_DONE_CODES:
+            return
+        _refused_unless_2xx(status, answer, what=what)
 
     # -- shared -----------------------------------------------------------------------------
 
