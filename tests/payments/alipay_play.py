@@ -4,8 +4,7 @@ answers over the raw `…_response` text (with `\\/` escapes, so re-serialising 
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
@@ -17,6 +16,7 @@ from kami.payments.gateways.alipay import alipay_notify_content, alipay_request_
 from kami.payments.services import gateway_configure
 from tests.payments.epay_play import (add_keys, create_order, last_notification, nothing_delivered,  # noqa: F401
                                       payments_of, stored_text)
+from tests.loopback import LoopbackServer
 
 APP_ID = "2021004100000001"
 SELLER_ID = "2088100000000001"
@@ -79,7 +79,7 @@ def notify(client: Client, params: dict | str, *, path: str = "/pay/alipay/notif
     return client.post(path, data=body, content_type="application/x-www-form-urlencoded; charset=utf-8")
 
 
-class FakeAlipay:
+class FakeAlipay(LoopbackServer):
     """A loopback `gateway.do`. `trades` holds what alipay.trade.query answers per out_trade_no;
     `mode` makes it misbehave: normal | error500 | drop | bad_sign | unsigned_refusal | busy."""
 
@@ -89,22 +89,11 @@ class FakeAlipay:
         self.closed: list[str] = []  # out_trade_no of each trade closed
         self.received: list[dict] = []  # request parameters, as received
         self.mode = "normal"
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serve(self._handler())
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/gateway.do"
-
-    def start(self) -> "FakeAlipay":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"{self.base_url}/gateway.do"
 
     def answer(self, params: dict) -> dict:
         method = params.get("method", "")

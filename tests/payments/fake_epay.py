@@ -8,14 +8,14 @@ it over a socket exactly as it would to the real site. `mode` makes it misbehave
 from __future__ import annotations
 
 import json
-import threading
 import time
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+from tests.loopback import LoopbackServer
 
 
-class FakeEpay:
+class FakeEpay(LoopbackServer):
     def __init__(self, *, pid: str, key: str):
         self.pid, self.key = pid, key
         self.orders: dict[str, dict] = {}  # out_trade_no -> the JSON answered for it
@@ -25,22 +25,11 @@ class FakeEpay:
         self.refunds: list[dict[str, str]] = []  # refunds made: {"out_trade_no", "trade_no", "money"}
         self.refunds_supported = True
         self.success_code = 1  # 1 in V1; some forks answer code 0 with msg 退款成功
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serve(self._handler())
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
-
-    def start(self) -> "FakeEpay":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"{self.base_url}/"
 
     def answer(self, query: dict[str, str]) -> tuple[int, bytes]:
         if query.get("act") != "order":

@@ -8,7 +8,7 @@ import json
 import threading
 import zlib
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,6 +22,7 @@ from kami.payments.gateways import paypal
 from kami.payments.gateways.paypal import PayPalGateway
 from kami.payments.services import gateway_configure
 from tests.payments.epay_play import add_keys, create_order
+from tests.loopback import LoopbackServer
 
 CLIENT_ID = "AVkami-test-client-id-0123456789"
 CLIENT_SECRET = "EKkami-test-client-secret-9876543210-do-not-log"
@@ -95,7 +96,7 @@ def fake_paypal(monkeypatch):
         paypal._certs.clear()
 
 
-class FakePayPal:
+class FakePayPal(LoopbackServer):
     def __init__(self):
         self.mode = "normal"  # normal | error500 | refund_pending
         self.certs: dict[str, bytes] = {"CERT-good": make_cert()}
@@ -106,25 +107,11 @@ class FakePayPal:
         self._seen: dict[str, tuple[int, dict]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serve(self._handler())
 
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     def cert_url(self, name: str = "CERT-good") -> str:
         return f"{self.url}/v1/notifications/certs/{name}"
-
-    def start(self) -> "FakePayPal":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def approve(self, order_id: str) -> None:
         self.orders[order_id]["status"] = "APPROVED"

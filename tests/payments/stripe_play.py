@@ -8,7 +8,7 @@ import itertools
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -16,6 +16,7 @@ from django.test import Client
 
 from kami.payments.services import gateway_configure
 from tests.payments.epay_play import add_keys, create_order
+from tests.loopback import LoopbackServer
 
 SECRET_KEY = "sk_test_51Kami0000000000000000000000000000000000000000000000000000000"
 WEBHOOK_SECRET = "whsec_kami_test_0123456789abcdef0123456789abcdef"
@@ -70,7 +71,7 @@ def fake_stripe():
         fake.stop()
 
 
-class FakeStripe:
+class FakeStripe(LoopbackServer):
     """api.stripe.com on 127.0.0.1: checks the Bearer key and requires an Idempotency-Key on every
     POST, answering a repeated key with the first answer (and a changed body with an error), as Stripe does."""
 
@@ -84,22 +85,8 @@ class FakeStripe:
         self._seen: dict[str, tuple[str, int, dict]] = {}  # idempotency key -> (body, status, answer)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serve(self._handler())
 
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "FakeStripe":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def pay(self, session_id: str) -> dict:
         """The buyer pays on the hosted page: the session completes with a PaymentIntent."""

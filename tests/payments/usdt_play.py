@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import uuid
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 from django.test import Client
@@ -16,6 +15,7 @@ from django.test import Client
 from kami.payments.services import gateway_configure
 from tests.payments.epay_play import (add_keys, create_order, fixture, last_notification,  # noqa: F401 (re-exported)
                                       nothing_delivered, payments_of, stored_text)
+from tests.loopback import LoopbackServer
 
 EPUSDT_TOKEN = "epusdt_Tk7Qw2Lm9Xz4Rp8Vb3Nc6Hd"
 TOKENPAY_TOKEN = "tokenpay_Jd5Ks8Wq2Mz7Lx4Pv9Rb3Tn"
@@ -75,29 +75,15 @@ def epusdt_notice(*, order_no: str, amount: str, trade_id: str | None = None, st
     return fields
 
 
-class FakeServer:
+class FakeServer(LoopbackServer):
     """A real HTTP server on 127.0.0.1 (any free port) in a thread; subclasses answer requests.
     `mode` makes it misbehave: normal | error500 | not_json | drop."""
 
     def __init__(self):
         self.mode = "normal"
         self.requests: list[tuple[str, str, bytes]] = []  # (method, path with query, body)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serve(self._handler())
 
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def answer(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, dict]:
         raise NotImplementedError

@@ -7,9 +7,8 @@ import base64
 import json
 import re
 import secrets
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -23,6 +22,7 @@ from kami.payments.services import gateway_configure
 from tests.payments.alipay_play import private_pem, public_pem
 from tests.payments.epay_play import (add_keys, create_order, last_notification, nothing_delivered,  # noqa: F401
                                       payments_of, stored_text)
+from tests.loopback import LoopbackServer
 
 MCHID = "1900000109"
 APPID = "wxd678efh567hg6787"
@@ -83,7 +83,7 @@ def notify(client: Client, body: bytes, headers: dict, *, path: str = "/pay/wech
     return client.post(path, data=body, content_type="application/json", headers=headers)
 
 
-class FakeWeChatPay:
+class FakeWeChatPay(LoopbackServer):
     """A loopback api.mch.weixin.qq.com. `trades` is what the query answers per out_trade_no;
     `mode`: normal | error500 | drop | bad_sign | wrong_serial | busy."""
 
@@ -93,22 +93,8 @@ class FakeWeChatPay:
         self.closed: list[str] = []  # out_trade_no of each transaction closed
         self.received: list[tuple[str, str, bytes]] = []  # method, path, body
         self.mode = "normal"
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serve(self._handler())
 
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "FakeWeChatPay":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def authorized(self, method: str, path: str, body: bytes, header: str) -> bool:
         if not header.startswith("WECHATPAY2-SHA256-RSA2048 "):
