@@ -22,6 +22,18 @@ def unapplied_migrations() -> int:
     return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
 
 
+def startup_warnings() -> list[str]:
+    """What a merchant must hear before the shop takes money."""
+    warnings = []
+    if settings.PRODUCTION and not settings.KAMI_BASE_URL.startswith("https://"):
+        warnings.append(f"KAMI_BASE_URL is {settings.KAMI_BASE_URL}: in production it must be https, or gateway "
+                        "callbacks fail (WeChat Pay refuses http) and buyers' key links travel in clear text.")
+    if settings.PRODUCTION and not settings.KAMI_ADMIN_EMAIL:
+        warnings.append("KAMI_ADMIN_EMAIL is not set: alerts (low stock, paid orders awaiting stock, deliveries "
+                        "that need a human) only reach the log.")
+    return warnings
+
+
 class Command(KamiCommand):
     help = "Serve the shop with a production WSGI server (waitress) and run a delivery worker beside it."
 
@@ -38,9 +50,8 @@ class Command(KamiCommand):
         if "KAMI_BASE_URL" not in os.environ:
             # Links in emails and gateway callbacks point here unless the merchant says otherwise.
             os.environ["KAMI_BASE_URL"] = settings.KAMI_BASE_URL = f"http://{host}:{port}"
-        if settings.PRODUCTION and not settings.KAMI_BASE_URL.startswith("https://"):
-            log.warning("KAMI_BASE_URL is %s: in production it must be https, or gateways and buyers' "
-                        "links will break or leak over plain http.", settings.KAMI_BASE_URL)
+        for warning in startup_warnings():
+            log.warning(warning)
         worker = None if no_worker else subprocess.Popen([sys.executable, "-m", "kami", "worker"], env=os.environ.copy())
         self.stdout.write(f"Kami is serving on http://{host}:{port}/ (base URL {settings.KAMI_BASE_URL})"
                           + ("" if no_worker else f"; delivery worker pid {worker.pid}"))

@@ -1,0 +1,17 @@
+"""`kami serve` warns, before taking money, about settings that break gateways or hide alerts."""
+from __future__ import annotations
+
+from kami.cli.management.commands.serve import startup_warnings
+
+
+def test_production_over_plain_http_is_warned_about(settings):
+    settings.PRODUCTION, settings.KAMI_BASE_URL, settings.KAMI_ADMIN_EMAIL = True, "http://shop.example", ""
+    warnings = startup_warnings()
+    assert any("must be https" in w for w in warnings) and any("KAMI_ADMIN_EMAIL" in w for w in warnings)
+
+
+def test_a_sound_production_setup_and_development_are_quiet(settings):
+    settings.PRODUCTION, settings.KAMI_BASE_URL, settings.KAMI_ADMIN_EMAIL = True, "https://shop.example", "me@shop.example"
+    assert startup_warnings() == []
+    settings.PRODUCTION, settings.KAMI_BASE_URL = False, "http://127.0.0.1:8000"
+    assert startup_warnings() == []
