@@ -27,3 +27,10 @@ def test_order_page_opens_with_the_email_link_and_not_with_a_forged_one(client, 
     assert good.status_code == 200 and order.order_no in good.content.decode()
     assert forged.status_code == bare.status_code == 404
     assert good["Cache-Control"] == "no-store" and good["Referrer-Policy"] == "no-referrer"
+
+
+def test_pages_carry_a_strict_content_security_policy(client):
+    response = client.get("/")
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+    assert response["X-Frame-Options"] == "DENY" and response["X-Content-Type-Options"] == "nosniff"

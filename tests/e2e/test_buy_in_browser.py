@@ -48,6 +48,8 @@ def test_a_buyer_gets_the_key_in_the_browser(browser, live_server, settings, mak
     context = browser.new_context(locale=locale, viewport=viewport)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
     page = context.new_page()
+    refused = []  # anything the Content-Security-Policy blocked: a page that needs it is broken
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None)
     shots = SHOTS / f"{locale}-{viewport['width']}"
     shots.mkdir(parents=True, exist_ok=True)
     # when the buyer picks the product, pays in the sandbox, and lands on the order page
@@ -67,6 +69,7 @@ def test_a_buyer_gets_the_key_in_the_browser(browser, live_server, settings, mak
     assert words["done"] in page.inner_text("#status")
     page.click("li button.copy")
     assert page.evaluate("navigator.clipboard.readText()") == key
+    assert refused == []
     context.close()
 
 
