@@ -4,6 +4,7 @@ DATABASE_URL   sqlite:///… (default: <data dir>/kami.sqlite3), postgres://…,
 EMAIL_URL      smtp://user:pass@host:587/?tls=True · default: mail written to <data dir>/mail
 KAMI_DATA_DIR  default ./var · KAMI_BASE_URL · KAMI_ADMIN_EMAIL · KAMI_SECRET_KEY · KAMI_DATA_KEY
 KAMI_ENV       development (default) | production — production refuses the sandbox gateway
+KAMI_REDIS_URL redis://… shares rate-limit counters between processes (default: per process)
 """
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ KAMI_RECONCILE_AFTER_MINUTES = int(os.environ.get("KAMI_RECONCILE_AFTER_MINUTES"
 KAMI_AUTO_REFUND_AFTER_HOURS = int(os.environ.get("KAMI_AUTO_REFUND_AFTER_HOURS", "0"))  # 0: off
 KAMI_PAYMENT_GRACE_SECONDS = int(os.environ.get("KAMI_PAYMENT_GRACE_SECONDS", "300"))
 KAMI_DELIVERY_LEASE_SECONDS = int(os.environ.get("KAMI_DELIVERY_LEASE_SECONDS", "300"))
+# Order lookup (/lookup): attempts per window, per client IP and per email (kami.core.ratelimit).
+KAMI_LOOKUP_LIMIT_IP = int(os.environ.get("KAMI_LOOKUP_LIMIT_IP", "10"))
+KAMI_LOOKUP_LIMIT_EMAIL = int(os.environ.get("KAMI_LOOKUP_LIMIT_EMAIL", "5"))
+KAMI_LOOKUP_WINDOW_SECONDS = int(os.environ.get("KAMI_LOOKUP_WINDOW_SECONDS", "600"))
+# Anti-abuse at checkout: unpaid, unexpired orders allowed per email and per buyer IP (0: off).
+KAMI_PENDING_LIMIT_EMAIL = int(os.environ.get("KAMI_PENDING_LIMIT_EMAIL", "5"))
+KAMI_PENDING_LIMIT_IP = int(os.environ.get("KAMI_PENDING_LIMIT_IP", "10"))
 
 ALLOWED_HOSTS = [h for h in os.environ.get("KAMI_ALLOWED_HOSTS", "*").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [KAMI_BASE_URL] if KAMI_BASE_URL.startswith("http") else []
@@ -129,6 +137,15 @@ def _database(url: str) -> dict:
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'kami.sqlite3'}"
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The cache holds only rate-limit counters. Default: per-process memory, so with several server
+# processes each counts on its own (a limit of N becomes N per process). Set KAMI_REDIS_URL
+# (redis://host:6379/0; needs the `redis` package) to share the counters between processes.
+KAMI_REDIS_URL = os.environ.get("KAMI_REDIS_URL", "")
+if KAMI_REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": KAMI_REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "kami"}}
 
 EMAIL_URL = os.environ.get("EMAIL_URL", "")
 if EMAIL_URL:

@@ -45,6 +45,7 @@ def orders_create(request: HttpRequest) -> JsonResponse:
         checkout = checkout_start(
             product_slug=data.get("product"), quantity=data.get("quantity", 1), email=data.get("email"),
             gateway=data.get("gateway"), buyer_ip=_client_ip(request), locale=translation.get_language() or "zh-hans",
+            lookup_password=data.get("lookup_password") or "",
         )
     except BadInput as exc:
         return JsonResponse({"error": "invalid", "message": str(exc), "fields": exc.details.get("fields", {})}, status=400)

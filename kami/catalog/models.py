@@ -44,3 +44,21 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+
+class TierPrice(models.Model):
+    """A volume price: from `min_quantity` keys up, each costs `unit_price` (see price_for)."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="tiers")
+    min_quantity = models.PositiveIntegerField(validators=[MinValueValidator(2)])
+    unit_price = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(0)])
+
+    class Meta:
+        ordering = ["product_id", "min_quantity"]
+        constraints = [
+            models.UniqueConstraint(fields=["product", "min_quantity"], name="tier_price_unique_min"),
+            models.CheckConstraint(condition=models.Q(min_quantity__gte=2), name="tier_price_min_at_least_2"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_id}≥{self.min_quantity}: {self.unit_price}"

@@ -2,16 +2,39 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from kami.catalog.models import Product
+from kami.catalog.models import Product, TierPrice
 from kami.core import money
 from kami.core.errors import BadInput
 
 
 def price_for(*, product: Product, quantity: int) -> tuple[Decimal, Decimal]:
     """(unit price, amount) for `quantity` of `product`. The one price function: every caller
-    (API, storefront, back office) uses it, and the amount is never taken from the buyer."""
-    unit = money.quantize(Decimal(product.price), product.currency)
+    (API, storefront, back office) uses it, and the amount is never taken from the buyer.
+    The unit price is the highest tier whose minimum the quantity reaches, else the list price."""
+    tier = (TierPrice.objects.filter(product_id=product.pk, min_quantity__lte=quantity)
+            .order_by("-min_quantity").values_list("unit_price", flat=True).first())
+    unit = money.quantize(Decimal(tier if tier is not None else product.price), product.currency)
     return unit, money.quantize(unit * quantity, product.currency)
+
+
+def tier_price_set(*, product: Product, min_quantity: int, unit_price: Decimal) -> TierPrice:
+    """Create or change the tier starting at `min_quantity` (one tier per minimum)."""
+    if min_quantity < 2:
+        raise BadInput("min_quantity must be at least 2: quantity 1 always pays the product price")
+    if min_quantity > product.max_qty:
+        raise BadInput(f"min_quantity {min_quantity} is above the product's max quantity {product.max_qty}; "
+                       "raise max_qty first or pick a lower minimum")
+    unit_price = Decimal(unit_price)
+    if unit_price < 0:
+        raise BadInput("unit_price must not be negative")
+    unit_price = money.quantize(unit_price, product.currency)
+    tier, _ = TierPrice.objects.update_or_create(product=product, min_quantity=min_quantity,
+                                                 defaults={"unit_price": unit_price})
+    return tier
+
+
+def tier_prices_list(*, product: Product) -> list[TierPrice]:
+    return list(TierPrice.objects.filter(product_id=product.pk).order_by("min_quantity"))
 
 
 def product_create(*, slug: str, name: str, price: Decimal, currency: str = "CNY", kind: str = "unique",

@@ -25,6 +25,9 @@ class Order(models.Model):
     # PayPal order, TokenPay Id…): reconciliation and refunds ask about it.
     gateway_ref = models.CharField(max_length=128, blank=True, default="")
     token_hash = models.CharField(max_length=64)
+    # The buyer's optional lookup password, salted and slow-hashed (make_password); "" when the
+    # buyer set none, and then the order is never found by email + password.
+    lookup_hash = models.CharField(max_length=128, blank=True, default="")
     locale = models.CharField(max_length=10, default="zh-hans")
     buyer_ip = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField()

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import secrets
+
+from django.contrib.auth.hashers import check_password, make_password
+
 from kami.core.crypto import Secret, token_matches
 from kami.core.errors import NotFound
 from kami.orders.models import Order, OrderKey
@@ -18,3 +22,41 @@ def order_keys_plaintext(*, order: Order) -> list[Secret]:
     """The keys delivered to an order, decrypted. Keep the result in as few frames as possible."""
     rows = OrderKey.objects.filter(order=order).select_related("key").order_by("position", "id")
     return [key_open(key_id=r.key.key_id, ciphertext=r.key.ciphertext) for r in rows]
+
+
+LOOKUP_MAX_ORDERS = 5
+_dummy_hash: list[str] = []
+
+
+def _dummy_check(password: str) -> None:
+    """Spend the time of one password check that cannot succeed, so a miss costs what a hit does."""
+    if not _dummy_hash:
+        # A real hash of a random password: an unusable one ("!…") would return at once.
+        _dummy_hash.append(make_password(secrets.token_urlsafe(32)))
+    check_password(password, _dummy_hash[0])
+
+
+def orders_lookup(*, email: str, order_no: str = "", password: str = "") -> list[Order]:
+    """Orders a buyer may open by proving two things: the order number and its email, or the
+    email and the lookup password chosen at checkout (the most recent LOOKUP_MAX_ORDERS orders
+    that have one). Every miss is the same empty list, and costs the same: exactly
+    LOOKUP_MAX_ORDERS password checks on the password way, padded with checks that cannot match.
+    """
+    email = (email or "").strip()
+    order_no = (order_no or "").strip()
+    if not email or len(email) > 254:
+        if password:
+            for _ in range(LOOKUP_MAX_ORDERS):
+                _dummy_check(password)
+        return []
+    if order_no:
+        order = Order.objects.select_related("product").filter(order_no=order_no[:32]).first()
+        return [order] if order is not None and order.email.casefold() == email.casefold() else []
+    if not password:
+        return []
+    candidates = list(Order.objects.select_related("product").filter(email__iexact=email).exclude(lookup_hash="")
+                      .order_by("-created_at", "-id")[:LOOKUP_MAX_ORDERS])
+    found = [o for o in candidates if check_password(password, o.lookup_hash)]
+    for _ in range(LOOKUP_MAX_ORDERS - len(candidates)):
+        _dummy_check(password)
+    return found

@@ -5,6 +5,7 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
@@ -26,7 +27,11 @@ def _new_order_no() -> str:
     return clock.now().strftime("%y%m%d%H%M") + f"{secrets.randbelow(10**8):08d}"
 
 
-def order_validate(*, product: Product | None, quantity: object, email: object) -> dict:
+LOOKUP_PASSWORD_MIN, LOOKUP_PASSWORD_MAX = 4, 64
+TOO_MANY_UNPAID = "too many unpaid orders: pay or wait for them to expire"
+
+
+def order_validate(*, product: Product | None, quantity: object, email: object, lookup_password: object = "") -> dict:
     """Field errors for an order request, as {field: message}; empty when it is acceptable."""
     errors = {}
     if product is None or not product.active:
@@ -41,24 +46,46 @@ def order_validate(*, product: Product | None, quantity: object, email: object) 
         validate_email(email)
     except ValidationError:
         errors["email"] = "a valid email address is required: your keys and order link are sent there"
+    if not isinstance(lookup_password, str) or (
+            lookup_password and not LOOKUP_PASSWORD_MIN <= len(lookup_password) <= LOOKUP_PASSWORD_MAX):
+        errors["lookup_password"] = (f"the lookup password must be {LOOKUP_PASSWORD_MIN} to {LOOKUP_PASSWORD_MAX}"
+                                     " characters, or left empty")
+    return errors
+
+
+def pending_limit_errors(*, email: str, buyer_ip: str | None) -> dict:
+    """Anti-abuse: unpaid, unexpired orders per email and per buyer IP, counted in the database.
+    A soft limit (two requests at once may both pass); 0 turns a limit off."""
+    pending = Order.objects.filter(status=Order.Status.PENDING, expires_at__gt=clock.now())
+    errors = {}
+    limit = settings.KAMI_PENDING_LIMIT_EMAIL
+    if limit and pending.filter(email__iexact=email.strip()).count() >= limit:
+        errors["email"] = TOO_MANY_UNPAID
+    limit = settings.KAMI_PENDING_LIMIT_IP
+    if limit and buyer_ip and pending.filter(buyer_ip=buyer_ip).count() >= limit:
+        errors["ip"] = TOO_MANY_UNPAID
     return errors
 
 
 def order_create(*, product: Product, quantity: int, email: str, gateway: str, buyer_ip: str | None = None,
-                 locale: str = "zh-hans") -> tuple[Order, str]:
+                 locale: str = "zh-hans", lookup_password: str = "") -> tuple[Order, str]:
     """Create a pending order; return it with its secret token (shown once, stored hashed).
 
     The stock check here is advisory ("sold out" before the buyer pays); unpaid orders hold no
     stock, and the claim at payment is the authority (DESIGN.md §2).
     """
-    errors = order_validate(product=product, quantity=quantity, email=email)
+    errors = order_validate(product=product, quantity=quantity, email=email, lookup_password=lookup_password)
     if errors:
         raise BadInput("invalid order", fields=errors)
+    errors = pending_limit_errors(email=email, buyer_ip=buyer_ip)
+    if errors:
+        raise BadInput(TOO_MANY_UNPAID, fields=errors)
     needed = 1 if product.kind == Product.Kind.REUSABLE else quantity
     if available_count(product_id=product.pk, at_most=needed) < needed:
         raise SoldOut(f"{product.name}: not enough stock for {quantity}")
     unit, amount = price_for(product=product, quantity=quantity)
     token = secrets.token_urlsafe(24)
+    lookup_hash = make_password(lookup_password) if lookup_password else ""  # slow: outside the transaction
     now = clock.now()
     for _ in range(5):
         try:
@@ -66,7 +93,7 @@ def order_create(*, product: Product, quantity: int, email: str, gateway: str, b
                 order = Order.objects.create(
                     order_no=_new_order_no(), product=product, email=email.strip(), quantity=quantity,
                     unit_price=unit, amount=amount, currency=product.currency, gateway=gateway,
-                    token_hash=token_hash(token), locale=locale, buyer_ip=buyer_ip, created_at=now,
+                    token_hash=token_hash(token), lookup_hash=lookup_hash, locale=locale, buyer_ip=buyer_ip, created_at=now,
                     expires_at=now + timedelta(minutes=settings.KAMI_ORDER_TTL_MINUTES),
                 )
                 order_event(order=order, kind="created", gateway=gateway, amount=str(amount))

@@ -14,7 +14,8 @@ from django.utils import translation
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 
-from kami.catalog.models import Product
+from kami.catalog.models import Category, Product
+from kami.catalog.services import price_for
 from kami.core.errors import BadInput, KamiError, NotFound, SoldOut
 from kami.delivery.links import order_link_verify
 from kami.fulfilment.checkout import checkout_start
@@ -23,6 +24,7 @@ from kami.orders.models import Order
 from kami.orders.selectors import order_get_for_buyer, order_keys_plaintext
 from kami.payments.registry import gateway_get, gateways_enabled
 from kami.stock.claim import available_count
+from kami.storefront.stock import stock_state
 
 
 def _private(response: HttpResponse) -> HttpResponse:
@@ -32,11 +34,22 @@ def _private(response: HttpResponse) -> HttpResponse:
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    products = list(Product.objects.filter(active=True))
+    query = request.GET.get("q", "").strip()[:100]
+    category = request.GET.get("category", "").strip()
+    products = Product.objects.filter(active=True).select_related("category")
+    if query:
+        products = products.filter(name__icontains=query)
+    if category:
+        products = products.filter(category__slug=category)
+    products = list(products)
     for p in products:
-        p.in_stock = available_count(product_id=p.pk, at_most=1) > 0
-    return render(request, "storefront/home.html", {"products": products, "gateways": gateways_enabled(),
-                                                     "shop_name": settings.KAMI_SHOP_NAME})
+        p.stock = stock_state(product=p)
+        p.in_stock = p.stock.available
+        p.unit_price = price_for(product=p, quantity=p.min_qty)[0]
+    categories = list(Category.objects.filter(products__active=True).distinct())
+    return render(request, "storefront/home.html", {
+        "products": products, "gateways": gateways_enabled(), "shop_name": settings.KAMI_SHOP_NAME,
+        "q": query, "category": category, "categories": categories, "searched": bool(query or category)})
 
 
 @require_http_methods(["POST"])
@@ -49,7 +62,8 @@ def buy(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         checkout = checkout_start(product_slug=slug, quantity=quantity, email=request.POST.get("email", ""),
                                   gateway=request.POST.get("gateway", ""), buyer_ip=request.META.get("REMOTE_ADDR"),
-                                  locale=translation.get_language() or "zh-hans")
+                                  locale=translation.get_language() or "zh-hans",
+                                  lookup_password=request.POST.get("lookup_password", ""))
     except BadInput as exc:
         error = "; ".join(f"{k}: {v}" for k, v in exc.details.get("fields", {}).items()) or str(exc)
     except SoldOut:

@@ -1,0 +1,38 @@
+"""The product page and its stock check. The form posts to the `buy` view; the amount is
+always priced by catalog.services.price_for, the tier table here only shows the same tiers."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from kami.catalog.models import Product
+from kami.catalog.services import price_for, tier_prices_list
+from kami.payments.registry import gateways_enabled
+from kami.storefront.markup import description_html
+from kami.storefront.stock import stock_state
+
+
+def _active_product(slug: str) -> Product | None:
+    return Product.objects.filter(slug=slug, active=True).select_related("category").first()
+
+
+def product_page(request: HttpRequest, slug: str) -> HttpResponse:
+    product = _active_product(slug)
+    if product is None:
+        return render(request, "storefront/not_found_product.html", {"shop_name": settings.KAMI_SHOP_NAME}, status=404)
+    unit, _ = price_for(product=product, quantity=product.min_qty)
+    return render(request, "storefront/product.html", {
+        "product": product, "unit_price": unit, "tiers": tier_prices_list(product=product),
+        "description": description_html(product.description), "stock": stock_state(product=product),
+        "gateways": gateways_enabled(), "shop_name": settings.KAMI_SHOP_NAME,
+    })
+
+
+def product_stock(request: HttpRequest, slug: str) -> JsonResponse:
+    product = _active_product(slug)
+    if product is None:
+        return JsonResponse({"error": "not_found"}, status=404)
+    response = JsonResponse(stock_state(product=product).as_json())
+    response["Cache-Control"] = "no-store"
+    return response
