@@ -1,6 +1,12 @@
 from django.urls import include, path
+from django.views.decorators.csrf import csrf_exempt
+from django.views.i18n import set_language
 
 urlpatterns = [
     path("", include("kami.api.urls")),
     path("", include("kami.storefront.urls")),
+    # The language switcher. CSRF-exempt on purpose: pages that show keys send no referrer, so a
+    # browser posts their forms with `Origin: null`, which the CSRF check refuses; switching a
+    # visitor's language is no harm worth that. `next` is still checked to stay on this site.
+    path("i18n/setlang/", csrf_exempt(set_language), name="set_language"),
 ]

@@ -8,6 +8,7 @@ urlpatterns = [
     path("p/<slug:slug>", product.product_page, name="product"),
     path("p/<slug:slug>/stock", product.product_stock, name="product-stock"),
     path("orders/<str:order_no>/status", status.order_status, name="order-status"),
+    path("orders/<str:order_no>/keys.txt", views.order_keys_txt, name="order-keys-txt"),
     path("orders/<str:order_no>", views.order_page, name="order-page"),
     path("lookup", lookup.order_lookup, name="order-lookup"),
     path("pay/sandbox/checkout/<str:order_no>", views.sandbox_checkout, name="sandbox-checkout"),

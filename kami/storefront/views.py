@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 import segno
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -104,9 +104,24 @@ def order_page(request: HttpRequest, order_no: str) -> HttpResponse:
     except NotFound:
         return _private(render(request, "storefront/not_found.html", status=404))
     keys = [k.reveal() for k in order_keys_plaintext(order=order)] if order.status == Order.Status.FULFILLED else []
+    access = urlencode({k: request.GET[k] for k in ("token", "sig") if request.GET.get(k)})
     context = {"order": order, "keys": keys, "keys_text": "\n".join(keys), "shop_name": settings.KAMI_SHOP_NAME,
-               "refresh": order.status == Order.Status.PENDING}
+               "refresh": order.status == Order.Status.PENDING, "access": access}
     return _private(render(request, "storefront/order.html", context))
+
+
+def order_keys_txt(request: HttpRequest, order_no: str) -> HttpResponse:
+    """The order's keys as a text file, one per line: same access rule as the order page."""
+    try:
+        order = _buyer_order(request, order_no)
+    except NotFound:
+        return _private(HttpResponse("order not found\n", status=404, content_type="text/plain"))
+    if order.status != Order.Status.FULFILLED:
+        return _private(HttpResponse("no keys yet\n", status=404, content_type="text/plain"))
+    body = "".join(f"{k.reveal()}\n" for k in order_keys_plaintext(order=order))
+    response = HttpResponse(body, content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="keys-{order.order_no}.txt"'
+    return _private(response)
 
 
 @require_http_methods(["GET", "POST"])
