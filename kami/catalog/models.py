@@ -35,6 +35,10 @@ class Product(models.Model):
     # Set when a low-stock alert has been queued; cleared when stock rises back to the threshold,
     # so the merchant hears once per episode, not once per sale.
     low_stock_alerted = models.BooleanField(default=False)
+    instructions = models.TextField(blank=True, default="", help_text="how to use the key, shown with it to the buyer")
+    # False: the email carries only the order link (the keys stay behind the order page), for
+    # merchants who would rather not have keys sitting in mailboxes.
+    email_keys = models.BooleanField(default=True)
     active = models.BooleanField(default=True)
     sort_order = models.IntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

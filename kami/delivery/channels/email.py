@@ -71,7 +71,8 @@ def _send_order_keys(message: OutboxMessage) -> None:
 def _order_keys_email(message: OutboxMessage, order: Order, keys: list[str]) -> EmailMultiAlternatives:
     shop = settings.KAMI_SHOP_NAME
     context = {"shop_name": shop, "order_no": order.order_no, "product_name": order.product.name,
-               "quantity": order.quantity, "keys": keys, "order_link": order_link_signed(order.order_no)}
+               "quantity": order.quantity, "keys": keys if order.product.email_keys else [],
+               "instructions": order.product.instructions, "order_link": order_link_signed(order.order_no)}
     with translation.override(_language(order.locale)):
         subject = gettext("Your order %(order_no)s at %(shop)s") % {"order_no": order.order_no, "shop": shop}
         text = render_to_string("delivery/order_keys.txt", context)
