@@ -109,7 +109,6 @@ class FakePayPal(LoopbackServer):
         self._lock = threading.Lock()
         self._serve(self._handler())
 
-
     def cert_url(self, name: str = "CERT-good") -> str:
         return f"{self.url}/v1/notifications/certs/{name}"
 

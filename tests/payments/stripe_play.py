@@ -87,7 +87,6 @@ class FakeStripe(LoopbackServer):
         self._lock = threading.Lock()
         self._serve(self._handler())
 
-
     def pay(self, session_id: str) -> dict:
         """The buyer pays on the hosted page: the session completes with a PaymentIntent."""
         session = self.sessions[session_id]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from abc import ABC, abstractmethod
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
@@ -75,7 +76,7 @@ def epusdt_notice(*, order_no: str, amount: str, trade_id: str | None = None, st
     return fields
 
 
-class FakeServer(LoopbackServer):
+class FakeServer(LoopbackServer, ABC):
     """A real HTTP server on 127.0.0.1 (any free port) in a thread; subclasses answer requests.
     `mode` makes it misbehave: normal | error500 | not_json | drop."""
 
@@ -84,9 +85,9 @@ class FakeServer(LoopbackServer):
         self.requests: list[tuple[str, str, bytes]] = []  # (method, path with query, body)
         self._serve(self._handler())
 
-
+    @abstractmethod
     def answer(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, dict]:
-        raise NotImplementedError
+        """(status, JSON) for one request, as the real server would answer it."""
 
     def _handler(self):
         fake = self

@@ -95,7 +95,6 @@ class FakeWeChatPay(LoopbackServer):
         self.mode = "normal"
         self._serve(self._handler())
 
-
     def authorized(self, method: str, path: str, body: bytes, header: str) -> bool:
         if not header.startswith("WECHATPAY2-SHA256-RSA2048 "):
             return False
