@@ -11,8 +11,11 @@ def price_for(*, product: Product, quantity: int) -> tuple[Decimal, Decimal]:
     """(unit price, amount) for `quantity` of `product`. The one price function: every caller
     (API, storefront, back office) uses it, and the amount is never taken from the buyer.
     The unit price is the highest tier whose minimum the quantity reaches, else the list price."""
-    tier = (TierPrice.objects.filter(product_id=product.pk, min_quantity__lte=quantity)
-            .order_by("-min_quantity").values_list("unit_price", flat=True).first())
+    # Tiers start at 2 (a database constraint), so a single item never needs the query: the
+    # home page prices every card at its minimum quantity, usually 1.
+    tier = None if quantity < 2 else (
+        TierPrice.objects.filter(product_id=product.pk, min_quantity__lte=quantity)
+        .order_by("-min_quantity").values_list("unit_price", flat=True).first())
     unit = money.quantize(Decimal(tier if tier is not None else product.price), product.currency)
     return unit, money.quantize(unit * quantity, product.currency)
 

@@ -85,3 +85,12 @@ def test_the_api_charges_the_tier_price(client, make_product, quantity, amount):
     # then
     assert response.status_code == 201, response.content
     assert response.json()["amount"] == amount
+
+
+def test_a_single_item_is_priced_without_a_query(make_product, django_assert_num_queries):
+    # given a product with a tier from 2 (tiers never start below 2)
+    product = make_product(price=Decimal("10.00"))
+    tier_price_set(product=product, min_quantity=2, unit_price=Decimal("8.00"))
+    # when / then: quantity 1 is the list price, read from the product row alone
+    with django_assert_num_queries(0):
+        assert price_for(product=product, quantity=1) == (Decimal("10.00"), Decimal("10.00"))
