@@ -40,6 +40,21 @@ def secret_key() -> str:
     return path.read_text().strip()
 
 
+def admin_path() -> str:
+    """The back office's URL path: `KAMI_ADMIN_PATH`, or `manage-<random>` generated once into
+    `<data dir>/admin_path`, so no shop's admin sits at a guessable /admin/."""
+    configured = os.environ.get("KAMI_ADMIN_PATH", "").strip().strip("/")
+    if configured:
+        return configured
+    path = data_dir() / "admin_path"
+    if not path.exists():
+        try:
+            _write_private(path, f"manage-{secrets.token_urlsafe(9)}\n")
+        except FileExistsError:
+            pass  # another process created it first
+    return path.read_text().strip()
+
+
 def keyring_text() -> str:
     """The keyring as text: `KAMI_DATA_KEY` or the generated file `<data dir>/data_key`.
 

@@ -1,0 +1,31 @@
+"""The shop's own presentation, set by the merchant: one row, read on every buyer page through
+`kami.core.shop.shop_settings_get` (cached) and written only by `shop_settings_update`."""
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+SINGLETON_ID = 1
+
+
+class ShopSettings(models.Model):
+    class NoticeFormat(models.TextChoices):
+        TEXT = "text"
+        MARKDOWN = "markdown"
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_ID, editable=False)
+    # "" means "not set": the name then comes from KAMI_SHOP_NAME.
+    name = models.CharField(max_length=80, blank=True, default="")
+    # The logo's file name in `<data dir>/shop/` (content-addressed, always a PNG we re-encoded).
+    logo = models.CharField(max_length=64, blank=True, default="")
+    notice = models.TextField(blank=True, default="")
+    notice_format = models.CharField(max_length=8, choices=NoticeFormat.choices, default=NoticeFormat.TEXT)
+    footer = models.CharField(max_length=500, blank=True, default="")
+    updated_at = models.DateTimeField(null=True, blank=True)
+    updated_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(id=SINGLETON_ID), name="shop_settings_singleton")]
+
+    def __str__(self) -> str:
+        return self.name or "shop settings"
