@@ -10,6 +10,7 @@ from django.views.decorators.http import require_http_methods
 from kami.core.ratelimit import ratelimit_hit
 from kami.delivery.links import order_link_signed
 from kami.orders.selectors import orders_lookup
+from kami.storefront.captcha_check import captcha_new, captcha_passed
 
 
 def _private(response: HttpResponse) -> HttpResponse:
@@ -29,19 +30,25 @@ def _within_limits(request: HttpRequest, email: str) -> bool:
                                       limit=settings.KAMI_LOOKUP_LIMIT_EMAIL, window=window)
 
 
+def _page(request: HttpRequest, status: int = 200, **context) -> HttpResponse:
+    # One challenge serves both forms: only one of them is sent, and a challenge is tried once.
+    return _private(render(request, "storefront/lookup.html", {**context, "captcha": captcha_new()}, status=status))
+
+
 @require_http_methods(["GET", "POST"])
 def order_lookup(request: HttpRequest) -> HttpResponse:
-    context = {"shop_name": settings.KAMI_SHOP_NAME}
     if request.method == "GET":
-        return _private(render(request, "storefront/lookup.html", context))
+        return _page(request)
     email = request.POST.get("email", "")
     if not _within_limits(request, email):
-        page = render(request, "storefront/lookup.html", {**context, "too_many": True}, status=429)
+        page = _page(request, status=429, too_many=True)
         page["Retry-After"] = str(settings.KAMI_LOOKUP_WINDOW_SECONDS)
-        return _private(page)
+        return page
     order_no = request.POST.get("order_no", "")
+    if not captcha_passed(request.POST):  # the password is not sent back; the rest is kept
+        return _page(request, status=400, bad_captcha=True, kept={"email": email, "order_no": order_no})
     orders = orders_lookup(email=email, order_no=order_no, password=request.POST.get("password", ""))
     if order_no and orders:
         return _private(HttpResponseRedirect(order_link_signed(orders[0].order_no)))
     found = [{"order": o, "url": order_link_signed(o.order_no)} for o in orders]
-    return _private(render(request, "storefront/lookup.html", {**context, "found": found, "missed": not found}))
+    return _page(request, found=found, missed=not found)

@@ -18,3 +18,14 @@ def description_html(text: str) -> SafeString:
     cleaned = nh3.clean(html, tags=TAGS, attributes=ATTRIBUTES, url_schemes=URL_SCHEMES,
                         link_rel="noopener nofollow")
     return mark_safe(cleaned)  # noqa: S308 (nh3 allow-list output)
+
+
+NOTICE_TAGS = {"p", "br", "strong", "em", "b", "i", "code", "a"}
+
+
+def notice_html(text: str) -> SafeString:
+    """The merchant's notice banner in Markdown: inline emphasis, code and links only."""
+    html = markdown.markdown(text or "", output_format="html")
+    cleaned = nh3.clean(html, tags=NOTICE_TAGS, attributes=ATTRIBUTES, url_schemes=URL_SCHEMES,
+                        link_rel="noopener nofollow")
+    return mark_safe(cleaned)  # noqa: S308 (nh3 allow-list output)

@@ -7,8 +7,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from kami.catalog.models import Product
-from kami.catalog.services import price_for, tier_prices_list
+from kami.catalog.services import tier_prices_list
 from kami.payments.registry import gateways_enabled
+from kami.storefront.buy_form import buy_form_context
+from kami.storefront.captcha_check import captcha_new
 from kami.storefront.markup import description_html
 from kami.storefront.stock import stock_state
 
@@ -17,16 +19,19 @@ def _active_product(slug: str) -> Product | None:
     return Product.objects.filter(slug=slug, active=True).select_related("category").first()
 
 
-def product_page(request: HttpRequest, slug: str) -> HttpResponse:
+def product_page(request: HttpRequest, slug: str, *, form=None, error: str = "", errors: dict | None = None,
+                 status: int = 200) -> HttpResponse:
+    """`form` and `error`: the buy form sent back (captcha refused), keeping what the buyer typed;
+    `errors`: the order's field errors (coupon, custom fields) shown beside their inputs."""
     product = _active_product(slug)
     if product is None:
         return render(request, "storefront/not_found_product.html", {"shop_name": settings.KAMI_SHOP_NAME}, status=404)
-    unit, _ = price_for(product=product, quantity=product.min_qty)
     return render(request, "storefront/product.html", {
-        "product": product, "unit_price": unit, "tiers": tier_prices_list(product=product),
+        **buy_form_context(request, product, form, errors), "tiers": tier_prices_list(product=product), "product": product,
         "description": description_html(product.description), "stock": stock_state(product=product),
         "gateways": gateways_enabled(), "shop_name": settings.KAMI_SHOP_NAME,
-    })
+        "form": form or {}, "error": error, "captcha": captcha_new(),
+    }, status=status)
 
 
 def product_stock(request: HttpRequest, slug: str) -> JsonResponse:

@@ -19,7 +19,10 @@ class StockState:
 
 
 def stock_state(*, product: Product) -> StockState:
-    """One bounded count: at most max(low_stock, 10) keys are read, however big the stock."""
+    """One bounded count: at most max(low_stock, 10) keys are read, however big the stock.
+    A `manual` product (a person delivers it) is always available and reads no keys."""
+    if not product.needs_keys:
+        return StockState(available=True, left=None)
     threshold = max(product.low_stock, LOW_STOCK_SHOWN_BELOW)
     count = available_count(product_id=product.pk, at_most=threshold)
     if product.kind == Product.Kind.REUSABLE:  # the same keys for everyone: never "only N left"

@@ -18,12 +18,16 @@ from kami.catalog.models import Category, Product
 from kami.catalog.services import price_for
 from kami.core.errors import BadInput, KamiError, NotFound, SoldOut
 from kami.delivery.links import order_link_verify
-from kami.fulfilment.checkout import checkout_start
+from kami.fulfilment.checkout import Checkout, checkout_start
 from kami.fulfilment.notify import notification_handle
 from kami.orders.models import Order
 from kami.orders.selectors import order_get_for_buyer, order_keys_plaintext
 from kami.payments.registry import gateway_get, gateways_enabled
 from kami.stock.claim import available_count
+from kami.storefront import product as product_pages
+from kami.storefront.buy_form import custom_values_from, shown_on_product_page
+from kami.storefront.captcha_check import captcha_enabled, captcha_passed
+from kami.storefront.recent import recent_remember
 from kami.storefront.stock import stock_state
 
 
@@ -48,12 +52,16 @@ def home(request: HttpRequest) -> HttpResponse:
         p.unit_price = price_for(product=p, quantity=p.min_qty)[0]
     categories = list(Category.objects.filter(products__active=True).distinct())
     return render(request, "storefront/home.html", {
-        "products": products, "gateways": gateways_enabled(), "shop_name": settings.KAMI_SHOP_NAME,
-        "q": query, "category": category, "categories": categories, "searched": bool(query or category)})
+        "products": products, "gateways": gateways_enabled(), "q": query, "category": category,
+        "categories": categories, "searched": bool(query or category),
+        # With the captcha on, buying starts on the product page: one challenge per form shown.
+        "quick_buy": not captcha_enabled()})
 
 
 @require_http_methods(["POST"])
 def buy(request: HttpRequest, slug: str) -> HttpResponse:
+    if not captcha_passed(request.POST):  # before anything is created
+        return product_pages.product_page(request, slug, form=request.POST, error="captcha", status=400)
     try:
         quantity = int(request.POST.get("quantity", "1"))
     except ValueError:
@@ -63,8 +71,11 @@ def buy(request: HttpRequest, slug: str) -> HttpResponse:
         checkout = checkout_start(product_slug=slug, quantity=quantity, email=request.POST.get("email", ""),
                                   gateway=request.POST.get("gateway", ""), buyer_ip=request.META.get("REMOTE_ADDR"),
                                   locale=translation.get_language() or "zh-hans",
-                                  lookup_password=request.POST.get("lookup_password", ""))
+                                  lookup_password=request.POST.get("lookup_password", ""),
+                                  coupon=request.POST.get("coupon", ""), custom_values=custom_values_from(request.POST))
     except BadInput as exc:
+        if shown_on_product_page(exc.details.get("fields", {})):  # a coupon or custom field to fix
+            return product_pages.product_page(request, slug, form=request.POST, errors=exc.details["fields"], status=400)
         error = "; ".join(f"{k}: {v}" for k, v in exc.details.get("fields", {}).items()) or str(exc)
     except SoldOut:
         error = "sold_out"
@@ -75,7 +86,11 @@ def buy(request: HttpRequest, slug: str) -> HttpResponse:
         for p in products:
             p.in_stock = available_count(product_id=p.pk, at_most=1) > 0
         return render(request, "storefront/home.html", {"products": products, "gateways": gateways_enabled(),
-                                                         "shop_name": settings.KAMI_SHOP_NAME, "error": error}, status=400)
+                                                         "error": error, "quick_buy": not captcha_enabled()}, status=400)
+    return recent_remember(request, _pay(request, checkout), order_no=checkout.order.order_no, token=checkout.token)
+
+
+def _pay(request: HttpRequest, checkout: Checkout) -> HttpResponse:
     if checkout.payment.type == "redirect":
         return HttpResponseRedirect(checkout.payment.url)
     if checkout.payment.type == "qr":
@@ -84,7 +99,7 @@ def buy(request: HttpRequest, slug: str) -> HttpResponse:
         qr = segno.make(checkout.payment.qr, error="m").svg_inline(scale=6, border=2)
         return _private(render(request, "storefront/pay_qr.html", {
             "order": checkout.order, "qr_svg": mark_safe(qr), "order_url": checkout.order_url,  # noqa: S308 (segno's own SVG)
-            "gateway": checkout.order.gateway, "shop_name": settings.KAMI_SHOP_NAME}))
+            "gateway": checkout.order.gateway}))
     return HttpResponseRedirect(checkout.order_url)
 
 
@@ -105,7 +120,7 @@ def order_page(request: HttpRequest, order_no: str) -> HttpResponse:
         return _private(render(request, "storefront/not_found.html", status=404))
     keys = [k.reveal() for k in order_keys_plaintext(order=order)] if order.status == Order.Status.FULFILLED else []
     access = urlencode({k: request.GET[k] for k in ("token", "sig") if request.GET.get(k)})
-    context = {"order": order, "keys": keys, "keys_text": "\n".join(keys), "shop_name": settings.KAMI_SHOP_NAME,
+    context = {"order": order, "keys": keys, "keys_text": "\n".join(keys),
                "refresh": order.status == Order.Status.PENDING, "access": access}
     return _private(render(request, "storefront/order.html", context))
 

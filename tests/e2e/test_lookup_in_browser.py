@@ -7,7 +7,7 @@ from django.core.cache import cache
 from django.test import Client
 
 from kami.stock.services import keys_generate
-from tests.e2e.test_buy_in_browser import KEY, browser  # noqa: F401 (the fixture)
+from tests.e2e.test_buy_in_browser import KEY
 from tests.sandbox_play import enable_sandbox, sandbox_notify
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.sqlite_only]

@@ -9,8 +9,9 @@ import pytest
 
 from kami.catalog.services import tier_price_set
 from kami.stock.services import keys_generate
-from tests.e2e.test_buy_in_browser import KEY, SHOTS, browser  # noqa: F401 (fixture)
+from tests.e2e.test_buy_in_browser import KEY
 from tests.sandbox_play import enable_sandbox
+from tests.e2e.chromium import SHOTS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.sqlite_only]
 
@@ -34,7 +35,7 @@ def test_a_buyer_buys_two_at_the_tier_price_on_a_phone(browser, live_server, set
     page.goto(live_server.url + "/")
     page.click("#product-tiered h2 a")
     page.wait_for_url(re.compile(r"/p/tiered$"))
-    assert "8.00 CNY" in page.inner_text("table.tiers")
+    assert "CN¥8.00" in page.inner_text("table.tiers")
     page.screenshot(path=str(shots / "1-product.png"), full_page=True)
     page.fill("#buy-form input[name=quantity]", "2")
     page.fill("#buy-form input[name=email]", "buyer@example.com")
@@ -48,7 +49,7 @@ def test_a_buyer_buys_two_at_the_tier_price_on_a_phone(browser, live_server, set
     # then two keys are shown, for 16.00
     keys = [k.strip() for k in page.locator("code.key").all_inner_texts()]
     assert len(keys) == 2 and all(KEY.match(k) for k in keys)
-    assert "16.00 CNY" in page.inner_text("section.order")
+    assert "CN¥16.00" in page.inner_text("section.order")
     assert refused == []
     context.close()
 

@@ -1,0 +1,22 @@
+"""The merchant's logo, served by us from the data dir. Only names `shop_settings_update` gives
+(content-addressed PNGs it drew itself) are served, always as image/png, cached for good."""
+from __future__ import annotations
+
+import re
+
+from django.http import FileResponse, Http404, HttpRequest
+
+from kami.core.shop import LOGO_NAME_PATTERN, logo_dir
+
+_NAME = re.compile(LOGO_NAME_PATTERN)
+
+
+def shop_logo(request: HttpRequest, name: str) -> FileResponse:
+    path = logo_dir() / name
+    if not _NAME.fullmatch(name) or not path.is_file():
+        raise Http404("no such logo")
+    response = FileResponse(path.open("rb"), content_type="image/png")
+    response["Cache-Control"] = "public, max-age=31536000, immutable"  # a new logo gets a new name
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Content-Disposition"] = 'inline; filename="logo.png"'
+    return response
