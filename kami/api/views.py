@@ -45,7 +45,8 @@ def orders_create(request: HttpRequest) -> JsonResponse:
         checkout = checkout_start(
             product_slug=data.get("product"), quantity=data.get("quantity", 1), email=data.get("email"),
             gateway=data.get("gateway"), buyer_ip=_client_ip(request), locale=translation.get_language() or "zh-hans",
-            lookup_password=data.get("lookup_password") or "",
+            lookup_password=data.get("lookup_password") or "", coupon=data.get("coupon") or "",
+            custom_values=data.get("custom_values"),
         )
     except BadInput as exc:
         return JsonResponse({"error": "invalid", "message": str(exc), "fields": exc.details.get("fields", {})}, status=400)
@@ -61,6 +62,7 @@ def orders_create(request: HttpRequest) -> JsonResponse:
     return _no_store(JsonResponse({
         "order_no": order.order_no, "token": checkout.token, "status": order.status,
         "amount": str(order.amount), "currency": order.currency, "expires_at": order.expires_at.isoformat(),
+        "discount": str(order.discount), "coupon": order.coupon.code if order.coupon else None,
         "payment": checkout.payment.as_json(), "order_url": checkout.order_url,
     }, status=201))
 
@@ -75,6 +77,7 @@ def orders_detail(request: HttpRequest, order_no: str) -> JsonResponse:
     body = {
         "order_no": order.order_no, "status": order.status, "product": order.product.slug,
         "quantity": order.quantity, "amount": str(order.amount), "currency": order.currency,
+        "discount": str(order.discount), "custom_values": order.custom_values,
         "paid_at": order.paid_at.isoformat() if order.paid_at else None,
     }
     if order.status == order.Status.FULFILLED:

@@ -21,6 +21,7 @@ class Product(models.Model):
     class Kind(models.TextChoices):
         UNIQUE = "unique", "unique — each key sold once"
         REUSABLE = "reusable", "reusable — the same key(s) for every buyer"
+        MANUAL = "manual", "manual — a person delivers each order (top-ups, services)"
 
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
@@ -39,6 +40,9 @@ class Product(models.Model):
     # False: the email carries only the order link (the keys stay behind the order page), for
     # merchants who would rather not have keys sitting in mailboxes.
     email_keys = models.BooleanField(default=True)
+    # What the buyer fills in at checkout: [{"name", "label", "required", "max_length"}], checked
+    # by catalog.services.custom_fields_clean when set and custom_values_clean at checkout.
+    custom_fields = models.JSONField(default=list, blank=True)
     active = models.BooleanField(default=True)
     sort_order = models.IntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -48,6 +52,11 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def needs_keys(self) -> bool:
+        """False for `manual` products: a person delivers them, so they are always in stock."""
+        return self.kind != self.Kind.MANUAL
 
 
 class TierPrice(models.Model):
@@ -66,3 +75,39 @@ class TierPrice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product_id}≥{self.min_quantity}: {self.unit_price}"
+
+
+class Coupon(models.Model):
+    """A discount code, applied by price_for. `code` is stored normalised (upper case, see
+    coupon_code_normalise), so lookups are case-insensitive and the unique constraint holds on
+    every engine. `used` only moves through coupon_redeem / coupon_release (conditional UPDATEs)."""
+
+    class Kind(models.TextChoices):
+        FIXED = "fixed", "fixed amount off the order"
+        PERCENT = "percent", "percent off the order"
+
+    code = models.CharField(max_length=32, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    value = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(0)])
+    # The currency of a fixed amount (it applies only to products priced in it); "" for percent.
+    currency = models.CharField(max_length=5, blank=True, default="")
+    products = models.ManyToManyField(Product, blank=True, related_name="coupons")  # none: every product
+    usage_limit = models.PositiveIntegerField(null=True, blank=True)  # None: unlimited
+    used = models.PositiveIntegerField(default=0)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(usage_limit__isnull=True) | models.Q(used__lte=models.F("usage_limit")),
+                                   name="coupon_used_within_limit"),
+            models.CheckConstraint(condition=models.Q(value__gte=0), name="coupon_value_not_negative"),
+            models.CheckConstraint(condition=~models.Q(kind="percent") | models.Q(value__lte=100),
+                                   name="coupon_percent_at_most_100"),
+        ]
+
+    def __str__(self) -> str:
+        return self.code

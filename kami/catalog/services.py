@@ -2,22 +2,58 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from kami.catalog.models import Product, TierPrice
+from kami.catalog.coupons import coupon_check, coupon_discount, coupon_for
+from kami.catalog.custom_fields import custom_fields_clean
+from kami.catalog.models import Coupon, Product, TierPrice
 from kami.core import money
 from kami.core.errors import BadInput
 
 
-def price_for(*, product: Product, quantity: int) -> tuple[Decimal, Decimal]:
+class Price(tuple):
+    """What `quantity` of a product costs. Unpacks as `(unit, amount)` like before coupons, so
+    `unit, amount = price_for(...)` still reads naturally; also carries `subtotal` (unit ×
+    quantity), `discount` (what the coupon took off) and `coupon`."""
+
+    def __new__(cls, unit: Decimal, amount: Decimal, *, subtotal: Decimal | None = None,
+                discount: Decimal = Decimal("0.00"), coupon: Coupon | None = None) -> "Price":
+        price = super().__new__(cls, (unit, amount))
+        price.subtotal = amount if subtotal is None else subtotal
+        price.discount, price.coupon = discount, coupon
+        return price
+
+    @property
+    def unit(self) -> Decimal:
+        return self[0]
+
+    @property
+    def amount(self) -> Decimal:
+        return self[1]
+
+
+def price_for(*, product: Product, quantity: int, coupon: Coupon | str | None = None) -> Price:
     """(unit price, amount) for `quantity` of `product`. The one price function: every caller
     (API, storefront, back office) uses it, and the amount is never taken from the buyer.
-    The unit price is the highest tier whose minimum the quantity reaches, else the list price."""
+
+    The unit price is the highest tier whose minimum the quantity reaches, else the list price;
+    then the coupon (a code the buyer typed, or a Coupon) comes off the whole order: a percentage
+    rounded ROUND_HALF_UP to the currency's minor unit (cents), or a fixed amount, never leaving
+    less than one minor unit to pay. A coupon that cannot be used raises CouponRefused (a
+    translated BadInput naming the reason); whether a use is left is decided by coupon_redeem."""
     # Tiers start at 2 (a database constraint), so a single item never needs the query: the
     # home page prices every card at its minimum quantity, usually 1.
     tier = None if quantity < 2 else (
         TierPrice.objects.filter(product_id=product.pk, min_quantity__lte=quantity)
         .order_by("-min_quantity").values_list("unit_price", flat=True).first())
     unit = money.quantize(Decimal(tier if tier is not None else product.price), product.currency)
-    return unit, money.quantize(unit * quantity, product.currency)
+    subtotal = money.quantize(unit * quantity, product.currency)
+    if coupon is None or coupon == "":
+        return Price(unit, subtotal)
+    if isinstance(coupon, Coupon):
+        coupon_check(coupon=coupon, product=product)
+    else:
+        coupon = coupon_for(code=coupon, product=product)
+    discount = coupon_discount(coupon=coupon, subtotal=subtotal, currency=product.currency)
+    return Price(unit, subtotal - discount, subtotal=subtotal, discount=discount, coupon=coupon)
 
 
 def tier_price_set(*, product: Product, min_quantity: int, unit_price: Decimal) -> TierPrice:
@@ -41,7 +77,8 @@ def tier_prices_list(*, product: Product) -> list[TierPrice]:
 
 
 def product_create(*, slug: str, name: str, price: Decimal, currency: str = "CNY", kind: str = "unique",
-                   min_qty: int = 1, max_qty: int = 10, low_stock: int = 0, description: str = "") -> Product:
+                   min_qty: int = 1, max_qty: int = 10, low_stock: int = 0, description: str = "",
+                   custom_fields: object = None) -> Product:
     if Product.objects.filter(slug=slug).exists():
         raise BadInput(f"product {slug!r} already exists; choose another slug")
     if kind not in Product.Kind.values:
@@ -54,4 +91,5 @@ def product_create(*, slug: str, name: str, price: Decimal, currency: str = "CNY
     return Product.objects.create(
         slug=slug, name=name, price=money.quantize(price, currency), currency=currency, kind=kind,
         min_qty=min_qty, max_qty=max_qty, low_stock=low_stock, description=description,
+        custom_fields=custom_fields_clean(custom_fields),
     )

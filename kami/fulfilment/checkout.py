@@ -38,7 +38,8 @@ def order_info(order: Order) -> OrderInfo:
 
 
 def checkout_start(*, product_slug: object, quantity: object, email: object, gateway: object,
-                   buyer_ip: str | None = None, locale: str = "zh-hans", lookup_password: object = "") -> Checkout:
+                   buyer_ip: str | None = None, locale: str = "zh-hans", lookup_password: object = "",
+                   coupon: object = "", custom_values: object = None) -> Checkout:
     product = Product.objects.filter(slug=product_slug).first() if isinstance(product_slug, str) else None
     try:
         gw = gateway_get(gateway) if isinstance(gateway, str) else None
@@ -49,7 +50,8 @@ def checkout_start(*, product_slug: object, quantity: object, email: object, gat
     if product is not None and not gw.supports_currency(product.currency):
         raise BadInput("invalid order", fields={"gateway": f"this payment method does not take {product.currency}"})
     order, token = order_create(product=product, quantity=quantity, email=email, gateway=gateway,
-                                buyer_ip=buyer_ip, locale=locale, lookup_password=lookup_password)
+                                buyer_ip=buyer_ip, locale=locale, lookup_password=lookup_password,
+                                coupon=coupon, custom_values=custom_values)
     url = order_url(order, token)
     action = gw.create_payment(order_info(order), Urls(notify=notify_url(gateway), ret=url))
     if action.gateway_ref:

@@ -29,7 +29,7 @@ from kami.payments.registry import gateway_get
 from kami.stock.models import Key
 
 log = logging.getLogger("kami.refund")
-REFUNDABLE = (Order.Status.FULFILLED, Order.Status.AWAITING_STOCK, Order.Status.FLAGGED)
+REFUNDABLE = (Order.Status.FULFILLED, Order.Status.AWAITING_STOCK, Order.Status.AWAITING_MANUAL, Order.Status.FLAGGED)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ class Order(models.Model):
         PENDING = "pending"
         FULFILLED = "fulfilled"
         AWAITING_STOCK = "awaiting_stock"
+        AWAITING_MANUAL = "awaiting_manual"  # paid, a `manual` product: staff deliver it (docs/catalog.md)
         EXPIRED = "expired"
         REFUNDED = "refunded"
         FLAGGED = "flagged"
@@ -35,6 +36,12 @@ class Order(models.Model):
     paid_at = models.DateTimeField(null=True, blank=True)
     fulfilled_at = models.DateTimeField(null=True, blank=True)
     flag_reason = models.CharField(max_length=255, blank=True, default="")
+    # The coupon redeemed by this order (one use, taken at creation, given back if it expires
+    # unpaid) and what it took off; amount = unit_price × quantity − discount.
+    coupon = models.ForeignKey("catalog.Coupon", null=True, blank=True, on_delete=models.PROTECT, related_name="orders")
+    discount = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    # What the buyer filled in for the product's custom fields: {name: text}.
+    custom_values = models.JSONField(default=dict, blank=True)
 
     class Meta:
         indexes = [
@@ -45,6 +52,14 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return self.order_no
+
+    @property
+    def custom_answers(self) -> list[tuple[str, str]]:
+        """(label, answer) for the buyer's custom values, in the product's field order."""
+        values, fields = self.custom_values or {}, self.product.custom_fields or []
+        known = [(f["label"], values[f["name"]]) for f in fields if f["name"] in values]
+        names = {f["name"] for f in fields}  # answers to fields removed since: by name, after the rest
+        return known + [(name, value) for name, value in sorted(values.items()) if name not in names]
 
 
 class OrderKey(models.Model):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import secrets
 
 from django.contrib.auth.hashers import check_password, make_password
+from django.db.models import QuerySet
 
 from kami.core.crypto import Secret, token_matches
 from kami.core.errors import NotFound
@@ -60,3 +61,11 @@ def orders_lookup(*, email: str, order_no: str = "", password: str = "") -> list
     for _ in range(LOOKUP_MAX_ORDERS - len(candidates)):
         _dummy_check(password)
     return found
+
+
+def orders_awaiting_staff() -> QuerySet[Order]:
+    """Paid orders a person must act on: `awaiting_manual` (deliver by hand) and `awaiting_stock`
+    (import keys or fulfil by hand), oldest paid first."""
+    return (Order.objects.select_related("product")
+            .filter(status__in=(Order.Status.AWAITING_MANUAL, Order.Status.AWAITING_STOCK))
+            .order_by("paid_at", "id"))

@@ -10,11 +10,14 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
+from kami.catalog.coupons import coupon_redeem, coupon_release
+from kami.catalog.custom_fields import custom_values_clean
 from kami.catalog.models import Product
 from kami.catalog.services import price_for
 from kami.core import clock
 from kami.core.crypto import token_hash
 from kami.core.errors import BadInput, SoldOut
+from kami.core.locks import named_locks
 from kami.orders.models import Order, OrderEvent
 from kami.stock.claim import available_count
 
@@ -31,11 +34,15 @@ LOOKUP_PASSWORD_MIN, LOOKUP_PASSWORD_MAX = 4, 64
 TOO_MANY_UNPAID = "too many unpaid orders: pay or wait for them to expire"
 
 
-def order_validate(*, product: Product | None, quantity: object, email: object, lookup_password: object = "") -> dict:
-    """Field errors for an order request, as {field: message}; empty when it is acceptable."""
+def order_validate(*, product: Product | None, quantity: object, email: object, lookup_password: object = "",
+                   custom_values: object = None) -> dict:
+    """Field errors for an order request, as {field: message}; empty when it is acceptable.
+    The product's custom fields are checked too (custom_values_clean)."""
     errors = {}
     if product is None or not product.active:
         errors["product"] = "no such product on sale"
+    else:
+        errors.update(custom_values_clean(product=product, values=custom_values)[1])
     if not isinstance(quantity, int) or isinstance(quantity, bool):
         errors["quantity"] = "quantity must be a whole number"
     elif product is not None and not (product.min_qty <= quantity <= product.max_qty):
@@ -54,8 +61,9 @@ def order_validate(*, product: Product | None, quantity: object, email: object, 
 
 
 def pending_limit_errors(*, email: str, buyer_ip: str | None) -> dict:
-    """Anti-abuse: unpaid, unexpired orders per email and per buyer IP, counted in the database.
-    A soft limit (two requests at once may both pass); 0 turns a limit off."""
+    """Anti-abuse: unpaid, unexpired orders per email and per buyer IP, counted in the database;
+    0 turns a limit off. order_create counts again under `pending_locks`, so two requests at once
+    cannot both take the last place."""
     pending = Order.objects.filter(status=Order.Status.PENDING, expires_at__gt=clock.now())
     errors = {}
     limit = settings.KAMI_PENDING_LIMIT_EMAIL
@@ -67,36 +75,58 @@ def pending_limit_errors(*, email: str, buyer_ip: str | None) -> dict:
     return errors
 
 
+def pending_locks(*, email: str, buyer_ip: str | None) -> tuple[str, ...]:
+    """The named locks that serialise order creation per email and per IP (kami.core.locks)."""
+    names = [f"pending-email:{email.strip().lower()}"] if settings.KAMI_PENDING_LIMIT_EMAIL else []
+    if settings.KAMI_PENDING_LIMIT_IP and buyer_ip:
+        names.append(f"pending-ip:{buyer_ip}")
+    return tuple(names)
+
+
 def order_create(*, product: Product, quantity: int, email: str, gateway: str, buyer_ip: str | None = None,
-                 locale: str = "zh-hans", lookup_password: str = "") -> tuple[Order, str]:
+                 locale: str = "zh-hans", lookup_password: str = "", coupon: str = "",
+                 custom_values: dict | None = None) -> tuple[Order, str]:
     """Create a pending order; return it with its secret token (shown once, stored hashed).
 
     The stock check here is advisory ("sold out" before the buyer pays); unpaid orders hold no
-    stock, and the claim at payment is the authority (DESIGN.md §2).
+    stock, and the claim at payment is the authority (DESIGN.md §2). A `manual` product needs no
+    keys and is always in stock. A coupon is checked by price_for and one use is taken in the
+    transaction that creates the order (coupon_redeem): refused, nothing is created.
     """
-    errors = order_validate(product=product, quantity=quantity, email=email, lookup_password=lookup_password)
+    errors = order_validate(product=product, quantity=quantity, email=email, lookup_password=lookup_password,
+                            custom_values=custom_values)
     if errors:
         raise BadInput("invalid order", fields=errors)
     errors = pending_limit_errors(email=email, buyer_ip=buyer_ip)
     if errors:
         raise BadInput(TOO_MANY_UNPAID, fields=errors)
     needed = 1 if product.kind == Product.Kind.REUSABLE else quantity
-    if available_count(product_id=product.pk, at_most=needed) < needed:
+    if product.needs_keys and available_count(product_id=product.pk, at_most=needed) < needed:
         raise SoldOut(f"{product.name}: not enough stock for {quantity}")
-    unit, amount = price_for(product=product, quantity=quantity)
+    coupon = coupon.strip() if isinstance(coupon, str) else coupon
+    price = price_for(product=product, quantity=quantity, coupon=coupon or None)
+    answers = custom_values_clean(product=product, values=custom_values)[0]
     token = secrets.token_urlsafe(24)
     lookup_hash = make_password(lookup_password) if lookup_password else ""  # slow: outside the transaction
     now = clock.now()
     for _ in range(5):
         try:
-            with transaction.atomic():  # order and its first event together
+            with named_locks(*pending_locks(email=email, buyer_ip=buyer_ip)), \
+                    transaction.atomic():  # the coupon's use, the order and its first event together
+                errors = pending_limit_errors(email=email, buyer_ip=buyer_ip)  # again, now it is ours to decide
+                if errors:
+                    raise BadInput(TOO_MANY_UNPAID, fields=errors)
+                if price.coupon is not None:
+                    coupon_redeem(coupon=price.coupon, product=product)
                 order = Order.objects.create(
                     order_no=_new_order_no(), product=product, email=email.strip(), quantity=quantity,
-                    unit_price=unit, amount=amount, currency=product.currency, gateway=gateway,
+                    unit_price=price.unit, amount=price.amount, currency=product.currency, gateway=gateway,
                     token_hash=token_hash(token), lookup_hash=lookup_hash, locale=locale, buyer_ip=buyer_ip, created_at=now,
                     expires_at=now + timedelta(minutes=settings.KAMI_ORDER_TTL_MINUTES),
+                    coupon=price.coupon, discount=price.discount, custom_values=answers,
                 )
-                order_event(order=order, kind="created", gateway=gateway, amount=str(amount))
+                order_event(order=order, kind="created", gateway=gateway, amount=str(price.amount),
+                            **({"coupon": price.coupon.code, "discount": str(price.discount)} if price.coupon else {}))
             return order, token
         except IntegrityError:
             continue  # order number collision: draw another
@@ -112,9 +142,13 @@ def orders_expire() -> list[int]:
     the ids of the orders this call expired."""
     cutoff = clock.now() - payment_grace()
     expired = []
-    for order_id in Order.objects.filter(status=Order.Status.PENDING, expires_at__lt=cutoff).values_list("id", flat=True)[:1000]:
-        with transaction.atomic():  # conditional: a payment confirmed meanwhile wins
+    due = Order.objects.filter(status=Order.Status.PENDING, expires_at__lt=cutoff).values_list("id", "coupon_id")[:1000]
+    for order_id, coupon_id in due:
+        with transaction.atomic():  # conditional: a payment confirmed meanwhile wins; the coupon use with it
             if Order.objects.filter(id=order_id, status=Order.Status.PENDING).update(status=Order.Status.EXPIRED):
                 order_event(order=Order(id=order_id), kind="expired")
+                if coupon_id is not None and coupon_release(coupon_id=coupon_id):
+                    # An abandoned order does not burn a use; a paid one keeps it.
+                    order_event(order=Order(id=order_id), kind="coupon_released", coupon_id=coupon_id)
                 expired.append(order_id)
     return expired

@@ -42,6 +42,7 @@ class Notification(models.Model):
         REJECTED = "rejected"  # failed verification
         FULFILLED = "fulfilled"
         AWAITING_STOCK = "awaiting_stock"
+        AWAITING_MANUAL = "awaiting_manual"  # a `manual` product: paid, staff deliver it
         DUPLICATE = "duplicate"
         FLAGGED = "flagged"
         UNKNOWN_ORDER = "unknown_order"
