@@ -17,9 +17,10 @@ class OutboxMessage(models.Model):
         SENT = "sent"
         FAILED = "failed"  # an attempt failed; `next_attempt_at` says when it runs again
         MANUAL = "manual"  # out of attempts: a human has been alerted
+        HANDLED = "handled"  # closed by a human who dealt with it (kami.delivery.services.delivery_mark_handled)
 
-    kind = models.CharField(max_length=32)  # order_keys | admin_alert
-    channel = models.CharField(max_length=32)  # email | webhook | …
+    kind = models.CharField(max_length=32)  # order_keys | order_refunded | admin_alert
+    channel = models.CharField(max_length=32)  # email | telegram | webhook | log
     target = models.CharField(max_length=254)
     payload = models.JSONField(default=dict, blank=True)
     dedupe_key = models.CharField(max_length=191, unique=True)
@@ -31,6 +32,10 @@ class OutboxMessage(models.Model):
     message_id = models.CharField(max_length=191, blank=True, default="")
     created_at = models.DateTimeField()
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Set when a human closes the row (status `handled`): what they did, who, when.
+    note = models.TextField(blank=True, default="")
+    handled_by = models.CharField(max_length=150, blank=True, default="")
+    handled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["status", "next_attempt_at"], name="outbox_due")]

@@ -1,16 +1,31 @@
-"""Queueing side effects. Called inside the caller's transaction; the worker performs them
-after commit (DESIGN.md invariant 8)."""
+"""Queueing side effects, and the delivery queue's staff actions. Nothing here sends: the worker
+performs the rows after commit (DESIGN.md invariant 8).
+
+The staff actions (retry now, mark handled, resend an order's keys) change one row under its lock
+and write the audit log in the same short transaction. Closing a row by hand uses its own
+terminal status, `handled` (not `sent`): the queue still tells what the worker delivered from what
+a human took care of, and the note says how.
+"""
 from __future__ import annotations
 
+import hashlib
 import logging
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from kami.audit.services import audit_record
 from kami.core import clock
+from kami.core.errors import BadInput, NotFound
+from kami.delivery.alerts import ALERTS, admin_language, alert_channels, alert_render
 from kami.delivery.models import OutboxMessage
+from kami.orders.models import Order
+from kami.orders.services import order_event
 
 log = logging.getLogger("kami.delivery")
+S = OutboxMessage.Status
+RETRYABLE = (S.PENDING, S.FAILED, S.MANUAL)  # what "retry now" takes
+CLOSABLE = (S.FAILED, S.MANUAL)  # what "mark handled" takes
+NOTE_MAX = 2000
 
 
 def outbox_enqueue(*, kind: str, channel: str, target: str, dedupe_key: str, payload: dict | None = None) -> OutboxMessage | None:
@@ -35,11 +50,128 @@ def order_keys_enqueue(*, order_id: int, email: str) -> None:
                                  payload={"order_id": order_id}, next_attempt_at=now, created_at=now)
 
 
-def admin_alert(*, event: str, dedupe_key: str, subject: str, body: str) -> None:
-    """Tell the merchant something needs a human. One alert per event (dedupe_key), not per retry.
-    Without KAMI_ADMIN_EMAIL the alert goes to the log channel (and stays visible in the outbox)."""
-    target = settings.KAMI_ADMIN_EMAIL
-    outbox_enqueue(
-        kind="admin_alert", channel="email" if target else "log", target=target or "log",
-        dedupe_key=f"alert:{event}:{dedupe_key}", payload={"event": event, "subject": subject, "body": body},
-    )
+def admin_alert(*, event: str, dedupe_key: str, params: dict | None = None, text: str = "",
+                subject: str = "", body: str = "") -> list[OutboxMessage]:
+    """Tell the merchant something needs a human, on every configured channel (email, Telegram,
+    webhook; the log when none is). One row per (event, channel): the same event queued again —
+    a repeated notification, a retry — adds nothing, so it alerts once per channel.
+
+    The text is the catalogue entry `text` (default: the event) of kami.delivery.alerts, rendered
+    with `params` in KAMI_ADMIN_LANGUAGE. `subject`/`body` without `params`, or for a text the
+    catalogue does not have (yet), are sent as given, untranslated. Returns the rows queued now."""
+    key = text or event
+    if key in ALERTS and (params or not subject):
+        subject, body = alert_render(text=key, params=params or {})
+    elif not subject:  # never fail the caller's transaction (a payment confirm) over an alert's wording
+        log.warning("admin alert %r is not in kami.delivery.alerts.ALERTS: sent untranslated; add it there", key)
+        subject, body = f"{event}: {dedupe_key}", "\n".join(f"{k}: {v}" for k, v in (params or {}).items())
+    event_id = _event_id(event, dedupe_key)
+    payload = {"event": event, "id": event_id, "subject": subject, "body": body, "language": admin_language()}
+    queued = []
+    for channel, target in alert_channels():
+        row = outbox_enqueue(kind="admin_alert", channel=channel, target=target[:254],
+                             dedupe_key=f"{event_id}:{channel}", payload=payload)
+        if row is not None:
+            queued.append(row)
+    return queued
+
+
+def _event_id(event: str, dedupe_key: str) -> str:
+    """`alert:<event>:<key>`, short enough to take a `:<channel>` suffix within the 191-character
+    unique column (a long key is replaced by its hash, so truncation never merges two events)."""
+    event_id = f"alert:{event}:{dedupe_key}"
+    if len(event_id) > 170:
+        event_id = f"alert:{event[:60]}:sha256:{hashlib.sha256(dedupe_key.encode()).hexdigest()}"
+    return event_id
+
+
+def delivery_retry_now(*, message_id: int, actor: str, ip: str = "") -> OutboxMessage:
+    """Make a pending, failed or manual delivery due now. It gets one more attempt: a row that was
+    out of attempts goes back to `manual` if that attempt fails too (no second alert)."""
+    with transaction.atomic():  # change and audit row together; the row lock keeps a worker's claim out meanwhile
+        row = _locked(message_id)
+        if row.status not in RETRYABLE:
+            raise BadInput(_not_retryable(row))
+        before = row.status
+        row.status, row.next_attempt_at, row.lease_until = S.PENDING, clock.now(), None
+        row.save(update_fields=["status", "next_attempt_at", "lease_until"])
+        audit_record(actor=actor, action="delivery.retry", obj_type="delivery", obj_id=row.pk, ip=ip,
+                     kind=row.kind, channel=row.channel, status_before=before, attempts=row.attempts)
+    return row
+
+
+def delivery_mark_handled(*, message_id: int, note: str, actor: str, ip: str = "") -> OutboxMessage:
+    """Close a failed or manual delivery a human dealt with (sent the keys by hand, fixed the
+    cause elsewhere…): status `handled`, with the note, who and when. The worker never takes it again."""
+    note = (note or "").strip()
+    if not note:
+        raise BadInput("note: say what was done (e.g. 'sent the order link by WeChat'); it is kept with the delivery")
+    if len(note) > NOTE_MAX:
+        raise BadInput(f"note: {len(note)} characters; keep it under {NOTE_MAX}")
+    with transaction.atomic():  # change and audit row together, under the row lock
+        row = _locked(message_id)
+        if row.status not in CLOSABLE:
+            raise BadInput(_not_closable(row))
+        before = row.status
+        row.status, row.note, row.handled_by, row.handled_at = S.HANDLED, note, (actor or "unknown")[:150], clock.now()
+        row.lease_until = None
+        row.save(update_fields=["status", "note", "handled_by", "handled_at", "lease_until"])
+        audit_record(actor=actor, action="delivery.handled", obj_type="delivery", obj_id=row.pk, ip=ip,
+                     kind=row.kind, channel=row.channel, status_before=before, note=note)
+    return row
+
+
+def order_delivery_resend(*, order_id: int, actor: str, ip: str = "") -> OutboxMessage:
+    """Queue a new key email for a fulfilled order (dedupe key `order_keys:<id>:resend:<n>`), with
+    its own Message-ID. The earlier deliveries are left as they are."""
+    with transaction.atomic():  # the order lock serialises resends of one order, so each takes the next number
+        order = Order.objects.select_for_update().filter(id=order_id).first()
+        if order is None:
+            raise NotFound(f"no order with id {order_id}")
+        if order.status != Order.Status.FULFILLED:
+            raise BadInput(f"order {order.order_no} is {order.status}, not fulfilled: it has no keys to resend"
+                           f"{_RESEND_HINTS.get(order.status, '')}")
+        prefix = f"order_keys:{order.pk}:resend:"
+        n = OutboxMessage.objects.filter(dedupe_key__startswith=prefix).count() + 1
+        now = clock.now()
+        row = OutboxMessage.objects.create(kind="order_keys", channel="email", target=order.email,
+                                           dedupe_key=f"{prefix}{n}", payload={"order_id": order.pk, "resend": n},
+                                           next_attempt_at=now, created_at=now)
+        order_event(order=order, kind="delivery_resent", message_id=row.pk, actor=actor)
+        audit_record(actor=actor, action="order.resend_delivery", obj_type="order", obj_id=order.order_no, ip=ip,
+                     message_id=row.pk, resend=n)
+    return row
+
+
+_RESEND_HINTS = {
+    Order.Status.AWAITING_STOCK: " (import keys or fulfil it by hand first)",
+    Order.Status.REFUNDED: " (its keys were revoked by the refund)",
+    Order.Status.PENDING: " (it is not paid)",
+}
+
+
+def _locked(message_id: int) -> OutboxMessage:
+    row = OutboxMessage.objects.select_for_update().filter(id=message_id).first()
+    if row is None:
+        raise NotFound(f"no delivery #{message_id}")
+    return row
+
+
+def _not_retryable(row: OutboxMessage) -> str:
+    if row.status == S.SENT:
+        when = f" at {row.sent_at:%Y-%m-%d %H:%M} UTC" if row.sent_at else ""
+        return (f"delivery #{row.pk} was already sent{when}: there is nothing to retry; "
+                "to email an order's keys again, resend the order's delivery")
+    if row.status == S.SENDING:
+        return f"delivery #{row.pk} is being sent by a worker right now: wait for the result, then retry if it fails"
+    return f"delivery #{row.pk} was marked handled by {row.handled_by or 'someone'}: it is closed; nothing to retry"
+
+
+def _not_closable(row: OutboxMessage) -> str:
+    if row.status == S.SENT:
+        return f"delivery #{row.pk} was sent: it needs no handling"
+    if row.status == S.HANDLED:
+        return f"delivery #{row.pk} was already marked handled by {row.handled_by or 'someone'}"
+    if row.status == S.SENDING:
+        return f"delivery #{row.pk} is being sent by a worker right now: wait for the result"
+    return f"delivery #{row.pk} has not been tried yet: let the worker send it, or retry it now"

@@ -159,15 +159,14 @@ def _escalate(message: OutboxMessage, error: str) -> None:
         log.error("outbox #%s: admin alert %r could not be delivered (%s); it stays in the outbox as manual",
                   message.id, (message.payload or {}).get("subject", ""), error)
         return
-    what, hint = f"Message #{message.id} ({message.kind})", ""
+    params = {"message_id": message.id, "kind": message.kind, "channel": message.channel, "target": message.target,
+              "attempts": message.attempts, "error": error}
+    text = "delivery_manual"
     if message.kind == "order_keys":
-        order_no = Order.objects.filter(id=(message.payload or {}).get("order_id")).values_list("order_no", flat=True).first()
-        what, hint = f"The keys of order {order_no}", "The buyer can still see them on the order page. "
-    admin_alert(event="delivery_manual", dedupe_key=str(message.id),
-                subject=f"Delivery failed: {what} could not be sent by {message.channel}",
-                body=f"{what} could not be sent to {message.target} after {message.attempts} attempt(s).\n"
-                     f"Last error: {error}\n\n{hint}Fix the cause (mail settings, address), then resend "
-                     f"delivery #{message.id} or send the order link by hand.")
+        order_id = (message.payload or {}).get("order_id")
+        params["order_no"] = Order.objects.filter(id=order_id).values_list("order_no", flat=True).first() or f"#{order_id}"
+        text = "delivery_manual.order_keys"
+    admin_alert(event="delivery_manual", dedupe_key=str(message.id), text=text, params=params)
 
 
 def _short(exc: BaseException) -> str:

@@ -27,6 +27,7 @@ log = logging.getLogger("kami.fulfilment")
 class Outcome(str, enum.Enum):
     FULFILLED = "fulfilled"
     AWAITING_STOCK = "awaiting_stock"
+    AWAITING_MANUAL = "awaiting_manual"  # a `manual` product: paid, waiting for staff (fulfilment/manual.py)
     DUPLICATE = "duplicate"  # this trade was applied before: acknowledge, change nothing
     FLAGGED = "flagged"  # money or timing does not match: a human decides
     UNKNOWN_ORDER = "unknown_order"
@@ -60,29 +61,43 @@ def _confirm(gateway: str, notice: Notice, *, wait: bool) -> Outcome:
 def _apply(order: Order, gateway: str, notice: Notice, *, wait: bool) -> Outcome:
     now = clock.now()
     if not money.same_money(notice.amount, notice.currency, order.amount, order.currency):
-        return _flag(order, "amount_mismatch", f"paid {notice.amount} {notice.currency}, expected {order.amount} {order.currency}")
+        paid, expected = f"{notice.amount} {notice.currency}", f"{order.amount} {order.currency}"
+        return _flag(order, "amount_mismatch", f"paid {paid}, expected {expected}", paid=paid, expected=expected)
     if order.status != Order.Status.PENDING and order.status != Order.Status.EXPIRED:
         # A second, different trade for an order already paid: the buyer paid twice.
         order_event(order=order, kind="duplicate_payment", gateway=gateway, trade_no=notice.trade_no)
         admin_alert(event="duplicate_payment", dedupe_key=f"{gateway}:{notice.trade_no}",
-                    subject=f"Order {order.order_no} was paid twice",
-                    body=f"Trade {notice.trade_no} on {gateway} paid order {order.order_no} again. Refund it.")
+                    params={"order_no": order.order_no, "trade_no": notice.trade_no, "gateway": gateway})
         return Outcome.FLAGGED
     if order.status == Order.Status.EXPIRED or now > order.expires_at + payment_grace():
-        return _flag(order, "paid_after_expiry", f"paid at {now:%Y-%m-%d %H:%M:%S} after the order expired; refund or deliver by hand")
+        return _flag(order, "paid_after_expiry", f"paid at {now:%Y-%m-%d %H:%M:%S} after the order expired; refund or deliver by hand",
+                     paid_at=f"{now:%Y-%m-%d %H:%M:%S %Z}")
     if gateway != order.gateway:
         order_event(order=order, kind="gateway_switched", chosen=order.gateway, paid_with=gateway)
     order.paid_at = now
     order_event(order=order, kind="paid", gateway=gateway, trade_no=notice.trade_no, amount=str(notice.amount))
+    if not order.product.needs_keys:
+        return _await_staff(order)
     if _fulfil(order, wait=wait):
         return Outcome.FULFILLED
     order.status = Order.Status.AWAITING_STOCK
     order.save(update_fields=["status", "paid_at"])
     order_event(order=order, kind="awaiting_stock", quantity=order.quantity)
     admin_alert(event="awaiting_stock", dedupe_key=order.order_no,
-                subject=f"Order {order.order_no} is paid but {order.product.slug} is out of stock",
-                body=f"Import keys for {order.product.slug}: the order is fulfilled automatically when they arrive.")
+                params={"order_no": order.order_no, "product": order.product.slug})
     return Outcome.AWAITING_STOCK
+
+
+def _await_staff(order: Order) -> Outcome:
+    """A `manual` product claims no keys: the paid order waits for a person (order_fulfil_manually)."""
+    order.status = Order.Status.AWAITING_MANUAL
+    order.save(update_fields=["status", "paid_at"])
+    order_event(order=order, kind="awaiting_manual", quantity=order.quantity)
+    answers = "".join(f"\n{label}: {value}" for label, value in order.custom_answers)
+    admin_alert(event="awaiting_manual", dedupe_key=order.order_no,
+                params={"order_no": order.order_no, "product": order.product.slug, "product_name": order.product.name,
+                        "quantity": order.quantity, "answers": answers})
+    return Outcome.AWAITING_MANUAL
 
 
 def _fulfil(order: Order, *, wait: bool) -> bool:
@@ -113,18 +128,19 @@ def _low_stock_check(product: Product) -> None:
     left = available_count(product_id=product.pk, at_most=product.low_stock)
     if left < product.low_stock and Product.objects.filter(pk=product.pk, low_stock_alerted=False).update(low_stock_alerted=True):
         admin_alert(event="low_stock", dedupe_key=f"{product.pk}:{clock.now().isoformat()}",
-                    subject=f"Low stock: {product.slug} has {left} keys left",
-                    body=f"{product.name} ({product.slug}) is below its threshold of {product.low_stock}. Import more keys.")
+                    params={"product": product.slug, "product_name": product.name, "left": left,
+                            "threshold": product.low_stock})
 
 
-def _flag(order: Order, reason: str, detail: str) -> Outcome:
+def _flag(order: Order, reason: str, detail: str, **params: str) -> Outcome:
     if order.status in (Order.Status.PENDING, Order.Status.EXPIRED):
         order.status = Order.Status.FLAGGED
         order.flag_reason = reason
         order.save(update_fields=["status", "flag_reason"])
     order_event(order=order, kind="flagged", reason=reason, detail=detail)
-    admin_alert(event="flagged", dedupe_key=f"{order.order_no}:{reason}",
-                subject=f"Order {order.order_no} needs review: {reason}", body=detail)
+    admin_alert(event="flagged", dedupe_key=f"{order.order_no}:{reason}", text=f"flagged.{reason}",
+                params={"order_no": order.order_no, **params},
+                subject=f"Order {order.order_no} needs review: {reason}", body=detail)  # fallback for a new reason
     return Outcome.FLAGGED
 
 

@@ -68,14 +68,15 @@ def test_refused_recipient_goes_straight_to_manual_and_alerts_the_merchant(smtp,
     row = keys_message(order)
     assert (row.status, row.attempts) == ("manual", 1)
     assert "550" in row.last_error
-    alert = OutboxMessage.objects.get(dedupe_key=f"alert:delivery_manual:{row.pk}")
+    alert = OutboxMessage.objects.get(dedupe_key=f"alert:delivery_manual:{row.pk}:email")
     assert alert.target == "owner@shop.test"
     # when: the next pass sends the alert
     run_once("w1")
     # then
     [mail] = smtp.to("owner@shop.test")
     assert order.order_no in str(mail["Subject"])
-    assert "nobody@example.com" in mail.get_content() and "AAAA-1111" not in mail.get_content()
+    text, html = parts(mail)
+    assert "nobody@example.com" in text and "AAAA-1111" not in mail.as_string()
     assert smtp.to("nobody@example.com") == []
 
 
@@ -96,7 +97,7 @@ def test_admin_alert_email(smtp):
     assert run_once("w1") == 1
     [mail] = smtp.to("owner@shop.test")
     assert str(mail["Subject"]) == "[Kami] Low stock: steam-100 has 2 keys left"
-    assert "Import more keys." in mail.get_content()
+    assert "Import more keys." in parts(mail)[0]
     assert OutboxMessage.objects.get().status == "sent"
 
 

@@ -60,7 +60,7 @@ def test_past_the_last_attempt_goes_manual_and_the_merchant_is_emailed(smtp, set
     # then
     row = keys_message(order)
     assert (row.status, row.attempts) == ("manual", 2)
-    alert = OutboxMessage.objects.get(kind="admin_alert", dedupe_key=f"alert:delivery_manual:{row.pk}")
+    alert = OutboxMessage.objects.get(kind="admin_alert", dedupe_key=f"alert:delivery_manual:{row.pk}:email")
     assert alert.status == "pending" and order.order_no in alert.payload["subject"]
     # when: the next pass sends the alert to the merchant (whose mailbox works)
     run_once("w1")
@@ -247,7 +247,7 @@ def test_a_message_whose_workers_keep_dying_ends_manual(smtp, settings, fulfille
     row = keys_message(order)
     assert performed == 0
     assert (row.status, row.attempts, row.last_error) == ("manual", 1, LEASE_EXPIRED)
-    assert OutboxMessage.objects.filter(dedupe_key=f"alert:delivery_manual:{row.pk}").exists()
+    assert OutboxMessage.objects.filter(dedupe_key=f"alert:delivery_manual:{row.pk}:email").exists()
 
 
 @pytest.mark.django_db(transaction=True)

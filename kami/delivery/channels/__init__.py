@@ -58,7 +58,9 @@ def _load_builtin() -> None:
             return
         from kami.delivery.channels.email import EmailChannel
         from kami.delivery.channels.log import LogChannel
+        from kami.delivery.channels.telegram import TelegramChannel
+        from kami.delivery.channels.webhook import WebhookChannel
 
-        for channel in (EmailChannel(), LogChannel()):
+        for channel in (EmailChannel(), LogChannel(), TelegramChannel(), WebhookChannel()):
             _registry.setdefault(channel.name, channel)
         _builtin_loaded = True

@@ -19,6 +19,8 @@ from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext
 
+from kami.core.shop import shop_settings_get
+from kami.delivery.alerts import admin_language, event_name
 from kami.delivery.channels import PermanentFailure, TemporaryFailure
 from kami.delivery.links import order_link_signed
 from kami.delivery.models import OutboxMessage
@@ -39,6 +41,8 @@ class EmailChannel:
             _send_order_keys(message)
         elif message.kind == "order_refunded":
             _deliver(_order_refunded_email(message), secrets=[])
+        elif message.kind == "key_replaced":
+            _send_key_replaced(message)
         elif message.kind == "admin_alert":
             _deliver(_admin_alert_email(message), secrets=[])
         else:
@@ -69,7 +73,7 @@ def _send_order_keys(message: OutboxMessage) -> None:
 
 
 def _order_keys_email(message: OutboxMessage, order: Order, keys: list[str]) -> EmailMultiAlternatives:
-    shop = settings.KAMI_SHOP_NAME
+    shop = shop_settings_get().name  # the merchant's name (kami shop set name=…), else KAMI_SHOP_NAME
     context = {"shop_name": shop, "order_no": order.order_no, "product_name": order.product.name,
                "quantity": order.quantity, "keys": keys if order.product.email_keys else [],
                "instructions": order.product.instructions, "order_link": order_link_signed(order.order_no)}
@@ -77,9 +81,7 @@ def _order_keys_email(message: OutboxMessage, order: Order, keys: list[str]) -> 
         subject = gettext("Your order %(order_no)s at %(shop)s") % {"order_no": order.order_no, "shop": shop}
         text = render_to_string("delivery/order_keys.txt", context)
         html = render_to_string("delivery/order_keys.html", context)
-    email = _email(message, subject, text)
-    email.attach_alternative(html, "text/html")
-    return email
+    return _email(message, subject, text, html)
 
 
 def _order_refunded_email(message: OutboxMessage) -> EmailMultiAlternatives:
@@ -87,31 +89,38 @@ def _order_refunded_email(message: OutboxMessage) -> EmailMultiAlternatives:
     order = Order.objects.select_related("product").filter(pk=payload.get("order_id")).first()
     if order is None:
         raise PermanentFailure(f"order id {payload.get('order_id')!r} does not exist")
-    shop = settings.KAMI_SHOP_NAME
+    shop = shop_settings_get().name  # the merchant's name (kami shop set name=…), else KAMI_SHOP_NAME
     context = {"shop_name": shop, "order_no": order.order_no, "product_name": order.product.name,
                "amount": order.amount, "currency": order.currency, "reason": payload.get("reason", ""),
                "order_link": order_link_signed(order.order_no)}
     with translation.override(_language(order.locale)):
         subject = gettext("Order %(order_no)s at %(shop)s was refunded") % {"order_no": order.order_no, "shop": shop}
         text = render_to_string("delivery/order_refunded.txt", context)
-    return _email(message, subject, text)
+        html = render_to_string("delivery/order_refunded.html", context)
+    return _email(message, subject, text, html)
 
 
 def _admin_alert_email(message: OutboxMessage) -> EmailMultiAlternatives:
+    """The alert was rendered in the admin language when queued; the frame around it follows."""
     payload = message.payload or {}
-    shop = settings.KAMI_SHOP_NAME
+    shop = shop_settings_get().name  # the merchant's name (kami shop set name=…), else KAMI_SHOP_NAME
     subject = " ".join(str(payload.get("subject", "")).split())[:200]  # one line: headers take no newlines
     context = {"shop_name": shop, "event": payload.get("event", ""), "subject": subject,
                "body": payload.get("body", ""), "base_url": settings.KAMI_BASE_URL}
-    with translation.override(_language(settings.LANGUAGE_CODE)):
+    with translation.override(_language(payload.get("language") or admin_language())):
+        context["event_name"] = event_name(context["event"])
         text = render_to_string("delivery/admin_alert.txt", context)
-    return _email(message, f"[{shop}] {subject}", text)
+        html = render_to_string("delivery/admin_alert.html", context)
+    return _email(message, f"[{shop}] {subject}", text, html)
 
 
-def _email(message: OutboxMessage, subject: str, text: str) -> EmailMultiAlternatives:
-    return EmailMultiAlternatives(subject=subject, body=text, from_email=settings.DEFAULT_FROM_EMAIL,
-                                  to=[message.target], headers={"Message-ID": message.message_id,
-                                                                "Auto-Submitted": "auto-generated"})
+def _email(message: OutboxMessage, subject: str, text: str, html: str = "") -> EmailMultiAlternatives:
+    email = EmailMultiAlternatives(subject=subject, body=text, from_email=settings.DEFAULT_FROM_EMAIL,
+                                   to=[message.target], headers={"Message-ID": message.message_id,
+                                                                 "Auto-Submitted": "auto-generated"})
+    if html:
+        email.attach_alternative(html, "text/html")
+    return email
 
 
 def _deliver(email: EmailMultiAlternatives, *, secrets: list[str]) -> None:
@@ -151,3 +160,29 @@ def _scrub(text: str, secrets: list[str]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+def _send_key_replaced(message: OutboxMessage) -> None:
+    """'A key of your order was replaced' (kami.fulfilment.replace), with the new key while it
+    is still the order's (a key replaced again is left to the later email)."""
+    from kami.orders.models import OrderKey
+    from kami.stock.vault import key_open
+
+    payload = message.payload or {}
+    order = Order.objects.select_related("product").filter(pk=payload.get("order_id")).first()
+    if order is None:
+        raise PermanentFailure(f"order id {payload.get('order_id')!r} does not exist")
+    link = OrderKey.objects.select_related("key").filter(order=order, key_id=payload.get("key_id")).first()
+    keys = [key_open(key_id=link.key.key_id, ciphertext=link.key.ciphertext).reveal()] if link else []
+    shop = shop_settings_get().name
+    context = {"shop_name": shop, "order_no": order.order_no, "product_name": order.product.name,
+               "key": keys[0] if keys and order.product.email_keys else "", "order_link": order_link_signed(order.order_no)}
+    try:
+        with translation.override(_language(order.locale)):
+            subject = gettext("A key of order %(order_no)s at %(shop)s was replaced") % {"order_no": order.order_no,
+                                                                                        "shop": shop}
+            email = _email(message, subject, render_to_string("delivery/key_replaced.txt", context),
+                           render_to_string("delivery/key_replaced.html", context))
+    except Exception as exc:  # noqa: BLE001 — a rendering error's text might quote the key: scrub it
+        raise TemporaryFailure(_scrub(_describe(exc), keys)) from None
+    _deliver(email, secrets=keys)
