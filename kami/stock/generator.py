@@ -48,7 +48,7 @@ def pattern_compile(pattern: str) -> Callable[[], str]:
     return draw
 
 
-def keys_generate(*, product: Product, count: int, pattern: str = DEFAULT_PATTERN, actor: str = "cli",
+def keys_generate(*, product: Product, count: int, pattern: str = DEFAULT_PATTERN, actor: str = "cli", ip: str = "",
                   batch_size: int = 2000, on_progress: Progress | None = None) -> ImportReport:
     """Generate `count` new keys for `product`. `report.duplicates` counts collisions redrawn."""
     if not 1 <= count <= MAX_COUNT:
@@ -65,7 +65,8 @@ def keys_generate(*, product: Product, count: int, pattern: str = DEFAULT_PATTER
             raise Conflict(f"--pattern {pattern!r}: new keys keep colliding with stored ones; use more X")
         if on_progress:
             on_progress(report)
-    batch_finish(batch=batch, report=report, action="keys.generate", pattern=pattern, bits=pattern_bits(pattern))
+    batch_finish(batch=batch, report=report, action="keys.generate", ip=ip, pattern=pattern,
+                 bits=pattern_bits(pattern))
     return report
 
 

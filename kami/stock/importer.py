@@ -5,6 +5,9 @@ here holds the whole file or a set of every fingerprint: lines are read one at a
 too long is skipped without being read into memory), sealed at once, and written in batches.
 Each batch dedupes itself with a set, then asks the database which of its fingerprints the
 product already has; a hit on a key of *this* import is a duplicate inside the file.
+
+The lines come from a reader: `read_lines` (one key per line) or `kami.stock.csvsource` (one
+column of a CSV file); both feed the one loop below, `keys_import_into`.
 """
 from __future__ import annotations
 
@@ -34,6 +37,9 @@ _BOM = b"\xef\xbb\xbf"
 _CONTROL = re.compile(r"[\x01-\x08\x0a-\x1f\x7f-\x9f]")
 
 Progress = Callable[[ImportReport], None]
+# (line number, raw key bytes | None: line too long | str: a problem the reader found)
+Row = tuple[int, "bytes | None | str"]
+Reader = Callable[[BinaryIO, ImportReport], Iterator[Row]]
 
 
 class Sealed(NamedTuple):
@@ -45,8 +51,8 @@ class Sealed(NamedTuple):
     fingerprint: str
 
 
-def keys_import(*, product: Product, stream: BinaryIO, source: str, actor: str = "cli", batch_size: int = 2000,
-                on_progress: Progress | None = None) -> ImportReport:
+def keys_import(*, product: Product, stream: BinaryIO, source: str, actor: str = "cli", ip: str = "",
+                batch_size: int = 2000, on_progress: Progress | None = None) -> ImportReport:
     """Import one key per line from a binary stream (a file or stdin) into `product`.
 
     Blank lines are skipped; invalid lines (bad UTF-8, NUL, control characters, over 1,024
@@ -54,28 +60,39 @@ def keys_import(*, product: Product, stream: BinaryIO, source: str, actor: str =
     crash stay; running the same file again reports them as already stored and adds the rest.
     """
     batch, report = batch_start(product=product, source=source, actor=actor)
-    chunk: list[Sealed] = []
-    for line, raw in _read_lines(stream, report):
-        sealed = _seal_line(line, raw, report)
-        if sealed is not None:
-            chunk.append(sealed)
-        if len(chunk) >= batch_size:
-            write_chunk(batch=batch, chunk=chunk, report=report)
-            chunk = []
-            if on_progress:
-                on_progress(report)
-    write_chunk(batch=batch, chunk=chunk, report=report)
-    batch_finish(batch=batch, report=report, action="keys.import")
-    if on_progress:
-        on_progress(report)
+    keys_import_into(batch=batch, report=report, stream=stream, batch_size=batch_size, on_progress=on_progress)
+    batch_finish(batch=batch, report=report, action="keys.import", ip=ip)
     return report
 
 
-def _read_lines(stream: BinaryIO, report: ImportReport) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, raw line) one at a time; raw is None for a line too long to read."""
-    number = 0
+def keys_import_into(*, batch: ImportBatch, report: ImportReport, stream: BinaryIO, reader: Reader | None = None,
+                     batch_size: int = 2000, on_progress: Progress | None = None) -> None:
+    """The import loop: read, check, seal, write a chunk at a time. A chunk is written (and
+    `on_progress` called) every `batch_size` keys or `batch_size` lines, whichever comes first,
+    so progress moves even through a run of invalid lines. Continues `report` where it stands
+    (a resumed import passes the counts and line number of its last checkpoint)."""
+    chunk: list[Sealed] = []
+    flushed_at = report.lines
+    for line, raw in (reader or read_lines)(stream, report):
+        sealed = _seal_line(line, raw, report)
+        if sealed is not None:
+            chunk.append(sealed)
+        if len(chunk) >= batch_size or line - flushed_at >= batch_size:
+            write_chunk(batch=batch, chunk=chunk, report=report)
+            chunk, flushed_at = [], line
+            if on_progress:
+                on_progress(report)
+    write_chunk(batch=batch, chunk=chunk, report=report)
+    if on_progress:
+        on_progress(report)
+
+
+def read_lines(stream: BinaryIO, report: ImportReport, limit: int = _READ_LIMIT) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, raw line) one at a time; raw is None for a line of `limit` bytes or more,
+    skipped unread. Numbers continue from `report.lines` (0 for a fresh import)."""
+    number = report.lines
     while True:
-        raw = stream.readline(_READ_LIMIT)
+        raw = stream.readline(limit)
         if not raw:
             return
         number += 1
@@ -83,17 +100,17 @@ def _read_lines(stream: BinaryIO, report: ImportReport) -> Iterator[tuple[int, b
         report.bytes_read += len(raw)
         if number == 1 and raw.startswith(_BOM):
             raw = raw[len(_BOM):]  # Windows editors mark UTF-8 files this way
-        if len(raw) == _READ_LIMIT and not raw.endswith(b"\n"):
+        if len(raw) == limit and not raw.endswith(b"\n"):
             while raw and not raw.endswith(b"\n"):  # drain the rest of the line without keeping it
-                raw = stream.readline(_READ_LIMIT)
+                raw = stream.readline(limit)
                 report.bytes_read += len(raw)
             raw = None
         yield number, raw
 
 
-def _seal_line(line: int, raw: bytes | None, report: ImportReport) -> Sealed | None:
+def _seal_line(line: int, raw: bytes | None | str, report: ImportReport) -> Sealed | None:
     """Check one line; seal it when it holds a key, else count it as blank or invalid."""
-    problem, text = line_check(raw)
+    problem, text = (raw, "") if isinstance(raw, str) else line_check(raw)
     if problem:
         report.note_invalid(line, problem)
         return None
@@ -137,7 +154,7 @@ def write_chunk(*, batch: ImportBatch, chunk: list[Sealed], report: ImportReport
     fresh: dict[str, Sealed] = {}
     for item in chunk:
         if item.fingerprint in fresh:
-            report.note_duplicate(item.line, in_file=True)
+            report.note_duplicate(item.line, in_file=True, same_as=f"line {fresh[item.fingerprint].line}")
         else:
             fresh[item.fingerprint] = item
     if not fresh:
@@ -151,18 +168,26 @@ def write_chunk(*, batch: ImportBatch, chunk: list[Sealed], report: ImportReport
             if attempt == attempts and not isinstance(exc, IntegrityError):
                 raise
             continue
+        carried = 0
         for fingerprint, item in fresh.items():  # in line order
-            if fingerprint in existing:
-                report.note_duplicate(item.line, in_file=existing[fingerprint] == batch.pk)
+            if fingerprint not in existing:
+                continue
+            key_pk, batch_id = existing[fingerprint]
+            if fingerprint in report.carried:  # stored by this import's interrupted earlier run
+                report.carried.discard(fingerprint)
+                carried += 1
+            else:
+                report.note_duplicate(item.line, in_file=batch_id == batch.pk, same_as=f"key #{key_pk}")
         if stored and not report.imported:
             _refresh_statistics()
-        report.imported += stored
+        report.imported += stored + carried
         return stored
     raise Conflict("another import of the same keys keeps colliding with this one; run the import again")
 
 
-def _insert_new(batch: ImportBatch, fresh: dict[str, Sealed], report: ImportReport) -> tuple[dict[str, int | None], int]:
-    """({fingerprint: batch id} of keys already stored, number inserted). The batch row's counts
+def _insert_new(batch: ImportBatch, fresh: dict[str, Sealed],
+                report: ImportReport) -> tuple[dict[str, tuple[int, int | None]], int]:
+    """({fingerprint: (key id, batch id)} of keys already stored, number inserted). The batch row's counts
     move with each chunk, so an import cut short still says what it did."""
     with transaction.atomic():  # one short transaction per chunk: look up, insert, count
         existing = _stored(batch.product_id, list(fresh))
@@ -183,8 +208,8 @@ def _refresh_statistics() -> None:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(Key._meta.db_table)}")
 
 
-def _stored(product_id: int, fingerprints: list[str]) -> dict[str, int | None]:
-    """{fingerprint: batch id} of the product's keys among `fingerprints`.
+def _stored(product_id: int, fingerprints: list[str]) -> dict[str, tuple[int, int | None]]:
+    """{fingerprint: (key id, batch id)} of the product's keys among `fingerprints`.
 
     On PostgreSQL the plain `fingerprint IN (…)` query trusts the statistics about the product,
     and those are stale exactly when it matters (a new product's first big import): it then
@@ -193,15 +218,15 @@ def _stored(product_id: int, fingerprints: list[str]) -> dict[str, int | None]:
     """
     if connection.vendor != "postgresql":
         keys = Key.objects.filter(product_id=product_id, fingerprint__in=fingerprints)
-        return dict(keys.values_list("fingerprint", "batch_id"))
+        return {fp: (pk, batch_id) for fp, pk, batch_id in keys.values_list("fingerprint", "id", "batch_id")}
     meta, quote = Key._meta, connection.ops.quote_name
     column = {name: quote(meta.get_field(name).column) for name in ("product", "fingerprint", "batch")}
-    sql = (f"SELECT f.fp, k.b FROM unnest(%s::text[]) AS f(fp) CROSS JOIN LATERAL "
-           f"(SELECT {column['batch']} AS b FROM {quote(meta.db_table)} "
+    sql = (f"SELECT f.fp, k.id, k.b FROM unnest(%s::text[]) AS f(fp) CROSS JOIN LATERAL "
+           f"(SELECT {quote('id')} AS id, {column['batch']} AS b FROM {quote(meta.db_table)} "
            f"WHERE {column['product']} = %s AND {column['fingerprint']} = f.fp LIMIT 1) AS k")
     with connection.cursor() as cursor:
         cursor.execute(sql, [fingerprints, product_id])
-        return dict(cursor.fetchall())
+        return {fp: (pk, batch_id) for fp, pk, batch_id in cursor.fetchall()}
 
 
 _COLUMNS = ("product", "batch", "key_id", "ciphertext", "fingerprint", "status", "created_at", "void_reason")
@@ -232,11 +257,11 @@ def _insert_keys(batch: ImportBatch, sealed: list[Sealed]) -> None:
             cursor.executemany(f"INSERT INTO {columns} VALUES ({', '.join(['%s'] * len(fields))})", list(rows))
 
 
-def batch_finish(*, batch: ImportBatch, report: ImportReport, action: str, **detail) -> None:
+def batch_finish(*, batch: ImportBatch, report: ImportReport, action: str, ip: str = "", **detail) -> None:
     """Close the batch row, write the audit row, and re-arm the low-stock alert."""
     ImportBatch.objects.filter(pk=batch.pk).update(
         finished_at=clock.now(), invalid=report.invalid, imported=report.imported, duplicates=report.duplicates)
-    audit_record(actor=batch.actor, action=action, obj_type="product", obj_id=batch.product.slug,
+    audit_record(actor=batch.actor, action=action, obj_type="product", obj_id=batch.product.slug, ip=ip,
                  batch=batch.pk, source=batch.source, imported=report.imported, duplicates=report.duplicates,
                  invalid=report.invalid, blank=report.blank, **detail)
     low_stock_rearm(product=batch.product)

@@ -48,3 +48,56 @@ class Key(models.Model):
         return f"<Key #{self.pk} {self.fingerprint[:8]} {self.status}>"
 
     __str__ = __repr__
+
+
+class ImportJob(models.Model):
+    """A key import from an uploaded file, run in the background by a worker (kami.stock.jobs).
+
+    The counts and the position (`bytes_done`, `lines_done`, `report_bytes`) are written after
+    every chunk: they are the progress bar and the checkpoint a resumed run continues from."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    class Format(models.TextChoices):
+        TXT = "txt"
+        CSV = "csv"
+
+    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="import_jobs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    filename = models.CharField(max_length=255)
+    fmt = models.CharField(max_length=4, choices=Format.choices, default=Format.TXT)
+    column = models.CharField(max_length=200, blank=True, default="")  # csv: header name or 1-based number
+    actor = models.CharField(max_length=150)
+    ip = models.CharField(max_length=45, blank=True, default="")
+    batch = models.ForeignKey(ImportBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    bytes_total = models.BigIntegerField(default=0)
+    bytes_done = models.BigIntegerField(default=0)
+    lines_done = models.PositiveIntegerField(default=0)
+    imported = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    duplicates_in_file = models.PositiveIntegerField(default=0)
+    invalid = models.PositiveIntegerField(default=0)
+    blank = models.PositiveIntegerField(default=0)
+    report_path = models.CharField(max_length=500, blank=True, default="")
+    report_bytes = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # The worker running it and until when; a lease that ran out means that worker died, and
+    # the next worker resumes the job from its checkpoint.
+    lease_owner = models.CharField(max_length=100, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    runs = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "id"], name="import_job_due")]
+
+    def __repr__(self) -> str:
+        return f"<ImportJob #{self.pk} {self.status} {self.filename!r}>"
+
+    __str__ = __repr__

@@ -5,9 +5,16 @@ keeps every count but only the first `SAMPLE` line numbers of each kind of probl
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 SAMPLE = 100
+DUPLICATE_IN_FILE = "duplicate in the file"
+DUPLICATE_STORED = "already stored"
+
+# (line, problem, detail): every problem line, for a caller that keeps a full report (an import
+# job writes them to a file). `detail` never holds key text: "line 12" or "key #345".
+ProblemSink = Callable[[int, str, str], None]
 
 
 @dataclass
@@ -23,6 +30,10 @@ class ImportReport:
     invalid_lines: list[tuple[int, str]] = field(default_factory=list)
     duplicate_in_file_lines: list[int] = field(default_factory=list)
     duplicate_stored_lines: list[int] = field(default_factory=list)
+    on_problem: ProblemSink | None = field(default=None, repr=False, compare=False)
+    # Fingerprints an earlier, interrupted run of this same import stored past its last
+    # checkpoint: met again, they count as imported, not as duplicates (kami.stock.jobs resumes).
+    carried: set[str] = field(default_factory=set, repr=False)
 
     @property
     def duplicates(self) -> int:
@@ -32,8 +43,12 @@ class ImportReport:
         self.invalid += 1
         if len(self.invalid_lines) < SAMPLE:
             self.invalid_lines.append((line, reason))
+        if self.on_problem:
+            self.on_problem(line, reason, "")
 
-    def note_duplicate(self, line: int, *, in_file: bool) -> None:
+    def note_duplicate(self, line: int, *, in_file: bool, same_as: str = "") -> None:
+        if self.on_problem:
+            self.on_problem(line, DUPLICATE_IN_FILE if in_file else DUPLICATE_STORED, same_as)
         if in_file:
             self.duplicate_in_file += 1
             sample = self.duplicate_in_file_lines

@@ -1,4 +1,5 @@
-"""Stock services: import, generate, export and void keys. Every one writes an audit row.
+"""Stock services: import, generate, export, reveal, void and restore keys. Every one writes an
+audit row (a fingerprint prefix, never the key).
 
 Import and generation live in `importer` and `generator` (they share the batch path); they are
 re-exported here so callers need one module.
@@ -11,6 +12,7 @@ from typing import TextIO
 
 from kami.audit.services import audit_record
 from kami.catalog.models import Product
+from kami.core.crypto import Secret
 from kami.core.errors import BadInput, Conflict, NotFound
 from kami.stock.generator import keys_generate
 from kami.stock.importer import keys_import, low_stock_rearm
@@ -18,7 +20,8 @@ from kami.stock.models import Key
 from kami.stock.report import ImportReport
 from kami.stock.vault import key_open
 
-__all__ = ["ImportReport", "key_void", "keys_export", "keys_generate", "keys_import", "low_stock_rearm"]
+__all__ = ["ImportReport", "key_restore", "key_reveal", "key_void", "keys_export", "keys_generate", "keys_import",
+           "low_stock_rearm"]
 
 EXPORT_STATUSES = ("available", "sold", "void", "all")
 EXPORT_FORMATS = ("txt", "csv")
@@ -126,3 +129,41 @@ def _not_voidable(key: Key) -> str:
         return f"{label} is already void"
     order_no = Key.objects.filter(pk=key.pk).values_list(_ORDER_NO, flat=True).first() or "?"
     return f"{label} is sold (order {order_no}) and stays sold; refund or replace that order instead"
+
+
+def key_reveal(*, key_pk: int, actor: str, ip: str = "") -> Secret:
+    """One key's plaintext for a member of staff. The audit row is written first, so a reveal
+    is on record even if what follows fails."""
+    key = _key_get(key_pk)
+    audit_record(actor=actor, action="keys.reveal", obj_type="key", obj_id=key.pk, ip=ip, product=key.product.slug,
+                 fingerprint=key.fingerprint[:8], status=key.status)
+    return key_open(key_id=key.key_id, ciphertext=key.ciphertext)
+
+
+def key_restore(*, key_pk: int, actor: str, ip: str = "") -> Key:
+    """Put a void key back on sale: only one that never went to an order. A key voided by a
+    refund or a replacement has been in a buyer's hands, so it is never sold again."""
+    key = _key_get(key_pk)
+    label = f"key #{key.pk} ({key.fingerprint[:8]})"
+    if key.status != Key.Status.VOID:
+        raise Conflict(f"{label} is {key.status}, not void: only a void key can be restored")
+    order_no = Key.objects.filter(pk=key.pk, order_keys__isnull=False).values_list(_ORDER_NO, flat=True).first()
+    if order_no or key.sold_at is not None:
+        raise Conflict(f"{label} went to order {order_no or '?'} ({key.void_reason or 'void'}): a key a buyer has "
+                       "seen is never sold again; add a new key instead")
+    # Conditional: a key sold meanwhile has sold_at set and is no longer void.
+    if not Key.objects.filter(pk=key.pk, status=Key.Status.VOID, sold_at__isnull=True).update(
+            status=Key.Status.AVAILABLE, void_reason=""):
+        raise Conflict(f"{label} changed while it was being restored; look at it again")
+    audit_record(actor=actor, action="keys.restore", obj_type="key", obj_id=key.pk, ip=ip, product=key.product.slug,
+                 fingerprint=key.fingerprint[:8], was=key.void_reason)
+    low_stock_rearm(product=key.product)
+    key.refresh_from_db()
+    return key
+
+
+def _key_get(key_pk: int) -> Key:
+    key = Key.objects.select_related("product").filter(pk=key_pk).first()
+    if key is None:
+        raise NotFound(f"no key #{key_pk}")
+    return key

@@ -1,4 +1,5 @@
-"""`kami serve`: the production WSGI server (waitress) plus a delivery worker process."""
+"""`kami serve`: the production WSGI server (waitress) plus a worker process (`kami worker`:
+deliveries, sweeps and uploaded key imports)."""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
-"""`kami worker`: deliver the outbox (emails, alerts) and run the periodic sweep.
+"""`kami worker`: deliver the outbox (emails, alerts), run the periodic sweep, and run uploaded
+key imports (in a thread of their own, so a long import never holds up an email).
 
 Run one or several, on one machine or many: rows are leased, never delivered twice by two
 workers. SIGTERM or Ctrl-C stops after the current message; a second Ctrl-C stops at once (a
@@ -14,10 +15,12 @@ import threading
 import time
 
 from django.conf import settings
+from django.db import close_old_connections, connection
 
 from kami.cli.base import KamiCommand
 from kami.delivery.worker import run_forever, run_pass
 from kami.fulfilment.backfill import sweep
+from kami.fulfilment.imports import import_jobs_run_due
 
 log = logging.getLogger("kami.worker")
 
@@ -38,8 +41,32 @@ class Sweeper:
             log.info("sweep: %s", ", ".join(f"{k} {v}" for k, v in result.items()))
 
 
+class ImportRunner(threading.Thread):
+    """Runs due key-import jobs one at a time until `stop` is set; a job cut off by the stop goes
+    back to the queue at its last checkpoint. Its own database connection, closed at the end."""
+
+    def __init__(self, owner: str, poll_seconds: float, stop: threading.Event):
+        super().__init__(name="kami-imports", daemon=True)
+        self.owner, self.poll_seconds, self.stop = owner, poll_seconds, stop
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                close_old_connections()
+                ran = 0
+                try:
+                    ran = import_jobs_run_due(limit=1, owner=self.owner, stop=self.stop.is_set)
+                except Exception:  # noqa: BLE001 — a database hiccup must not end the imports
+                    log.exception("import runner %s: pass failed; retrying in %ss", self.owner, self.poll_seconds)
+                if not ran:
+                    self.stop.wait(self.poll_seconds)
+        finally:
+            connection.close()
+
+
 class Command(KamiCommand):
-    help = "Deliver queued emails and admin alerts, and sweep orders (expire unpaid, backfill awaiting stock)."
+    help = ("Deliver queued emails and admin alerts, run uploaded key imports, and sweep orders (expire unpaid, "
+            "backfill awaiting stock).")
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="one sweep and one delivery pass, then exit")
@@ -49,14 +76,17 @@ class Command(KamiCommand):
     def handle(self, *args, once, worker_id, limit, **options):
         worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         if once:
+            imports = import_jobs_run_due(limit=100, owner=f"{worker_id}:imports")
             swept = sweep()
             outcomes = run_pass(worker_id=worker_id, limit=limit)
             counts = ", ".join(f"{k} {outcomes.get(k, 0)}" for k in ("sent", "failed", "manual", "lost"))
             self.stdout.write(f"deliveries: {sum(outcomes.values())} ({counts}); "
-                              f"sweep: {', '.join(f'{k} {v}' for k, v in swept.items())}")
+                              f"sweep: {', '.join(f'{k} {v}' for k, v in swept.items())}; imports: {imports}")
             return
         stop = threading.Event()
         previous = _on_signals(stop)
+        imports = ImportRunner(f"{worker_id}:imports", float(settings.KAMI_WORKER_POLL_SECONDS), stop)
+        imports.start()
         try:
             run_forever(worker_id, poll_seconds=float(settings.KAMI_WORKER_POLL_SECONDS), stop_event=stop,
                         on_pass=Sweeper(float(getattr(settings, "KAMI_SWEEP_SECONDS", 60))), limit=limit)
@@ -64,6 +94,8 @@ class Command(KamiCommand):
             self.stderr.write("interrupted: a message cut off mid-send is retried when its lease expires")
             raise SystemExit(130) from None
         finally:
+            stop.set()
+            imports.join(timeout=30)  # it stops between chunks; a job cut off is resumed by the next worker
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
