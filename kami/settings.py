@@ -9,10 +9,12 @@ KAMI_REDIS_URL redis://… shares rate-limit counters between processes (default
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 import dj_email_url
+from django.core.exceptions import ImproperlyConfigured
 
 from kami.core import datadir
 
@@ -26,6 +28,20 @@ SECRET_KEY = datadir.secret_key()
 KAMI_BASE_URL = os.environ.get("KAMI_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 KAMI_ADMIN_EMAIL = os.environ.get("KAMI_ADMIN_EMAIL", "")
 KAMI_SHOP_NAME = os.environ.get("KAMI_SHOP_NAME", "Kami")
+# Admin alerts (docs/delivery.md): the language they are written in, and the optional channels
+# besides KAMI_ADMIN_EMAIL. Tokens and secrets are read when sending, never stored in the outbox.
+KAMI_ADMIN_LANGUAGE = os.environ.get("KAMI_ADMIN_LANGUAGE", "zh-hans")
+KAMI_TELEGRAM_BOT_TOKEN = os.environ.get("KAMI_TELEGRAM_BOT_TOKEN", "")
+KAMI_TELEGRAM_CHAT_ID = os.environ.get("KAMI_TELEGRAM_CHAT_ID", "")
+KAMI_TELEGRAM_API_BASE = os.environ.get("KAMI_TELEGRAM_API_BASE", "https://api.telegram.org").rstrip("/")
+KAMI_ALERT_WEBHOOK_URL = os.environ.get("KAMI_ALERT_WEBHOOK_URL", "")
+KAMI_ALERT_WEBHOOK_SECRET = os.environ.get("KAMI_ALERT_WEBHOOK_SECRET", "")
+if KAMI_ADMIN_LANGUAGE not in ("zh-hans", "en"):
+    raise ImproperlyConfigured(f"KAMI_ADMIN_LANGUAGE={KAMI_ADMIN_LANGUAGE!r}: use zh-hans or en")
+if bool(KAMI_TELEGRAM_BOT_TOKEN) != bool(KAMI_TELEGRAM_CHAT_ID):
+    raise ImproperlyConfigured("Telegram alerts need KAMI_TELEGRAM_BOT_TOKEN and KAMI_TELEGRAM_CHAT_ID: set both, or neither")
+if bool(KAMI_ALERT_WEBHOOK_URL) != bool(KAMI_ALERT_WEBHOOK_SECRET):
+    raise ImproperlyConfigured("webhook alerts need KAMI_ALERT_WEBHOOK_URL and KAMI_ALERT_WEBHOOK_SECRET: set both, or neither")
 KAMI_ORDER_TTL_MINUTES = int(os.environ.get("KAMI_ORDER_TTL_MINUTES", "30"))
 KAMI_WORKER_POLL_SECONDS = float(os.environ.get("KAMI_WORKER_POLL_SECONDS", "1"))
 # Delivery retry schedule, in seconds, as data: 11 retries after the first attempt. Each wait is
@@ -39,6 +55,10 @@ KAMI_RECONCILE_AFTER_MINUTES = int(os.environ.get("KAMI_RECONCILE_AFTER_MINUTES"
 KAMI_AUTO_REFUND_AFTER_HOURS = int(os.environ.get("KAMI_AUTO_REFUND_AFTER_HOURS", "0"))  # 0: off
 KAMI_PAYMENT_GRACE_SECONDS = int(os.environ.get("KAMI_PAYMENT_GRACE_SECONDS", "300"))
 KAMI_DELIVERY_LEASE_SECONDS = int(os.environ.get("KAMI_DELIVERY_LEASE_SECONDS", "300"))
+# Uploaded key files (kami.stock.jobs): the largest accepted, and how long a worker's hold on a
+# running import lasts without progress before another worker resumes it.
+KAMI_IMPORT_MAX_BYTES = int(os.environ.get("KAMI_IMPORT_MAX_BYTES", str(200 * 1024 * 1024)))
+KAMI_IMPORT_LEASE_SECONDS = int(os.environ.get("KAMI_IMPORT_LEASE_SECONDS", "120"))
 # Order lookup (/lookup): attempts per window, per client IP and per email (kami.core.ratelimit).
 KAMI_LOOKUP_LIMIT_IP = int(os.environ.get("KAMI_LOOKUP_LIMIT_IP", "10"))
 KAMI_LOOKUP_LIMIT_EMAIL = int(os.environ.get("KAMI_LOOKUP_LIMIT_EMAIL", "5"))
@@ -46,12 +66,22 @@ KAMI_LOOKUP_WINDOW_SECONDS = int(os.environ.get("KAMI_LOOKUP_WINDOW_SECONDS", "6
 # Anti-abuse at checkout: unpaid, unexpired orders allowed per email and per buyer IP (0: off).
 KAMI_PENDING_LIMIT_EMAIL = int(os.environ.get("KAMI_PENDING_LIMIT_EMAIL", "5"))
 KAMI_PENDING_LIMIT_IP = int(os.environ.get("KAMI_PENDING_LIMIT_IP", "10"))
+# A self-hosted captcha (django-simple-captcha) on the buy form and the lookup page; off unless 1.
+KAMI_CAPTCHA = os.environ.get("KAMI_CAPTCHA", "") == "1"
+CAPTCHA_TIMEOUT = 10  # minutes a challenge stays valid
+CAPTCHA_LENGTH = 5
+CAPTCHA_2X_IMAGE = False
+CAPTCHA_IMAGE_SIZE = (160, 50)  # the template's <img width/height>
+CAPTCHA_FONT_SIZE = 30
 
 ALLOWED_HOSTS = [h for h in os.environ.get("KAMI_ALLOWED_HOSTS", "*").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [KAMI_BASE_URL] if KAMI_BASE_URL.startswith("http") else []
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if os.environ.get("KAMI_BEHIND_PROXY") == "1" else None
 
 INSTALLED_APPS = [
+    # The back office is Django's admin on a site of our own (kami.backoffice.site); the simple
+    # config skips autodiscovery, so nothing lands on an unguarded default site.
+    "django.contrib.admin.apps.SimpleAdminConfig",
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
@@ -68,6 +98,12 @@ INSTALLED_APPS = [
     "kami.api",
     "kami.storefront",
     "kami.cli",
+    "captcha",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
+    # Last: its post_migrate hook gives the staff roles their permissions once every app's exist.
+    "kami.backoffice",
 ]
 
 MIDDLEWARE = [
@@ -79,11 +115,40 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
 ROOT_URLCONF = "kami.urls"
+
+# Back office (kami.backoffice; docs/backoffice.md). The path is the merchant's choice or, unset,
+# generated once per data dir: a shop's admin is never at a guessable /admin/.
+KAMI_ADMIN_PATH = datadir.admin_path()
+KAMI_ADMIN_TOTP = os.environ.get("KAMI_ADMIN_TOTP", "owners")  # owners | all: who must use two-factor
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses locked-out logins before the password is tried
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("KAMI_ADMIN_LOGIN_ATTEMPTS", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("KAMI_ADMIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "kami.backoffice.views.locked_out"
+# REMOTE_ADDR only, like every other per-IP limit here: forwarded headers are spoofable.
+AXES_CLIENT_IP_CALLABLE = "kami.backoffice.auth.client_ip"
+AXES_VERBOSE = False
+# Staff sessions end after a working day or when the browser closes, whichever comes first.
+SESSION_COOKIE_AGE = int(os.environ.get("KAMI_ADMIN_SESSION_HOURS", "8")) * 3600
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+OTP_TOTP_ISSUER = KAMI_SHOP_NAME
 WSGI_APPLICATION = "kami.wsgi.application"
 APPEND_SLASH = False
 
@@ -95,8 +160,10 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
                 "django.template.context_processors.i18n",
                 "django.contrib.messages.context_processors.messages",
+                "kami.storefront.context.shop",
             ]
         },
     }
@@ -195,5 +262,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("KAMI_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {"django.db.backends": {"level": "INFO"},
+                # Lockouts and failures still log; every successful sign-in need not.
+                "axes": {"level": os.environ.get("KAMI_AXES_LOG_LEVEL", "WARNING")}},
 }

@@ -9,9 +9,11 @@ from pathlib import Path
 from django.utils import translation
 
 KAMI = Path(__file__).resolve().parent.parent / "kami"
-TRANS = re.compile(r"""{%\s*trans\s+(["'])(.+?)\1\s*%}""")
-BLOCK = re.compile(r"{%\s*blocktrans(?P<args>[^%]*)%}(?P<body>.*?){%\s*(?:plural|endblocktrans)\s*%}", re.S)
-CODE = re.compile(r"""\bgettext\(\s*(["'])(.+?)\1""")
+TRANS = re.compile(r"""{%\s*trans(?:late)?\s+(["'])(.+?)\1\s*%}""")
+BLOCK = re.compile(r"{%\s*blocktrans(?:late)?(?P<args>[^%]*)%}(?P<body>.*?){%\s*(?:plural|endblocktrans(?:late)?)\s*%}",
+                   re.S)
+# gettext("…"), gettext_lazy("…") and the usual `_("…")` alias of either.
+CODE = re.compile(r"""(?<![\w.])(?:gettext|gettext_lazy|_)\(\s*(["'])(.+?)\1\s*[,)]""")  # one literal
 VAR = re.compile(r"{{\s*(\w+)\s*}}")
 
 
@@ -22,7 +24,10 @@ def visible_strings() -> set[str]:
             text = path.read_text(encoding="utf-8")
             found.update(m.group(2) for m in TRANS.finditer(text))
             for m in BLOCK.finditer(text):
-                found.add(VAR.sub(lambda v: f"%({v.group(1)})s", m.group("body")))
+                body = m.group("body")
+                if "trimmed" in m.group("args"):
+                    body = " ".join(line.strip() for line in body.strip().splitlines())
+                found.add(VAR.sub(lambda v: f"%({v.group(1)})s", body))
         elif path.suffix == ".py" and "migrations" not in path.parts:
             found.update(m.group(2) for m in CODE.finditer(path.read_text(encoding="utf-8")))
     return found

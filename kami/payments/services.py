@@ -12,7 +12,8 @@ from kami.payments.models import GatewayAccount
 from kami.payments.registry import gateway_class, secrets_decrypt, secrets_encrypt
 
 
-def gateway_configure(*, name: str, values: dict[str, str], enable: bool | None = None, actor: str = "cli") -> GatewayAccount:
+def gateway_configure(*, name: str, values: dict[str, str], enable: bool | None = None, actor: str = "cli",
+                      ip: str = "") -> GatewayAccount:
     """Merge `values` into the gateway's settings (secret names go to the encrypted part), and
     enable or disable it. A gateway with incomplete settings cannot be enabled."""
     cls = gateway_class(name)
@@ -44,6 +45,18 @@ def gateway_configure(*, name: str, values: dict[str, str], enable: bool | None 
         if enable is not None:
             account.enabled = enable
         account.save()
-        audit_record(actor=actor, action="gateway.configure", obj_type="gateway", obj_id=name,
+        audit_record(actor=actor, action="gateway.configure", obj_type="gateway", obj_id=name, ip=ip,
                      changed=sorted(values), enabled=account.enabled)
     return account
+
+
+def gateway_check(*, name: str) -> list[str]:
+    """Problems with a gateway's stored settings, found offline (no request leaves the machine):
+    missing settings, then the gateway's own checks (key formats, URLs). Empty: it looks right."""
+    cls = gateway_class(name)
+    account = GatewayAccount.objects.filter(name=name).first()
+    config = dict(account.config) if account else {}
+    stored = secrets_decrypt(account) if account else {}
+    problems = [f"{k} is missing (kami gateway set {name} {k}=…)" for k in cls.required_config if not config.get(k)]
+    problems += [f"secret {k} is missing (kami gateway set {name} {k}=…)" for k in cls.required_secrets if not stored.get(k)]
+    return problems or list(cls(config=config, secrets=stored).check())

@@ -7,6 +7,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.management import call_command
 
+from kami.backoffice.roles import owners_exist
+from kami.backoffice.views import setup_link_make
 from kami.catalog.models import Product
 from kami.catalog.services import product_create
 from kami.cli.base import KamiCommand
@@ -44,5 +46,12 @@ class Command(KamiCommand):
         gateway_configure(name="sandbox", values={}, enable=True, actor="demo")
         self.stdout.write(self.style.SUCCESS("Demo shop ready: products, keys and the sandbox gateway."))
         self.stdout.write(f"Open http://{host}:{port}/ , buy a product, press “Simulate payment”, and the key appears.")
+        admin = f"http://{host}:{port}/{settings.KAMI_ADMIN_PATH}/"
+        if owners_exist():
+            self.stdout.write(f"Back office: {admin}")
+        else:
+            link = setup_link_make().replace(settings.KAMI_BASE_URL, f"http://{host}:{port}", 1)
+            self.stdout.write(f"Back office: {admin} — no account exists yet; create the owner with this "
+                              f"one-time link (valid 24 h): {link}")
         if not no_serve:
             call_command("serve", host=host, port=port)

@@ -19,7 +19,7 @@ from kami.core.errors import BadInput
 from kami.fulfilment.checkout import notify_url
 from kami.payments.models import GatewayAccount
 from kami.payments.registry import GATEWAYS, gateway_class, gateways_enabled, secrets_decrypt
-from kami.payments.services import gateway_configure
+from kami.payments.services import gateway_check, gateway_configure
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -48,14 +48,8 @@ class Command(KamiCommand):
             self._list()
 
     def _check(self, name: str) -> None:
-        cls = gateway_class(name)
+        problems = gateway_check(name=name)
         account = GatewayAccount.objects.filter(name=name).first()
-        config = dict(account.config) if account else {}
-        stored = secrets_decrypt(account) if account else {}
-        problems = [f"{k} is missing (kami gateway set {name} {k}=…)" for k in cls.required_config if not config.get(k)]
-        problems += [f"secret {k} is missing (kami gateway set {name} {k}=…)" for k in cls.required_secrets if not stored.get(k)]
-        if not problems:
-            problems = cls(config=config, secrets=stored).check()
         for problem in problems:
             self.stderr.write(f"{name}: {problem}")
         self.stdout.write(f"{name}: notify URL: {notify_url(name)}")

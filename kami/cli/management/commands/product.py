@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from kami.catalog.models import Product
 from kami.catalog.services import product_create
 from kami.cli.base import KamiCommand
 from kami.cli.progress import console_for
@@ -20,8 +21,8 @@ class Command(KamiCommand):
         add.add_argument("--name", required=True, help="what buyers see")
         add.add_argument("--price", required=True, help="unit price as a decimal, e.g. 29.90")
         add.add_argument("--currency", default="CNY")
-        add.add_argument("--kind", default="unique", choices=["unique", "reusable"],
-                         help="unique: each key sold once · reusable: the same key(s) for every buyer")
+        add.add_argument("--kind", default="unique", choices=Product.Kind.values,
+                         help="unique: each key sold once · reusable: the same key(s) for every buyer · manual: a person delivers each order")
         add.add_argument("--min-qty", type=int, default=1)
         add.add_argument("--max-qty", type=int, default=10)
         add.add_argument("--low-stock", type=int, default=0, help="alert when available keys fall below this")

@@ -1,0 +1,1 @@
+"""Back-office pages that are not a model's: thin views registered by kami/backoffice/admin/ modules."""
