@@ -1,7 +1,13 @@
-"""`kami serve` warns, before taking money, about settings that break gateways or hide alerts."""
+"""`kami serve` warns, before taking money, about settings that break gateways or hide alerts,
+and about a back office nobody can sign in to."""
 from __future__ import annotations
 
+import pytest
+
 from kami.cli.management.commands.serve import startup_warnings
+from tests.backoffice.staffing import make_staff
+
+pytestmark = pytest.mark.django_db
 
 
 def test_production_over_plain_http_is_warned_about(settings):
@@ -10,7 +16,13 @@ def test_production_over_plain_http_is_warned_about(settings):
     assert any("must be https" in w for w in warnings) and any("KAMI_ADMIN_EMAIL" in w for w in warnings)
 
 
+def test_a_shop_without_an_owner_is_told_how_to_make_one(settings):
+    settings.PRODUCTION, settings.KAMI_BASE_URL, settings.KAMI_ADMIN_EMAIL = True, "https://shop.example", "me@shop.example"
+    assert [w for w in startup_warnings() if "kami staff setup-link" in w]
+
+
 def test_a_sound_production_setup_and_development_are_quiet(settings):
+    make_staff("owner", "boss")
     settings.PRODUCTION, settings.KAMI_BASE_URL, settings.KAMI_ADMIN_EMAIL = True, "https://shop.example", "me@shop.example"
     assert startup_warnings() == []
     settings.PRODUCTION, settings.KAMI_BASE_URL = False, "http://127.0.0.1:8000"

@@ -32,6 +32,11 @@ def startup_warnings() -> list[str]:
     if settings.PRODUCTION and not settings.KAMI_ADMIN_EMAIL:
         warnings.append("KAMI_ADMIN_EMAIL is not set: alerts (low stock, paid orders awaiting stock, deliveries "
                         "that need a human) only reach the log.")
+    from kami.backoffice.roles import owners_exist
+
+    if not owners_exist():
+        warnings.append("No back-office owner exists yet: run `kami staff setup-link` (a one-time link) or "
+                        "`kami staff add NAME --role owner`. There is no default account.")
     return warnings
 
 
@@ -56,6 +61,7 @@ class Command(KamiCommand):
         worker = None if no_worker else subprocess.Popen([sys.executable, "-m", "kami", "worker"], env=os.environ.copy())
         self.stdout.write(f"Kami is serving on http://{host}:{port}/ (base URL {settings.KAMI_BASE_URL})"
                           + ("" if no_worker else f"; delivery worker pid {worker.pid}"))
+        self.stdout.write(f"Back office: {settings.KAMI_BASE_URL}/{settings.KAMI_ADMIN_PATH}/")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             from waitress import serve
