@@ -4,11 +4,12 @@ from __future__ import annotations
 from django.contrib import admin
 
 from kami.audit.models import AuditLog
+from kami.backoffice.admin.readonly import ReadOnlyAdmin
 from kami.backoffice.site import site
 
 
 @admin.register(AuditLog, site=site)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdmin):
     list_display = ("at", "actor", "action", "object_type", "object_id", "ip")
     list_filter = ("action", "object_type")
     search_fields = ("actor", "action", "object_id", "ip")
@@ -16,11 +17,3 @@ class AuditLogAdmin(admin.ModelAdmin):
     readonly_fields = ("at", "actor", "action", "object_type", "object_id", "ip", "detail")
     list_per_page = 100
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

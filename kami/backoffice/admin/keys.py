@@ -5,12 +5,13 @@ POST button per row); void and restore, import, generate and export are pages of
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Prefetch, Q
+from django.db.models import Prefetch
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
 
+from kami.backoffice.admin.readonly import ReadOnlyAdmin
 from kami.backoffice.pages import keys as pages
 from kami.backoffice.perms import can
 from kami.backoffice.site import site
@@ -35,7 +36,7 @@ for route, view, name in (
     site.register_view(route, view, name)
 
 
-class ListOnlyAdmin(admin.ModelAdmin):
+class ListOnlyAdmin(ReadOnlyAdmin):
     """A list and nothing else: no add, change, history or delete page exists at all."""
 
     list_display_links = None
@@ -45,14 +46,6 @@ class ListOnlyAdmin(admin.ModelAdmin):
         name = f"{self.opts.app_label}_{self.opts.model_name}_changelist"
         return [path("", self.admin_site.admin_view(self.changelist_view), name=name)]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Key, site=site)

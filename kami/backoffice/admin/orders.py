@@ -12,6 +12,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.db import connection
 from django.utils.translation import gettext_lazy as _
 
+from kami.backoffice.admin.readonly import ReadOnlyAdmin
 from kami.backoffice.pages import orders as pages
 from kami.backoffice.site import site
 from kami.orders.models import Order
@@ -40,7 +41,7 @@ class OrderChangeList(ChangeList):
 
 
 @admin.register(Order, site=site)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(ReadOnlyAdmin):
     list_display = ("number", "item", "qty", "total", "state", "email", "created", "paid")
     list_display_links = ("number",)
     list_filter = ("status", "gateway", "product", ("created_at", admin.DateFieldListFilter))
@@ -87,14 +88,6 @@ class OrderAdmin(admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return OrderChangeList
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         return pages.order_detail(request, object_id, model_admin=self)
