@@ -16,7 +16,7 @@ from PIL import Image
 from kami.catalog.services import tier_price_set
 from kami.core.shop import shop_settings_update
 from kami.stock.services import keys_generate
-from tests.payments.alipay_play import FakeAlipay, enable_alipay
+from tests.payments.alipay_play import enable_alipay, fake_alipay  # noqa: F401 (fixture)
 from tests.sandbox_play import enable_sandbox
 from tests.e2e.chromium import SHOTS
 
@@ -24,15 +24,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.sqlite_only]
 
 BLOCKING = {"serious", "critical"}
 AXE = Axe()
-
-
-@pytest.fixture
-def fake_alipay():
-    site = FakeAlipay().start()
-    try:
-        yield site
-    finally:
-        site.stop()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.test import Client
@@ -165,3 +166,12 @@ class FakeAlipay(LoopbackServer):
                 pass
 
         return Handler
+
+
+@pytest.fixture
+def fake_alipay():
+    site = FakeAlipay().start()
+    try:
+        yield site
+    finally:
+        site.stop()

@@ -16,25 +16,17 @@ from kami.payments.gateways.alipay import AlipayGateway, alipay_request_content,
 from kami.payments.interface import OrderInfo, Urls
 from kami.payments.models import GatewayAccount
 from kami.payments.registry import secrets_decrypt, secrets_encrypt
-from tests.payments.alipay_play import (ALIPAY_KEY, APP_ID, APP_KEY, SELLER_ID, FakeAlipay, add_keys, create_order,
+from tests.payments.alipay_play import (ALIPAY_KEY, APP_ID, APP_KEY, SELLER_ID, add_keys, create_order,
                                         enable_alipay, fixture, last_notification, notify, nothing_delivered,
                                         paid_params, payments_of, private_pem, public_base64, public_pem,
                                         stocked_order, stored_text)
+from tests.payments.alipay_play import fake_alipay  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORDER = OrderInfo(order_no="261127120012345678", amount=Decimal("29.90"), currency="CNY", subject="Steam 50",
                   email="buyer@example.com")
 URLS = Urls(notify="https://shop.example/pay/alipay/notify", ret="https://shop.example/o/1")
-
-
-@pytest.fixture
-def fake_alipay():
-    site = FakeAlipay().start()
-    try:
-        yield site
-    finally:
-        site.stop()
 
 
 @pytest.fixture
