@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class Category(models.Model):
@@ -10,6 +11,8 @@ class Category(models.Model):
     sort_order = models.IntegerField(default=0)
 
     class Meta:
+        verbose_name = _("category")
+        verbose_name_plural = _("categories")
         ordering = ["sort_order", "id"]
         verbose_name_plural = "categories"
 
@@ -48,6 +51,8 @@ class Product(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = _("product")
+        verbose_name_plural = _("products")
         ordering = ["sort_order", "id"]
 
     def __str__(self) -> str:
@@ -67,6 +72,8 @@ class TierPrice(models.Model):
     unit_price = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(0)])
 
     class Meta:
+        verbose_name = _("tier price")
+        verbose_name_plural = _("tier prices")
         ordering = ["product_id", "min_quantity"]
         constraints = [
             models.UniqueConstraint(fields=["product", "min_quantity"], name="tier_price_unique_min"),
@@ -100,6 +107,8 @@ class Coupon(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = _("coupon")
+        verbose_name_plural = _("coupons")
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(condition=models.Q(usage_limit__isnull=True) | models.Q(used__lte=models.F("usage_limit")),

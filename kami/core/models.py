@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 from django.db.models import Q
 
 SINGLETON_ID = 1
@@ -25,6 +26,8 @@ class ShopSettings(models.Model):
     updated_by = models.CharField(max_length=150, blank=True, default="")
 
     class Meta:
+        verbose_name = _("shop settings")
+        verbose_name_plural = _("shop settings")
         constraints = [models.CheckConstraint(condition=Q(id=SINGLETON_ID), name="shop_settings_singleton")]
 
     def __str__(self) -> str:

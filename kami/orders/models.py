@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class Order(models.Model):
@@ -44,6 +45,8 @@ class Order(models.Model):
     custom_values = models.JSONField(default=dict, blank=True)
 
     class Meta:
+        verbose_name = _("order")
+        verbose_name_plural = _("orders")
         indexes = [
             models.Index(fields=["status", "paid_at"], name="order_status_paid"),
             models.Index(fields=["status", "expires_at"], name="order_status_expiry"),
@@ -75,6 +78,8 @@ class OrderKey(models.Model):
     position = models.PositiveIntegerField(default=0)
 
     class Meta:
+        verbose_name = _("order key")
+        verbose_name_plural = _("order keys")
         constraints = [models.UniqueConstraint(fields=["order", "key"], name="orderkey_once_per_order")]
         ordering = ["order_id", "position"]
 
@@ -88,4 +93,6 @@ class OrderEvent(models.Model):
     detail = models.JSONField(default=dict, blank=True)
 
     class Meta:
+        verbose_name = _("order event")
+        verbose_name_plural = _("order events")
         ordering = ["at", "id"]

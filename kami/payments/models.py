@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class GatewayAccount(models.Model):
@@ -17,6 +18,10 @@ class GatewayAccount(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    class Meta:
+        verbose_name = _("gateway account")
+        verbose_name_plural = _("gateway accounts")
+
 
 class Payment(models.Model):
     """A gateway trade applied to an order. `(gateway, trade_no)` is unique: a trade is applied
@@ -30,6 +35,8 @@ class Payment(models.Model):
     created_at = models.DateTimeField()
 
     class Meta:
+        verbose_name = _("payment")
+        verbose_name_plural = _("payments")
         constraints = [models.UniqueConstraint(fields=["gateway", "trade_no"], name="payment_trade_once")]
 
 
@@ -62,4 +69,6 @@ class Notification(models.Model):
     error = models.TextField(blank=True, default="")
 
     class Meta:
+        verbose_name = _("gateway notification")
+        verbose_name_plural = _("gateway notifications")
         indexes = [models.Index(fields=["gateway", "trade_no"], name="notification_trade")]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class ImportBatch(models.Model):
@@ -14,6 +15,10 @@ class ImportBatch(models.Model):
     imported = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0)
     invalid = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("import batch")
+        verbose_name_plural = _("import batches")
 
 
 class Key(models.Model):
@@ -39,6 +44,8 @@ class Key(models.Model):
     void_reason = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
+        verbose_name = _("key")
+        verbose_name_plural = _("keys")
         constraints = [models.UniqueConstraint(fields=["product", "fingerprint"], name="key_unique_per_product")]
         # The claim filters product+status and orders by (status, id): this index serves both on
         # every engine, so a claim never re-reads sold keys (DESIGN.md §7).
@@ -95,6 +102,8 @@ class ImportJob(models.Model):
     runs = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
+        verbose_name = _("import job")
+        verbose_name_plural = _("import jobs")
         indexes = [models.Index(fields=["status", "id"], name="import_job_due")]
 
     def __repr__(self) -> str:
