@@ -6,15 +6,14 @@ from django.utils.translation import gettext_lazy as _
 
 
 class Category(models.Model):
-    slug = models.SlugField(max_length=64, unique=True)
-    name = models.CharField(max_length=120)
-    sort_order = models.IntegerField(default=0)
+    slug = models.SlugField(verbose_name=_("slug"), max_length=64, unique=True)
+    name = models.CharField(verbose_name=_("name"), max_length=120)
+    sort_order = models.IntegerField(verbose_name=_("sort order"), default=0)
 
     class Meta:
         verbose_name = _("category")
         verbose_name_plural = _("categories")
         ordering = ["sort_order", "id"]
-        verbose_name_plural = "categories"
 
     def __str__(self) -> str:
         return self.name
@@ -22,33 +21,37 @@ class Category(models.Model):
 
 class Product(models.Model):
     class Kind(models.TextChoices):
-        UNIQUE = "unique", "unique — each key sold once"
-        REUSABLE = "reusable", "reusable — the same key(s) for every buyer"
-        MANUAL = "manual", "manual — a person delivers each order (top-ups, services)"
+        UNIQUE = "unique", _("unique — each key sold once")
+        REUSABLE = "reusable", _("reusable — the same key(s) for every buyer")
+        MANUAL = "manual", _("manual — a person delivers each order (top-ups, services)")
 
-    slug = models.SlugField(max_length=64, unique=True)
-    name = models.CharField(max_length=200)
-    description = models.TextField(blank=True, default="")
-    category = models.ForeignKey(Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="products")
-    price = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(0)])
-    currency = models.CharField(max_length=5, default="CNY")
-    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.UNIQUE)
-    min_qty = models.PositiveIntegerField(default=1)
-    max_qty = models.PositiveIntegerField(default=10)
-    low_stock = models.PositiveIntegerField(default=0, help_text="alert when available keys fall below this")
+    slug = models.SlugField(verbose_name=_("slug"), max_length=64, unique=True)
+    name = models.CharField(verbose_name=_("name"), max_length=200)
+    description = models.TextField(verbose_name=_("description"), blank=True, default="")
+    category = models.ForeignKey(Category, verbose_name=_("category"), null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="products")
+    price = models.DecimalField(verbose_name=_("price"), max_digits=14, decimal_places=2,
+                                validators=[MinValueValidator(0)])
+    currency = models.CharField(verbose_name=_("currency"), max_length=5, default="CNY")
+    kind = models.CharField(verbose_name=_("kind"), max_length=10, choices=Kind.choices, default=Kind.UNIQUE)
+    min_qty = models.PositiveIntegerField(verbose_name=_("minimum quantity"), default=1)
+    max_qty = models.PositiveIntegerField(verbose_name=_("maximum quantity"), default=10)
+    low_stock = models.PositiveIntegerField(verbose_name=_("low-stock alert"), default=0,
+                                            help_text=_("alert when available keys fall below this"))
     # Set when a low-stock alert has been queued; cleared when stock rises back to the threshold,
     # so the merchant hears once per episode, not once per sale.
-    low_stock_alerted = models.BooleanField(default=False)
-    instructions = models.TextField(blank=True, default="", help_text="how to use the key, shown with it to the buyer")
+    low_stock_alerted = models.BooleanField(verbose_name=_("low-stock alert sent"), default=False)
+    instructions = models.TextField(verbose_name=_("instructions"), blank=True, default="",
+                                    help_text=_("how to use the key, shown with it to the buyer"))
     # False: the email carries only the order link (the keys stay behind the order page), for
     # merchants who would rather not have keys sitting in mailboxes.
-    email_keys = models.BooleanField(default=True)
+    email_keys = models.BooleanField(verbose_name=_("keys in the email"), default=True)
     # What the buyer fills in at checkout: [{"name", "label", "required", "max_length"}], checked
     # by catalog.services.custom_fields_clean when set and custom_values_clean at checkout.
-    custom_fields = models.JSONField(default=list, blank=True)
-    active = models.BooleanField(default=True)
-    sort_order = models.IntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
+    custom_fields = models.JSONField(verbose_name=_("custom fields"), default=list, blank=True)
+    active = models.BooleanField(verbose_name=_("active"), default=True)
+    sort_order = models.IntegerField(verbose_name=_("sort order"), default=0)
+    created_at = models.DateTimeField(verbose_name=_("created at"), auto_now_add=True)
 
     class Meta:
         verbose_name = _("product")
@@ -67,9 +70,10 @@ class Product(models.Model):
 class TierPrice(models.Model):
     """A volume price: from `min_quantity` keys up, each costs `unit_price` (see price_for)."""
 
-    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="tiers")
-    min_quantity = models.PositiveIntegerField(validators=[MinValueValidator(2)])
-    unit_price = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(0)])
+    product = models.ForeignKey(Product, verbose_name=_("product"), on_delete=models.CASCADE, related_name="tiers")
+    min_quantity = models.PositiveIntegerField(verbose_name=_("from quantity"), validators=[MinValueValidator(2)])
+    unit_price = models.DecimalField(verbose_name=_("unit price"), max_digits=14, decimal_places=2,
+                                     validators=[MinValueValidator(0)])
 
     class Meta:
         verbose_name = _("tier price")
@@ -90,21 +94,23 @@ class Coupon(models.Model):
     every engine. `used` only moves through coupon_redeem / coupon_release (conditional UPDATEs)."""
 
     class Kind(models.TextChoices):
-        FIXED = "fixed", "fixed amount off the order"
-        PERCENT = "percent", "percent off the order"
+        FIXED = "fixed", _("fixed amount off the order")
+        PERCENT = "percent", _("percent off the order")
 
-    code = models.CharField(max_length=32, unique=True)
-    kind = models.CharField(max_length=10, choices=Kind.choices)
-    value = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(0)])
+    code = models.CharField(verbose_name=_("code"), max_length=32, unique=True)
+    kind = models.CharField(verbose_name=_("kind"), max_length=10, choices=Kind.choices)
+    value = models.DecimalField(verbose_name=_("value"), max_digits=14, decimal_places=2,
+                                validators=[MinValueValidator(0)])
     # The currency of a fixed amount (it applies only to products priced in it); "" for percent.
-    currency = models.CharField(max_length=5, blank=True, default="")
-    products = models.ManyToManyField(Product, blank=True, related_name="coupons")  # none: every product
-    usage_limit = models.PositiveIntegerField(null=True, blank=True)  # None: unlimited
-    used = models.PositiveIntegerField(default=0)
-    starts_at = models.DateTimeField(null=True, blank=True)
-    expires_at = models.DateTimeField(null=True, blank=True)
-    active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    currency = models.CharField(verbose_name=_("currency"), max_length=5, blank=True, default="")
+    # None: every product.
+    products = models.ManyToManyField(Product, verbose_name=_("products"), blank=True, related_name="coupons")
+    usage_limit = models.PositiveIntegerField(verbose_name=_("usage limit"), null=True, blank=True)  # None: unlimited
+    used = models.PositiveIntegerField(verbose_name=_("times used"), default=0)
+    starts_at = models.DateTimeField(verbose_name=_("starts at"), null=True, blank=True)
+    expires_at = models.DateTimeField(verbose_name=_("expires at"), null=True, blank=True)
+    active = models.BooleanField(verbose_name=_("active"), default=True)
+    created_at = models.DateTimeField(verbose_name=_("created at"), auto_now_add=True)
 
     class Meta:
         verbose_name = _("coupon")

@@ -13,30 +13,31 @@ class OutboxMessage(models.Model):
     """
 
     class Status(models.TextChoices):
-        PENDING = "pending"
-        SENDING = "sending"
-        SENT = "sent"
-        FAILED = "failed"  # an attempt failed; `next_attempt_at` says when it runs again
-        MANUAL = "manual"  # out of attempts: a human has been alerted
-        HANDLED = "handled"  # closed by a human who dealt with it (kami.delivery.services.delivery_mark_handled)
+        PENDING = "pending", _("Pending")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")  # an attempt failed; `next_attempt_at` says when it runs again
+        MANUAL = "manual", _("Manual")  # out of attempts: a human has been alerted
+        # Closed by a human who dealt with it (kami.delivery.services.delivery_mark_handled).
+        HANDLED = "handled", _("Handled")
 
-    kind = models.CharField(max_length=32)  # order_keys | order_refunded | admin_alert
-    channel = models.CharField(max_length=32)  # email | telegram | webhook | log
-    target = models.CharField(max_length=254)
-    payload = models.JSONField(default=dict, blank=True)
-    dedupe_key = models.CharField(max_length=191, unique=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField()
-    lease_until = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True, default="")
-    message_id = models.CharField(max_length=191, blank=True, default="")
-    created_at = models.DateTimeField()
-    sent_at = models.DateTimeField(null=True, blank=True)
+    kind = models.CharField(verbose_name=_("kind"), max_length=32)  # order_keys | order_refunded | admin_alert
+    channel = models.CharField(verbose_name=_("channel"), max_length=32)  # email | telegram | webhook | log
+    target = models.CharField(verbose_name=_("recipient"), max_length=254)
+    payload = models.JSONField(verbose_name=_("payload"), default=dict, blank=True)
+    dedupe_key = models.CharField(verbose_name=_("deduplication key"), max_length=191, unique=True)
+    status = models.CharField(verbose_name=_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(verbose_name=_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(verbose_name=_("next attempt at"))
+    lease_until = models.DateTimeField(verbose_name=_("lease until"), null=True, blank=True)
+    last_error = models.TextField(verbose_name=_("last error"), blank=True, default="")
+    message_id = models.CharField(verbose_name=_("message id"), max_length=191, blank=True, default="")
+    created_at = models.DateTimeField(verbose_name=_("created at"))
+    sent_at = models.DateTimeField(verbose_name=_("sent at"), null=True, blank=True)
     # Set when a human closes the row (status `handled`): what they did, who, when.
-    note = models.TextField(blank=True, default="")
-    handled_by = models.CharField(max_length=150, blank=True, default="")
-    handled_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(verbose_name=_("note"), blank=True, default="")
+    handled_by = models.CharField(verbose_name=_("handled by"), max_length=150, blank=True, default="")
+    handled_at = models.DateTimeField(verbose_name=_("handled at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("delivery")
@@ -48,11 +49,12 @@ class OutboxMessage(models.Model):
 
 
 class DeliveryAttempt(models.Model):
-    message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="attempt_log")
-    at = models.DateTimeField()
-    ok = models.BooleanField()
-    error = models.TextField(blank=True, default="")
-    worker = models.CharField(max_length=100, blank=True, default="")
+    message = models.ForeignKey(OutboxMessage, verbose_name=_("message"), on_delete=models.CASCADE,
+                                related_name="attempt_log")
+    at = models.DateTimeField(verbose_name=_("time"))
+    ok = models.BooleanField(verbose_name=_("succeeded"))
+    error = models.TextField(verbose_name=_("error"), blank=True, default="")
+    worker = models.CharField(verbose_name=_("worker"), max_length=100, blank=True, default="")
 
     class Meta:
         verbose_name = _("delivery attempt")

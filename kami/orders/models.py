@@ -1,48 +1,51 @@
 from __future__ import annotations
 
 from django.db import models
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_lazy as _, pgettext_lazy
 
 
 class Order(models.Model):
     class Status(models.TextChoices):
-        PENDING = "pending"
-        FULFILLED = "fulfilled"
-        AWAITING_STOCK = "awaiting_stock"
-        AWAITING_MANUAL = "awaiting_manual"  # paid, a `manual` product: staff deliver it (docs/catalog.md)
-        EXPIRED = "expired"
-        REFUNDED = "refunded"
-        FLAGGED = "flagged"
+        PENDING = "pending", pgettext_lazy("order status", "Pending payment")
+        FULFILLED = "fulfilled", pgettext_lazy("order status", "Fulfilled")
+        AWAITING_STOCK = "awaiting_stock", pgettext_lazy("order status", "Awaiting stock")
+        # Paid, a `manual` product: staff deliver it (docs/catalog.md).
+        AWAITING_MANUAL = "awaiting_manual", pgettext_lazy("order status", "Awaiting manual delivery")
+        EXPIRED = "expired", pgettext_lazy("order status", "Expired")
+        REFUNDED = "refunded", pgettext_lazy("order status", "Refunded")
+        FLAGGED = "flagged", pgettext_lazy("order status", "Flagged")
 
-    order_no = models.CharField(max_length=32, unique=True)
-    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="orders")
-    email = models.EmailField(max_length=254)
-    quantity = models.PositiveIntegerField()
-    unit_price = models.DecimalField(max_digits=14, decimal_places=2)
-    amount = models.DecimalField(max_digits=14, decimal_places=2)
-    currency = models.CharField(max_length=5)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    gateway = models.CharField(max_length=32)
+    order_no = models.CharField(verbose_name=_("order number"), max_length=32, unique=True)
+    product = models.ForeignKey("catalog.Product", verbose_name=_("product"), on_delete=models.PROTECT,
+                                related_name="orders")
+    email = models.EmailField(verbose_name=_("email"), max_length=254)
+    quantity = models.PositiveIntegerField(verbose_name=_("quantity"))
+    unit_price = models.DecimalField(verbose_name=_("unit price"), max_digits=14, decimal_places=2)
+    amount = models.DecimalField(verbose_name=_("amount"), max_digits=14, decimal_places=2)
+    currency = models.CharField(verbose_name=_("currency"), max_length=5)
+    status = models.CharField(verbose_name=_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    gateway = models.CharField(verbose_name=_("gateway"), max_length=32)
     # The gateway's own id for this payment, when it gives one at creation (Stripe session,
     # PayPal order, TokenPay Id…): reconciliation and refunds ask about it.
-    gateway_ref = models.CharField(max_length=128, blank=True, default="")
-    token_hash = models.CharField(max_length=64)
+    gateway_ref = models.CharField(verbose_name=_("gateway reference"), max_length=128, blank=True, default="")
+    token_hash = models.CharField(verbose_name=_("token hash"), max_length=64)
     # The buyer's optional lookup password, salted and slow-hashed (make_password); "" when the
     # buyer set none, and then the order is never found by email + password.
-    lookup_hash = models.CharField(max_length=128, blank=True, default="")
-    locale = models.CharField(max_length=10, default="zh-hans")
-    buyer_ip = models.GenericIPAddressField(null=True, blank=True)
-    created_at = models.DateTimeField()
-    expires_at = models.DateTimeField()
-    paid_at = models.DateTimeField(null=True, blank=True)
-    fulfilled_at = models.DateTimeField(null=True, blank=True)
-    flag_reason = models.CharField(max_length=255, blank=True, default="")
+    lookup_hash = models.CharField(verbose_name=_("lookup password hash"), max_length=128, blank=True, default="")
+    locale = models.CharField(verbose_name=_("language"), max_length=10, default="zh-hans")
+    buyer_ip = models.GenericIPAddressField(verbose_name=_("buyer IP address"), null=True, blank=True)
+    created_at = models.DateTimeField(verbose_name=_("created at"))
+    expires_at = models.DateTimeField(verbose_name=_("expires at"))
+    paid_at = models.DateTimeField(verbose_name=_("paid at"), null=True, blank=True)
+    fulfilled_at = models.DateTimeField(verbose_name=_("fulfilled at"), null=True, blank=True)
+    flag_reason = models.CharField(verbose_name=_("flag reason"), max_length=255, blank=True, default="")
     # The coupon redeemed by this order (one use, taken at creation, given back if it expires
     # unpaid) and what it took off; amount = unit_price × quantity − discount.
-    coupon = models.ForeignKey("catalog.Coupon", null=True, blank=True, on_delete=models.PROTECT, related_name="orders")
-    discount = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    coupon = models.ForeignKey("catalog.Coupon", verbose_name=_("coupon"), null=True, blank=True,
+                               on_delete=models.PROTECT, related_name="orders")
+    discount = models.DecimalField(verbose_name=_("discount"), max_digits=14, decimal_places=2, default=0)
     # What the buyer filled in for the product's custom fields: {name: text}.
-    custom_values = models.JSONField(default=dict, blank=True)
+    custom_values = models.JSONField(verbose_name=_("custom values"), default=dict, blank=True)
 
     class Meta:
         verbose_name = _("order")
@@ -70,12 +73,13 @@ class OrderKey(models.Model):
     unique constraint makes a second sale of the same key impossible at the database level;
     for a `reusable` product it is NULL (the same key goes to many orders by design)."""
 
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="order_keys")
-    key = models.ForeignKey("stock.Key", on_delete=models.PROTECT, related_name="order_keys")
+    order = models.ForeignKey(Order, verbose_name=_("order"), on_delete=models.PROTECT, related_name="order_keys")
+    key = models.ForeignKey("stock.Key", verbose_name=_("key"), on_delete=models.PROTECT, related_name="order_keys")
     exclusive_key = models.OneToOneField(
-        "stock.Key", null=True, blank=True, on_delete=models.PROTECT, related_name="exclusive_order_key"
+        "stock.Key", verbose_name=_("exclusive key"), null=True, blank=True, on_delete=models.PROTECT,
+        related_name="exclusive_order_key",
     )
-    position = models.PositiveIntegerField(default=0)
+    position = models.PositiveIntegerField(verbose_name=_("position"), default=0)
 
     class Meta:
         verbose_name = _("order key")
@@ -87,10 +91,10 @@ class OrderKey(models.Model):
 class OrderEvent(models.Model):
     """Append-only history of an order."""
 
-    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
-    at = models.DateTimeField()
-    kind = models.CharField(max_length=40)
-    detail = models.JSONField(default=dict, blank=True)
+    order = models.ForeignKey(Order, verbose_name=_("order"), on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(verbose_name=_("time"))
+    kind = models.CharField(verbose_name=_("kind"), max_length=40)
+    detail = models.JSONField(verbose_name=_("detail"), default=dict, blank=True)
 
     class Meta:
         verbose_name = _("order event")

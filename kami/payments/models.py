@@ -8,12 +8,12 @@ class GatewayAccount(models.Model):
     """A configured gateway. `config` holds the non-secret settings; secrets (keys, tokens) are
     one JSON object encrypted with the data key and are never shown back."""
 
-    name = models.CharField(max_length=32, unique=True)
-    enabled = models.BooleanField(default=False)
-    config = models.JSONField(default=dict, blank=True)
-    secrets_ciphertext = models.BinaryField(null=True, blank=True)
-    secrets_key_id = models.CharField(max_length=16, blank=True, default="")
-    updated_at = models.DateTimeField(auto_now=True)
+    name = models.CharField(verbose_name=_("name"), max_length=32, unique=True)
+    enabled = models.BooleanField(verbose_name=_("enabled"), default=False)
+    config = models.JSONField(verbose_name=_("settings"), default=dict, blank=True)
+    secrets_ciphertext = models.BinaryField(verbose_name=_("encrypted secrets"), null=True, blank=True)
+    secrets_key_id = models.CharField(verbose_name=_("data key id"), max_length=16, blank=True, default="")
+    updated_at = models.DateTimeField(verbose_name=_("updated at"), auto_now=True)
 
     def __str__(self) -> str:
         return self.name
@@ -27,12 +27,13 @@ class Payment(models.Model):
     """A gateway trade applied to an order. `(gateway, trade_no)` is unique: a trade is applied
     at most once, whatever the number of notifications (invariant 3)."""
 
-    order = models.ForeignKey("orders.Order", on_delete=models.PROTECT, related_name="payments")
-    gateway = models.CharField(max_length=32)
-    trade_no = models.CharField(max_length=128)
-    amount = models.DecimalField(max_digits=14, decimal_places=2)
-    currency = models.CharField(max_length=5)
-    created_at = models.DateTimeField()
+    order = models.ForeignKey("orders.Order", verbose_name=_("order"), on_delete=models.PROTECT,
+                              related_name="payments")
+    gateway = models.CharField(verbose_name=_("gateway"), max_length=32)
+    trade_no = models.CharField(verbose_name=_("trade number"), max_length=128)
+    amount = models.DecimalField(verbose_name=_("amount"), max_digits=14, decimal_places=2)
+    currency = models.CharField(verbose_name=_("currency"), max_length=5)
+    created_at = models.DateTimeField(verbose_name=_("created at"))
 
     class Meta:
         verbose_name = _("payment")
@@ -45,28 +46,28 @@ class Notification(models.Model):
     kept whatever the outcome."""
 
     class Result(models.TextChoices):
-        RECEIVED = "received"
-        REJECTED = "rejected"  # failed verification
-        FULFILLED = "fulfilled"
-        AWAITING_STOCK = "awaiting_stock"
-        AWAITING_MANUAL = "awaiting_manual"  # a `manual` product: paid, staff deliver it
-        DUPLICATE = "duplicate"
-        FLAGGED = "flagged"
-        UNKNOWN_ORDER = "unknown_order"
-        IGNORED = "ignored"  # verified, but not a "paid" event
-        ERROR = "error"  # transient failure; the gateway is asked to retry
+        RECEIVED = "received", _("Received")
+        REJECTED = "rejected", _("Rejected")  # failed verification
+        FULFILLED = "fulfilled", _("Fulfilled")
+        AWAITING_STOCK = "awaiting_stock", _("Awaiting stock")
+        AWAITING_MANUAL = "awaiting_manual", _("Awaiting manual delivery")  # a `manual` product: paid, staff deliver it
+        DUPLICATE = "duplicate", _("Duplicate")
+        FLAGGED = "flagged", _("Flagged")
+        UNKNOWN_ORDER = "unknown_order", _("Unknown order")
+        IGNORED = "ignored", _("Ignored")  # verified, but not a "paid" event
+        ERROR = "error", _("Error")  # transient failure; the gateway is asked to retry
 
-    gateway = models.CharField(max_length=32)
-    received_at = models.DateTimeField()
-    method = models.CharField(max_length=8)
-    remote_addr = models.CharField(max_length=64, blank=True, default="")
-    headers = models.JSONField(default=dict, blank=True)
-    body = models.TextField(blank=True, default="")
-    verified = models.BooleanField(default=False)
-    order_no = models.CharField(max_length=64, blank=True, default="")
-    trade_no = models.CharField(max_length=128, blank=True, default="")
-    result = models.CharField(max_length=16, choices=Result.choices, default=Result.RECEIVED)
-    error = models.TextField(blank=True, default="")
+    gateway = models.CharField(verbose_name=_("gateway"), max_length=32)
+    received_at = models.DateTimeField(verbose_name=_("received at"))
+    method = models.CharField(verbose_name=_("HTTP method"), max_length=8)
+    remote_addr = models.CharField(verbose_name=_("remote address"), max_length=64, blank=True, default="")
+    headers = models.JSONField(verbose_name=_("headers"), default=dict, blank=True)
+    body = models.TextField(verbose_name=_("body"), blank=True, default="")
+    verified = models.BooleanField(verbose_name=_("verified"), default=False)
+    order_no = models.CharField(verbose_name=_("order number"), max_length=64, blank=True, default="")
+    trade_no = models.CharField(verbose_name=_("trade number"), max_length=128, blank=True, default="")
+    result = models.CharField(verbose_name=_("result"), max_length=16, choices=Result.choices, default=Result.RECEIVED)
+    error = models.TextField(verbose_name=_("error"), blank=True, default="")
 
     class Meta:
         verbose_name = _("gateway notification")

@@ -7,14 +7,15 @@ from django.utils.translation import gettext_lazy as _
 class ImportBatch(models.Model):
     """One import or generation run: who, when, from where, and what came of it."""
 
-    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="batches")
-    source = models.CharField(max_length=255)
-    actor = models.CharField(max_length=150, default="cli")
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    imported = models.PositiveIntegerField(default=0)
-    duplicates = models.PositiveIntegerField(default=0)
-    invalid = models.PositiveIntegerField(default=0)
+    product = models.ForeignKey("catalog.Product", verbose_name=_("product"), on_delete=models.PROTECT,
+                                related_name="batches")
+    source = models.CharField(verbose_name=_("source"), max_length=255)
+    actor = models.CharField(verbose_name=_("actor"), max_length=150, default="cli")
+    created_at = models.DateTimeField(verbose_name=_("created at"), auto_now_add=True)
+    finished_at = models.DateTimeField(verbose_name=_("finished at"), null=True, blank=True)
+    imported = models.PositiveIntegerField(verbose_name=_("imported"), default=0)
+    duplicates = models.PositiveIntegerField(verbose_name=_("duplicates"), default=0)
+    invalid = models.PositiveIntegerField(verbose_name=_("invalid"), default=0)
 
     class Meta:
         verbose_name = _("import batch")
@@ -26,22 +27,24 @@ class Key(models.Model):
     `key_id`; `fingerprint` (HMAC-SHA256 of the normalised key) decides uniqueness."""
 
     class Status(models.TextChoices):
-        AVAILABLE = "available"
-        SOLD = "sold"
-        VOID = "void"
+        AVAILABLE = "available", _("Available")
+        SOLD = "sold", _("Sold")
+        VOID = "void", _("Void")
 
     # No index of its own: `key_claim` and `key_unique_per_product` both lead with product_id. A
     # lone product_id index only tempts PostgreSQL, on stale statistics, into scanning every key
     # of a product for a fingerprint lookup (a 1M-key import went from 70 s to over 10 minutes).
-    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="keys", db_index=False)
-    ciphertext = models.BinaryField()
-    key_id = models.CharField(max_length=16)
-    fingerprint = models.CharField(max_length=64)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.AVAILABLE)
-    batch = models.ForeignKey(ImportBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="keys")
-    created_at = models.DateTimeField(auto_now_add=True)
-    sold_at = models.DateTimeField(null=True, blank=True)
-    void_reason = models.CharField(max_length=200, blank=True, default="")
+    product = models.ForeignKey("catalog.Product", verbose_name=_("product"), on_delete=models.PROTECT,
+                                related_name="keys", db_index=False)
+    ciphertext = models.BinaryField(verbose_name=_("ciphertext"))
+    key_id = models.CharField(verbose_name=_("data key id"), max_length=16)
+    fingerprint = models.CharField(verbose_name=_("fingerprint"), max_length=64)
+    status = models.CharField(verbose_name=_("status"), max_length=10, choices=Status.choices, default=Status.AVAILABLE)
+    batch = models.ForeignKey(ImportBatch, verbose_name=_("batch"), null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="keys")
+    created_at = models.DateTimeField(verbose_name=_("created at"), auto_now_add=True)
+    sold_at = models.DateTimeField(verbose_name=_("sold at"), null=True, blank=True)
+    void_reason = models.CharField(verbose_name=_("void reason"), max_length=200, blank=True, default="")
 
     class Meta:
         verbose_name = _("key")
@@ -64,42 +67,45 @@ class ImportJob(models.Model):
     every chunk: they are the progress bar and the checkpoint a resumed run continues from."""
 
     class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
 
     class Format(models.TextChoices):
-        TXT = "txt"
-        CSV = "csv"
+        TXT = "txt", _("Text (.txt)")
+        CSV = "csv", _("CSV table (.csv)")
 
-    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="import_jobs")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    filename = models.CharField(max_length=255)
-    fmt = models.CharField(max_length=4, choices=Format.choices, default=Format.TXT)
-    column = models.CharField(max_length=200, blank=True, default="")  # csv: header name or 1-based number
-    actor = models.CharField(max_length=150)
-    ip = models.CharField(max_length=45, blank=True, default="")
-    batch = models.ForeignKey(ImportBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
-    bytes_total = models.BigIntegerField(default=0)
-    bytes_done = models.BigIntegerField(default=0)
-    lines_done = models.PositiveIntegerField(default=0)
-    imported = models.PositiveIntegerField(default=0)
-    duplicates = models.PositiveIntegerField(default=0)
-    duplicates_in_file = models.PositiveIntegerField(default=0)
-    invalid = models.PositiveIntegerField(default=0)
-    blank = models.PositiveIntegerField(default=0)
-    report_path = models.CharField(max_length=500, blank=True, default="")
-    report_bytes = models.BigIntegerField(default=0)
-    error = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField()
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    product = models.ForeignKey("catalog.Product", verbose_name=_("product"), on_delete=models.PROTECT,
+                                related_name="import_jobs")
+    status = models.CharField(verbose_name=_("status"), max_length=10, choices=Status.choices, default=Status.QUEUED)
+    filename = models.CharField(verbose_name=_("file name"), max_length=255)
+    fmt = models.CharField(verbose_name=_("format"), max_length=4, choices=Format.choices, default=Format.TXT)
+    # csv: header name or 1-based number.
+    column = models.CharField(verbose_name=_("column"), max_length=200, blank=True, default="")
+    actor = models.CharField(verbose_name=_("actor"), max_length=150)
+    ip = models.CharField(verbose_name=_("IP address"), max_length=45, blank=True, default="")
+    batch = models.ForeignKey(ImportBatch, verbose_name=_("batch"), null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="jobs")
+    bytes_total = models.BigIntegerField(verbose_name=_("file size (bytes)"), default=0)
+    bytes_done = models.BigIntegerField(verbose_name=_("bytes read"), default=0)
+    lines_done = models.PositiveIntegerField(verbose_name=_("lines read"), default=0)
+    imported = models.PositiveIntegerField(verbose_name=_("imported"), default=0)
+    duplicates = models.PositiveIntegerField(verbose_name=_("duplicates"), default=0)
+    duplicates_in_file = models.PositiveIntegerField(verbose_name=_("duplicates in the file"), default=0)
+    invalid = models.PositiveIntegerField(verbose_name=_("invalid"), default=0)
+    blank = models.PositiveIntegerField(verbose_name=_("blank lines"), default=0)
+    report_path = models.CharField(verbose_name=_("report path"), max_length=500, blank=True, default="")
+    report_bytes = models.BigIntegerField(verbose_name=_("report size (bytes)"), default=0)
+    error = models.TextField(verbose_name=_("error"), blank=True, default="")
+    created_at = models.DateTimeField(verbose_name=_("created at"))
+    started_at = models.DateTimeField(verbose_name=_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(verbose_name=_("finished at"), null=True, blank=True)
     # The worker running it and until when; a lease that ran out means that worker died, and
     # the next worker resumes the job from its checkpoint.
-    lease_owner = models.CharField(max_length=100, blank=True, default="")
-    lease_until = models.DateTimeField(null=True, blank=True)
-    runs = models.PositiveSmallIntegerField(default=0)
+    lease_owner = models.CharField(verbose_name=_("lease owner"), max_length=100, blank=True, default="")
+    lease_until = models.DateTimeField(verbose_name=_("lease until"), null=True, blank=True)
+    runs = models.PositiveSmallIntegerField(verbose_name=_("runs"), default=0)
 
     class Meta:
         verbose_name = _("import job")

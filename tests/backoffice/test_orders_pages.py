@@ -139,7 +139,7 @@ def test_filters_narrow_the_list(make_product, query, finds):
 
 
 def test_the_date_drill_down_is_there_where_the_database_can_group_by_day(make_product):
-    from kami.backoffice.admin.orders import _dates_by_zone
+    from kami.backoffice.admin.readonly import _dates_by_zone
 
     paid_order(shop(make_product))
     page = texts(signed_in("operator").get(admin_url("orders/order/")))

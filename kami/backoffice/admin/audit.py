@@ -11,7 +11,7 @@ from kami.backoffice.site import site
 @admin.register(AuditLog, site=site)
 class AuditLogAdmin(ReadOnlyAdmin):
     list_display = ("at", "actor", "action", "object_type", "object_id", "ip")
-    list_filter = ("action", "object_type")
+    list_filter = ("action", "object_type", ("at", admin.DateFieldListFilter))
     search_fields = ("actor", "action", "object_id", "ip")
     date_hierarchy = "at"
     readonly_fields = ("at", "actor", "action", "object_type", "object_id", "ip", "detail")

@@ -4,41 +4,13 @@ action on the detail page (kami.backoffice.pages.orders) that calls one service,
 order's history and writes the audit log."""
 from __future__ import annotations
 
-from functools import cache
-
-from django.conf import settings
 from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
-from django.db import connection
 from django.utils.translation import gettext_lazy as _
 
 from kami.backoffice.admin.readonly import ReadOnlyAdmin
 from kami.backoffice.pages import orders as pages
 from kami.backoffice.site import site
 from kami.orders.models import Order
-
-DATE_HIERARCHY_ARG = 5  # position of `date_hierarchy` in ChangeList's arguments
-
-
-@cache
-def _dates_by_zone() -> bool:
-    """Whether the database can group datetimes by day in the shop's time zone. MySQL/MariaDB can
-    only once its time zone tables are loaded (mysql_tzinfo_to_sql); without them Django's date
-    drill-down fails, so the list keeps the date filter alone."""
-    if connection.vendor != "mysql" or not settings.USE_TZ:
-        return True
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT CONVERT_TZ('2000-01-01 00:00:00', 'UTC', %s)", [settings.TIME_ZONE])
-        return cursor.fetchone()[0] is not None
-
-
-class OrderChangeList(ChangeList):
-    def __init__(self, *args, **kwargs):
-        if not _dates_by_zone():
-            args = list(args)
-            args[DATE_HIERARCHY_ARG] = None
-        super().__init__(*args, **kwargs)
-
 
 @admin.register(Order, site=site)
 class OrderAdmin(ReadOnlyAdmin):
@@ -75,7 +47,7 @@ class OrderAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("status"), ordering="status")
     def state(self, obj: Order) -> str:
-        return obj.status
+        return obj.get_status_display()
 
     @admin.display(description=_("created"), ordering="created_at")
     def created(self, obj: Order):
@@ -84,9 +56,6 @@ class OrderAdmin(ReadOnlyAdmin):
     @admin.display(description=_("paid"), ordering="paid_at")
     def paid(self, obj: Order):
         return obj.paid_at
-
-    def get_changelist(self, request, **kwargs):
-        return OrderChangeList
 
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

@@ -109,7 +109,8 @@ def order_timeline(*, order: Order, user) -> list[Entry]:
 def _keys_of(order: Order) -> list[dict]:
     rows = OrderKey.objects.filter(order=order).select_related("key").order_by("position", "id")
     return [{"pk": r.key_id, "position": r.position + 1, "fingerprint": r.key.fingerprint[:FP],
-             "status": r.key.status, "void_reason": r.key.void_reason} for r in rows]
+             "status": r.key.status, "status_label": r.key.get_status_display(), "void_reason": r.key.void_reason}
+            for r in rows]
 
 
 def _actions(order: Order, user, keys: list[dict]) -> dict:
