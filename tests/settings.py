@@ -14,6 +14,8 @@ os.environ.setdefault("KAMI_BASE_URL", "http://testserver")
 from kami.settings import *  # noqa: E402,F401,F403
 from kami.settings import DATABASES  # noqa: E402
 
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "tests.backends.postgresql"  # DELETE, not TRUNCATE, between tests
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not :memory:, so threads and subprocesses see the same database.
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["KAMI_DATA_DIR"], "test-kami.sqlite3")}

@@ -54,14 +54,11 @@ ROLE_PERMISSIONS: dict[Role, tuple[str, ...]] = {
 
 
 def _permissions(names: tuple[str, ...]) -> list[Permission]:
-    found = []
-    for name in names:
-        app_label, codename = name.split(".", 1)
-        perm = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
-        if perm is None:
-            log.debug("role permission %s does not exist (no such model here); skipped", name)
-        else:
-            found.append(perm)
+    wanted = {tuple(name.split(".", 1)) for name in names}
+    found = [p for p in Permission.objects.filter(content_type__app_label__in={a for a, _ in wanted})
+             .select_related("content_type") if (p.content_type.app_label, p.codename) in wanted]
+    for app_label, codename in wanted - {(p.content_type.app_label, p.codename) for p in found}:
+        log.debug("role permission %s.%s does not exist (no such model here); skipped", app_label, codename)
     return found
 
 

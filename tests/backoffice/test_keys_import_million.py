@@ -6,7 +6,6 @@ build the whole multipart body in memory), so what is measured is the server's s
 from __future__ import annotations
 
 import re
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -18,6 +17,7 @@ from kami.fulfilment.imports import import_jobs_run_due
 from kami.stock.models import ImportJob, Key
 from kami.stock.vault import key_fingerprint
 from tests.backoffice.staffing import admin_url, signed_in
+from tests.memory import RssWatch
 
 LINES = 1_000_000
 BOUNDARY = "kami-test-boundary-7f3a9c"
@@ -47,30 +47,6 @@ def _multipart(path: Path, product_id: int) -> int:
         out.write(b"GIFT-000000007-QX7R\n\nBAD\x00KEY\n")
         out.write(f"\r\n--{BOUNDARY}--\r\n".encode())
     return path.stat().st_size
-
-
-class RssWatch(threading.Thread):
-    """Samples the process's resident memory every 20 ms; `growth` is the peak over the start."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.start_rss = self.peak = _rss()
-        self.done = threading.Event()
-
-    def run(self):
-        while not self.done.wait(0.02):
-            self.peak = max(self.peak, _rss())
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.start_rss
-
-
-def _rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 @pytest.mark.slow
