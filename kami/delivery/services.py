@@ -41,30 +41,34 @@ def outbox_enqueue(*, kind: str, channel: str, target: str, dedupe_key: str, pay
         return None
 
 
-def order_keys_enqueue(*, order_id: int, email: str) -> None:
+def order_keys_enqueue(*, order_id: int, email: str, resend: int = 0) -> OutboxMessage:
     """Queue an order's key delivery. Called once per order, by the transaction that fulfils it
     (the order row is locked and leaves its state there), so no savepoint is spent on dedupe;
-    the unique dedupe key would still refuse a second row."""
+    the unique dedupe key would still refuse a second row. `resend` n > 0: the n-th resend by
+    staff (its own row, dedupe key and Message-ID)."""
     now = clock.now()
-    OutboxMessage.objects.create(kind="order_keys", channel="email", target=email, dedupe_key=f"order_keys:{order_id}:email",
-                                 payload={"order_id": order_id}, next_attempt_at=now, created_at=now)
+    dedupe_key, payload = f"order_keys:{order_id}:email", {"order_id": order_id}
+    if resend:
+        dedupe_key, payload = f"order_keys:{order_id}:resend:{resend}", {"order_id": order_id, "resend": resend}
+    return OutboxMessage.objects.create(kind="order_keys", channel="email", target=email, dedupe_key=dedupe_key,
+                                        payload=payload, next_attempt_at=now, created_at=now)
 
 
-def admin_alert(*, event: str, dedupe_key: str, params: dict | None = None, text: str = "",
-                subject: str = "", body: str = "") -> list[OutboxMessage]:
+def admin_alert(*, event: str, dedupe_key: str, params: dict | None = None, text: str = "") -> list[OutboxMessage]:
     """Tell the merchant something needs a human, on every configured channel (email, Telegram,
     webhook; the log when none is). One row per (event, channel): the same event queued again —
     a repeated notification, a retry — adds nothing, so it alerts once per channel.
 
     The text is the catalogue entry `text` (default: the event) of kami.delivery.alerts, rendered
-    with `params` in KAMI_ADMIN_LANGUAGE. `subject`/`body` without `params`, or for a text the
-    catalogue does not have (yet), are sent as given, untranslated. Returns the rows queued now."""
-    key = text or event
-    if key in ALERTS and (params or not subject):
-        subject, body = alert_render(text=key, params=params or {})
-    elif not subject:  # never fail the caller's transaction (a payment confirm) over an alert's wording
+    with `params` in KAMI_ADMIN_LANGUAGE. An entry the catalogue lacks is sent as the event and its
+    values, untranslated (and logged): an alert's wording never fails the caller's transaction.
+    Returns the rows queued now."""
+    key, params = text or event, params or {}
+    if key in ALERTS:
+        subject, body = alert_render(text=key, params=params)
+    else:
         log.warning("admin alert %r is not in kami.delivery.alerts.ALERTS: sent untranslated; add it there", key)
-        subject, body = f"{event}: {dedupe_key}", "\n".join(f"{k}: {v}" for k, v in (params or {}).items())
+        subject, body = f"{event}: {dedupe_key}", "\n".join(f"{k}: {v}" for k, v in params.items())
     event_id = _event_id(event, dedupe_key)
     payload = {"event": event, "id": event_id, "subject": subject, "body": body, "language": admin_language()}
     queued = []
@@ -131,12 +135,8 @@ def order_delivery_resend(*, order_id: int, actor: str, ip: str = "") -> OutboxM
         if order.status != Order.Status.FULFILLED:
             raise BadInput(f"order {order.order_no} is {order.status}, not fulfilled: it has no keys to resend"
                            f"{_RESEND_HINTS.get(order.status, '')}")
-        prefix = f"order_keys:{order.pk}:resend:"
-        n = OutboxMessage.objects.filter(dedupe_key__startswith=prefix).count() + 1
-        now = clock.now()
-        row = OutboxMessage.objects.create(kind="order_keys", channel="email", target=order.email,
-                                           dedupe_key=f"{prefix}{n}", payload={"order_id": order.pk, "resend": n},
-                                           next_attempt_at=now, created_at=now)
+        n = OutboxMessage.objects.filter(dedupe_key__startswith=f"order_keys:{order.pk}:resend:").count() + 1
+        row = order_keys_enqueue(order_id=order.pk, email=order.email, resend=n)
         order_event(order=order, kind="delivery_resent", message_id=row.pk, actor=actor)
         audit_record(actor=actor, action="order.resend_delivery", obj_type="order", obj_id=order.order_no, ip=ip,
                      message_id=row.pk, resend=n)

@@ -117,11 +117,11 @@ def _fulfil(order: Order, *, wait: bool) -> bool:
     order_event(order=order, kind="fulfilled", keys=len(ids))
     order_keys_enqueue(order_id=order.pk, email=order.email)
     if exclusive:
-        _low_stock_check(product)
+        low_stock_check(product)
     return True
 
 
-def _low_stock_check(product: Product) -> None:
+def low_stock_check(product: Product) -> None:
     """Queue one alert when available stock falls below the threshold (once per episode)."""
     if not product.low_stock or product.low_stock_alerted:
         return
@@ -139,8 +139,7 @@ def _flag(order: Order, reason: str, detail: str, **params: str) -> Outcome:
         order.save(update_fields=["status", "flag_reason"])
     order_event(order=order, kind="flagged", reason=reason, detail=detail)
     admin_alert(event="flagged", dedupe_key=f"{order.order_no}:{reason}", text=f"flagged.{reason}",
-                params={"order_no": order.order_no, **params},
-                subject=f"Order {order.order_no} needs review: {reason}", body=detail)  # fallback for a new reason
+                params={"order_no": order.order_no, **params})
     return Outcome.FLAGGED
 
 

@@ -17,7 +17,7 @@ from kami.audit.services import audit_record
 from kami.catalog.models import Product
 from kami.core.errors import BadInput, Conflict, NotFound, SoldOut
 from kami.delivery.services import outbox_enqueue
-from kami.fulfilment.confirm import _low_stock_check
+from kami.fulfilment.confirm import low_stock_check
 from kami.orders.models import Order, OrderKey
 from kami.orders.services import order_event
 from kami.stock.claim import ShortClaim, keys_claim
@@ -58,7 +58,7 @@ def _replace(order_no: str, key_pk: int, reason: str, actor: str, ip: str, *, wa
         link.key, link.exclusive_key = new, new
         link.save(update_fields=["key", "exclusive_key"])
         _record(order, old, new, link.position, reason, actor, ip)
-        _low_stock_check(order.product)
+        low_stock_check(order.product)
     return new
 
 

@@ -82,7 +82,7 @@ def test_claim_skips_rows_another_worker_holds_instead_of_waiting(server_db, smt
     from kami.delivery.worker import outbox_claim
 
     for i in range(3):
-        admin_alert(event="e", dedupe_key=str(i), subject=f"alert {i}", body="")
+        admin_alert(event="e", dedupe_key=str(i))
     first = OutboxMessage.objects.order_by("id").first()
     locked, release = threading.Event(), threading.Event()
 
@@ -123,7 +123,7 @@ def test_claim_queries_walk_the_index_without_sorting_on_mariadb(server_db):
     from kami.delivery.worker import due_querysets
 
     for i in range(50):
-        admin_alert(event="e", dedupe_key=str(i), subject="s", body="")
+        admin_alert(event="e", dedupe_key=str(i))
     for due in due_querysets(clock.now()):
         with transaction.atomic():  # FOR UPDATE needs one
             plan = due[:10].explain()

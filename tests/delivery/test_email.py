@@ -91,9 +91,10 @@ def test_temporarily_refused_recipient_is_retried(smtp, fulfilled_order):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_admin_alert_email(smtp):
-    admin_alert(event="low_stock", dedupe_key="p1", subject="Low stock: steam-100 has 2 keys left",
-                body="Import more keys.")
+def test_admin_alert_email(smtp, settings):
+    settings.KAMI_ADMIN_LANGUAGE = "en"
+    admin_alert(event="low_stock", dedupe_key="p1",
+                params={"product": "steam-100", "product_name": "Steam 100", "left": 2, "threshold": 5})
     assert run_once("w1") == 1
     [mail] = smtp.to("owner@shop.test")
     assert str(mail["Subject"]) == "[Kami] Low stock: steam-100 has 2 keys left"
@@ -103,8 +104,9 @@ def test_admin_alert_email(smtp):
 
 @pytest.mark.django_db(transaction=True)
 def test_without_admin_email_alerts_go_to_the_log(smtp, settings, caplog):
-    settings.KAMI_ADMIN_EMAIL = ""
-    admin_alert(event="flagged", dedupe_key="o1", subject="Order 1 needs review", body="…")
+    settings.KAMI_ADMIN_EMAIL, settings.KAMI_ADMIN_LANGUAGE = "", "en"
+    admin_alert(event="flagged", dedupe_key="o1", text="flagged.amount_mismatch",
+                params={"order_no": "1", "paid": "1.00 CNY", "expected": "2.00 CNY"})
     with caplog.at_level(logging.WARNING, logger="kami.alerts"):
         run_once("w1")
     assert any("Order 1 needs review" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)

@@ -77,7 +77,9 @@ def test_past_the_last_attempt_goes_manual_and_the_merchant_is_emailed(smtp, set
 def test_an_alert_that_cannot_be_sent_is_logged_not_alerted_about(smtp, settings, caplog):
     settings.KAMI_DELIVERY_BACKOFF = []
     settings.EMAIL_PORT = free_port()
-    admin_alert(event="low_stock", dedupe_key="p1", subject="Low stock", body="Import keys.")
+    settings.KAMI_ADMIN_LANGUAGE = "en"
+    admin_alert(event="low_stock", dedupe_key="p1",
+                params={"product": "steam-100", "product_name": "Steam 100", "left": 2, "threshold": 5})
     with caplog.at_level(logging.ERROR, logger="kami.delivery.worker"):
         run_once("w1")
     assert OutboxMessage.objects.get().status == "manual"
@@ -152,7 +154,7 @@ def test_a_worker_whose_lease_expired_cannot_record_its_result(settings, monkeyp
 @pytest.mark.django_db(transaction=True)
 def test_stopping_releases_claimed_messages_at_once(smtp):
     for i in range(3):
-        admin_alert(event="e", dedupe_key=str(i), subject=f"alert {i}", body="")
+        admin_alert(event="e", dedupe_key=str(i))
     stop = threading.Event()
     stop.set()
     assert run_once("w1", stop_event=stop) == 0
@@ -162,7 +164,7 @@ def test_stopping_releases_claimed_messages_at_once(smtp):
 
 @pytest.mark.django_db(transaction=True)
 def test_release_only_touches_rows_still_leased_to_us(smtp):
-    admin_alert(event="e", dedupe_key="1", subject="a", body="")
+    admin_alert(event="e", dedupe_key="1")
     [mine] = outbox_claim(worker_id="w1", limit=5)
     clock.travel(timedelta(days=1))
     assert run_once("w2") == 1
@@ -265,7 +267,7 @@ def test_keys_of_an_order_refunded_before_delivery_are_not_sent(smtp, fulfilled_
 def test_outbox_perform_refuses_to_run_inside_a_transaction(smtp):
     from django.db import transaction
 
-    admin_alert(event="e", dedupe_key="1", subject="a", body="")
+    admin_alert(event="e", dedupe_key="1")
     [message] = outbox_claim(worker_id="w1", limit=1)
     with pytest.raises(RuntimeError, match="outside a transaction"):
         with transaction.atomic():
