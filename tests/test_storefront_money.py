@@ -15,7 +15,7 @@ from kami.catalog.services import tier_price_set
 from kami.core.shop import shop_settings_update
 from kami.delivery.services import outbox_enqueue
 from kami.delivery.worker import run_once
-from kami.storefront.templatetags.kami_shop import money_format
+from kami.core.templatetags.kami_money import money_format
 from tests.delivery.conftest import fulfilled_order, real_time, smtp  # noqa: F401 (fixtures)
 from tests.factories import add_keys
 from tests.sandbox_play import enable_sandbox

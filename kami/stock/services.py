@@ -7,6 +7,7 @@ re-exported here so callers need one module.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -32,9 +33,20 @@ MIN_PREFIX = 6
 
 def keys_export(*, product: Product, status: str = "available", fmt: str = "txt", out: TextIO, actor: str,
                 ip: str = "", chunk_size: int = 2000) -> int:
-    """Write the product's keys in plaintext to `out`; return how many keys were written.
+    """Write the product's keys in plaintext to `out`; return how many keys were written."""
+    written = 0
+    for text, keys in keys_export_chunks(product=product, status=status, fmt=fmt, actor=actor, ip=ip,
+                                         chunk_size=chunk_size):
+        out.write(text)
+        written += keys
+    return written
 
-    The audit row is written *before* the first key leaves, so an export cut short is still on
+
+def keys_export_chunks(*, product: Product, status: str = "available", fmt: str = "txt", actor: str, ip: str = "",
+                       chunk_size: int = 2000) -> Iterator[tuple[str, int]]:
+    """The export as (text, number of keys in it) a chunk at a time, for a file or a download.
+
+    Checked and audited now, before the first key leaves, so an export cut short is still on
     record. Keys are read in id order a chunk at a time (keyset paging: flat memory on every
     engine and no long-open cursor); a key sold while the export runs may show either status.
     """
@@ -47,10 +59,14 @@ def keys_export(*, product: Product, status: str = "available", fmt: str = "txt"
         keys = keys.filter(status=status)
     audit_record(actor=actor, action="keys.export", obj_type="product", obj_id=product.slug, ip=ip,
                  status=status, format=fmt, count=keys.count())
-    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    return _export_text(keys, fmt=fmt, chunk_size=chunk_size)
+
+
+def _export_text(keys, *, fmt: str, chunk_size: int) -> Iterator[tuple[str, int]]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n") if fmt == "csv" else None
     if writer:
         writer.writerow(CSV_HEADER)
-    written = 0
     for rows in _chunks(keys, chunk_size):
         orders = _order_numbers([r[0] for r in rows]) if writer else {}
         for pk, key_id, blob, key_status, sold_at in rows:
@@ -59,9 +75,12 @@ def keys_export(*, product: Product, status: str = "available", fmt: str = "txt"
                 stamp = sold_at.isoformat() if sold_at else ""
                 writer.writerows((plain, key_status, no, stamp) for no in orders.get(pk, [""]))
             else:
-                out.write(plain + "\n")
-            written += 1
-    return written
+                buffer.write(plain + "\n")
+        yield buffer.getvalue(), len(rows)
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():  # a CSV header with no keys after it
+        yield buffer.getvalue(), 0
 
 
 def _chunks(keys, size: int) -> Iterator[list[tuple]]:

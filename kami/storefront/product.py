@@ -2,7 +2,6 @@
 always priced by catalog.services.price_for, the tier table here only shows the same tiers."""
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
@@ -25,11 +24,11 @@ def product_page(request: HttpRequest, slug: str, *, form=None, error: str = "",
     `errors`: the order's field errors (coupon, custom fields) shown beside their inputs."""
     product = _active_product(slug)
     if product is None:
-        return render(request, "storefront/not_found_product.html", {"shop_name": settings.KAMI_SHOP_NAME}, status=404)
+        return render(request, "storefront/not_found_product.html", status=404)
     return render(request, "storefront/product.html", {
         **buy_form_context(request, product, form, errors), "tiers": tier_prices_list(product=product), "product": product,
         "description": description_html(product.description), "stock": stock_state(product=product),
-        "gateways": gateways_enabled(), "shop_name": settings.KAMI_SHOP_NAME,
+        "gateways": gateways_enabled(),
         "form": form or {}, "error": error, "captcha": captcha_new(),
     }, status=status)
 

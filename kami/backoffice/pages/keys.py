@@ -4,15 +4,12 @@ one service with the actor and IP, and renders. A key's plaintext appears on exa
 the answer to the reveal POST, sent no-store."""
 from __future__ import annotations
 
-import queue
-import threading
 from pathlib import Path
 
 from django import forms
 from django.contrib import messages
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
 from django.http import FileResponse, Http404, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -29,10 +26,9 @@ from kami.stock import jobs
 from kami.stock.generator import DEFAULT_PATTERN
 from kami.stock.models import ImportJob, Key
 from kami.stock.selectors import import_job_get
-from kami.stock.services import key_restore, key_reveal, key_void, keys_export, keys_generate
+from kami.stock.services import key_restore, key_reveal, key_void, keys_export_chunks, keys_generate
 
 GENERATE_MAX = 100_000  # in one request; the CLI (`kami keys generate`) goes to 1,000,000
-EXPORT_QUEUE = 64  # chunks of text in flight between the export thread and the response
 
 
 def _site():
@@ -292,75 +288,13 @@ def export_page(request):
     form = ExportForm(request.POST or None, initial=_product_initial(request))
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        chunks = _export_stream(product=data["product"], status=data["status"], fmt=data["fmt"],
-                                actor=actor_of(request), ip=ip_of(request))
-        response = StreamingHttpResponse(chunks, content_type=f"text/{'csv' if data['fmt'] == 'csv' else 'plain'}; "
-                                                              "charset=utf-8")
+        chunks = keys_export_chunks(product=data["product"], status=data["status"], fmt=data["fmt"],
+                                    actor=actor_of(request), ip=ip_of(request))  # audited before the first key
+        kind = "csv" if data["fmt"] == "csv" else "plain"
+        response = StreamingHttpResponse((text.encode() for text, _count in chunks),
+                                         content_type=f"text/{kind}; charset=utf-8")
         name = f"{data['product'].slug}-{data['status']}.{data['fmt']}"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         response["Cache-Control"] = "no-store, private"
         return response
     return _page(request, "export.html", _("Export keys"), form=form)
-
-
-class _QueueWriter:
-    """The file `keys_export` writes to: text goes to a bounded queue a chunk at a time, so the
-    export runs no further ahead of the download than EXPORT_QUEUE chunks."""
-
-    def __init__(self, out: queue.Queue, cancelled: threading.Event, size: int = 64 * 1024):
-        self.out, self.cancelled, self.size, self.parts, self.held = out, cancelled, size, [], 0
-
-    def write(self, text: str) -> int:
-        self.parts.append(text)
-        self.held += len(text)
-        if self.held >= self.size:
-            self.flush()
-        return len(text)
-
-    def flush(self) -> None:
-        if self.parts:
-            while not self.cancelled.is_set():
-                try:
-                    self.out.put("".join(self.parts).encode("utf-8"), timeout=1)
-                    break
-                except queue.Full:
-                    continue
-            else:
-                raise ConnectionAbortedError("the download was cancelled")
-            self.parts, self.held = [], 0
-
-
-def _export_stream(**options):
-    """Run `keys_export` in a thread of its own (its own database connection) and yield what it
-    writes; the audit row is written before the first key, as the service does."""
-    out: queue.Queue = queue.Queue(maxsize=EXPORT_QUEUE)
-    cancelled, done, failed = threading.Event(), object(), []
-
-    def run() -> None:
-        try:
-            writer = _QueueWriter(out, cancelled)
-            keys_export(out=writer, **options)
-            writer.flush()
-        except ConnectionAbortedError:
-            pass
-        except Exception as exc:  # noqa: BLE001 — raised again in the response, which then breaks off
-            failed.append(exc)
-        finally:
-            connection.close()
-            while not cancelled.is_set():
-                try:
-                    out.put(done, timeout=1)
-                    break
-                except queue.Full:
-                    continue
-
-    worker = threading.Thread(target=run, name="kami-keys-export", daemon=True)
-    worker.start()
-    try:
-        while (chunk := out.get()) is not done:
-            yield chunk
-        if failed:
-            raise failed[0]
-    finally:
-        cancelled.set()
-        worker.join(timeout=5)

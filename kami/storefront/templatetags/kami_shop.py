@@ -1,8 +1,5 @@
-"""Template helpers for every page that shows the buyer money or the merchant's notice.
-
-`{{ amount|money:currency }}` formats an amount for the language being rendered (the page's, or
-the order's in an email): zh-hans shows ¥48.00, en shows CN¥48.00, US$/$ for USD. A code that
-is no ISO currency (USDT) is written after the number: 48.00 USDT.
+"""Template helpers of the storefront's pages: `money` (kami.core.templatetags.kami_money, the one
+way an amount is written, registered here too so pages load one library) and the merchant's notice.
 """
 from __future__ import annotations
 
@@ -10,7 +7,7 @@ from django import template
 from django.utils.safestring import SafeString
 
 from kami.core.shop import Shop
-from kami.core.templatetags.kami_money import money, money_format  # noqa: F401  (re-exported)
+from kami.core.templatetags.kami_money import money
 from kami.storefront.markup import notice_html
 
 register = template.Library()
