@@ -2,7 +2,6 @@
 who signed in fully (password, and the TOTP code wherever a device exists or is required)."""
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
@@ -11,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from kami.backoffice import views
 from kami.backoffice.auth import LoginForm, fully_signed_in, must_enrol
 from kami.backoffice.roles import role_of
+from kami.core.shop import shop_settings_get
 
 
 class KamiAdminSite(admin.AdminSite):
@@ -22,7 +22,7 @@ class KamiAdminSite(admin.AdminSite):
 
     @property
     def site_header(self):
-        return settings.KAMI_SHOP_NAME
+        return shop_settings_get().name  # what the merchant named the shop, as buyers see it
 
     def has_permission(self, request) -> bool:
         return fully_signed_in(request.user)

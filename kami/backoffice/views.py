@@ -22,6 +22,7 @@ from kami.audit.services import audit_record
 from kami.backoffice.auth import client_ip, totp_device_of
 from kami.backoffice.roles import Role, owners_exist, staff_create
 from kami.core.errors import BadInput, Conflict
+from kami.core.shop import shop_settings_get
 
 SETUP_SALT = "kami.backoffice.owner-setup"
 SETUP_MAX_AGE = 24 * 3600
@@ -120,5 +121,5 @@ def owner_setup(request: HttpRequest, token: str, site) -> HttpResponse:
 def locked_out(request: HttpRequest, credentials: dict | None = None, *args, **kwargs) -> HttpResponse:
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
     return render(request, "backoffice/locked_out.html",
-                  {"minutes": minutes, "title": _("Too many failed sign-ins"), "site_header": settings.KAMI_SHOP_NAME},
+                  {"minutes": minutes, "title": _("Too many failed sign-ins"), "site_header": shop_settings_get().name},
                   status=429)

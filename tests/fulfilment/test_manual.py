@@ -12,6 +12,7 @@ from kami.audit.models import AuditLog
 from kami.core.errors import BadInput, Conflict, NotFound
 from kami.delivery.models import OutboxMessage
 from kami.fulfilment.manual import order_fulfil_manually
+from kami.fulfilment.refund import order_refund
 from kami.orders.models import Order, OrderKey
 from kami.orders.selectors import order_keys_plaintext, orders_awaiting_staff
 from kami.orders.services import order_create
@@ -163,3 +164,17 @@ def test_the_staff_queue_lists_waiting_orders_oldest_paid_first(topup, make_prod
     paid(second)
     # when / then
     assert [o.order_no for o in orders_awaiting_staff()] == [first.order_no, second.order_no]
+
+
+def test_a_refunded_manual_order_leaves_the_staff_queue_and_cannot_be_fulfilled_after(topup):
+    # given a paid manual order waiting for staff
+    order = paid(manual_order(topup)[0])
+    assert order in orders_awaiting_staff()
+    # when it is refunded instead of delivered
+    order_refund(order_no=order.order_no, reason="could not top up", actor="alice")
+    # then it is refunded, off the queue, and a late delivery by hand is refused, nothing sold
+    order.refresh_from_db()
+    assert order.status == "refunded" and order not in orders_awaiting_staff()
+    with pytest.raises(Conflict, match="is refunded"):
+        order_fulfil_manually(order_no=order.order_no, contents=["done"], actor="bob")
+    assert not OrderKey.objects.filter(order=order).exists()
