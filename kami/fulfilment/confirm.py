@@ -15,6 +15,7 @@ from django.db import transaction
 from kami.catalog.models import Product
 from kami.core import clock, money
 from kami.delivery.services import admin_alert, order_keys_enqueue
+from kami.orders.locks import orders_for_update
 from kami.orders.models import Order, OrderKey
 from kami.orders.services import order_event, payment_grace
 from kami.payments.interface import Notice
@@ -45,7 +46,7 @@ def payment_confirm(*, gateway: str, notice: Notice) -> Outcome:
 
 def _confirm(gateway: str, notice: Notice, *, wait: bool) -> Outcome:
     with transaction.atomic():  # the confirm transaction: order, payment, keys and outbox commit together
-        order = Order.objects.select_for_update().select_related("product").filter(order_no=notice.order_no).first()
+        order = orders_for_update().filter(order_no=notice.order_no).first()
         if order is None:
             return Outcome.UNKNOWN_ORDER
         if Payment.objects.filter(gateway=gateway, trade_no=notice.trade_no).exists():
@@ -146,7 +147,7 @@ def _flag(order: Order, reason: str, detail: str, **params: str) -> Outcome:
 def order_fulfil_from_stock(*, order_id: int, wait: bool = False) -> bool:
     """Backfill one awaiting-stock order (locked here). True when it was fulfilled."""
     with transaction.atomic():  # same shape as confirm: lock the order, then claim keys
-        order = Order.objects.select_for_update().select_related("product").filter(
+        order = orders_for_update().filter(
             id=order_id, status=Order.Status.AWAITING_STOCK).first()
         if order is None:
             return False

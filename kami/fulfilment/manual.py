@@ -15,6 +15,7 @@ from kami.core import clock
 from kami.core.crypto import keyring, normalise_key
 from kami.core.errors import BadInput, Conflict, NotFound
 from kami.delivery.services import order_keys_enqueue
+from kami.orders.locks import orders_for_update
 from kami.orders.models import Order, OrderKey
 from kami.orders.services import order_event
 from kami.stock.importer import MAX_CHARS
@@ -83,7 +84,7 @@ def order_fulfil_manually(*, order_no: str, contents: list[str], actor: str, ip:
     rows = _sealed(order, lines)  # crypto outside the transaction
     try:
         with transaction.atomic():  # lock the order first: a second call waits here, then sees it fulfilled
-            order = _check(Order.objects.select_for_update().select_related("product").filter(pk=order.pk).first(),
+            order = _check(orders_for_update().filter(pk=order.pk).first(),
                            order_no, lines)
             keys = Key.objects.bulk_create(rows)
             if any(k.pk is None for k in keys):  # engines without RETURNING on bulk insert

@@ -22,6 +22,7 @@ from kami.core import clock
 from kami.core.errors import BadInput, KamiError, NotFound
 from kami.delivery.services import outbox_enqueue
 from kami.fulfilment.checkout import order_info
+from kami.orders.locks import orders_for_update
 from kami.orders.models import Order, OrderKey
 from kami.orders.services import order_event
 from kami.payments.models import Payment
@@ -59,7 +60,7 @@ def order_refund(*, order_no: str, reason: str = "", actor: str = "cli", ip: str
 
 def _refund_start(order_no: str, actor: str) -> tuple[Order, Payment]:
     with transaction.atomic():  # check and mark under the order lock, then let go before the gateway call
-        order = Order.objects.select_for_update().select_related("product").filter(order_no=order_no).first()
+        order = orders_for_update().filter(order_no=order_no).first()
         if order is None:
             raise NotFound(f"no order {order_no!r}")
         if order.status == Order.Status.REFUNDED:

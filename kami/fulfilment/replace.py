@@ -18,6 +18,7 @@ from kami.catalog.models import Product
 from kami.core.errors import BadInput, Conflict, NotFound, SoldOut
 from kami.delivery.services import outbox_enqueue
 from kami.fulfilment.confirm import low_stock_check
+from kami.orders.locks import orders_for_update
 from kami.orders.models import Order, OrderKey
 from kami.orders.services import order_event
 from kami.stock.claim import ShortClaim, keys_claim
@@ -40,7 +41,7 @@ def order_key_replace(*, order_no: str, key_pk: int, reason: str, actor: str, ip
 
 def _replace(order_no: str, key_pk: int, reason: str, actor: str, ip: str, *, wait: bool) -> Key:
     with transaction.atomic():  # the old key voided and the new one linked together, or nothing at all
-        order = Order.objects.select_for_update().select_related("product").filter(order_no=order_no).first()
+        order = orders_for_update().filter(order_no=order_no).first()
         if order is None:
             raise NotFound(f"no order {order_no!r}")
         _check_replaceable(order)
