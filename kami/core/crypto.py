@@ -30,10 +30,17 @@ class KeyringError(Exception):
 
 
 class Secret(str):
-    """A str whose repr never shows the value: tracebacks and debug logs print a mask."""
+    """A str that never shows its value by accident: repr, str(), print, f-strings, `%s` and
+    `format` all give a mask (tracebacks, debug logs, error messages). `reveal()` is the one
+    deliberate way to the plaintext."""
 
     def __repr__(self) -> str:
         return "Secret(***)"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return format(repr(self), spec)
 
     def reveal(self) -> str:
         return str.__str__(self)
