@@ -25,7 +25,7 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 class Command(KamiCommand):
-    help = "Configure payment gateways: `kami gateway list`, `kami gateway set epay pid=1001 key=… url=https://pay.example/ --enable`."
+    help = "Set up, enable and check payment gateways: `kami gateway list`, `kami gateway set epay --enable pid=1001 key=… url=https://pay.example/`."
 
     def add_arguments(self, parser):
         actions = parser.add_subparsers(dest="action", required=True, metavar="{set,list,check}")

@@ -6,7 +6,7 @@ from kami.fulfilment.refund import order_refund
 
 
 class Command(KamiCommand):
-    help = "Act on an order: refund it (through the gateway's refund API where it has one)."
+    help = "Refund an order through its gateway's refund API (or mark it for a manual refund); its keys are revoked."
 
     def add_arguments(self, parser):
         actions = parser.add_subparsers(dest="action", required=True)
