@@ -54,7 +54,7 @@ from kami.stock.vault import key_seal
 p = product_create(slug="hot", name="Hot", price=Decimal("9.90"), max_qty=5)
 rows = []
 for i in range({keys}):
-    kid, blob, fp = key_seal(f"BENCH-{{i:08d}}")
+    kid, blob, fp = key_seal(f"BENCH-{{i:08d}}", product_id=p.pk)
     rows.append(Key(product=p, key_id=kid, ciphertext=blob, fingerprint=fp))
 Key.objects.bulk_create(rows, batch_size=5000)
 gateway_configure(name="sandbox", values={{}}, enable=True)
@@ -115,7 +115,8 @@ def main() -> None:
         psql("CREATE DATABASE kami_bench_notify")
         env = {**os.environ, "DATABASE_URL": f"{PG}/kami_bench_notify", "DJANGO_SETTINGS_MODULE": "kami.settings",
                "KAMI_DATA_DIR": tempfile.mkdtemp(prefix="kami-bench-"), "KAMI_LOG_LEVEL": "WARNING",
-               "KAMI_DATA_KEY": "kb:" + base64.b64encode(os.urandom(32)).decode(), "KAMI_SECRET_KEY": "bench"}
+               "KAMI_DATA_KEY": "kb:" + base64.b64encode(os.urandom(32)).decode(), "KAMI_SECRET_KEY": "bench",
+               "KAMI_SANDBOX": "1"}  # the sandbox plays the gateway: live only where asked for
         jobs = setup_shop(env, args.keys, args.keys)
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "kami", "serve", "--no-worker", "--port", str(port),

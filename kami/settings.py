@@ -4,12 +4,15 @@ DATABASE_URL   sqlite:///… (default: <data dir>/kami.sqlite3), postgres://…,
 EMAIL_URL      smtp://user:pass@host:587/?tls=True · default: mail written to <data dir>/mail
 KAMI_DATA_DIR  default ./var · KAMI_BASE_URL · KAMI_ADMIN_EMAIL · KAMI_SECRET_KEY · KAMI_DATA_KEY
 KAMI_ENV       development (default) | production — production refuses the sandbox gateway
+KAMI_SANDBOX   1: the sandbox gateway is live in this process (kami demo sets it), loopback clients only
+KAMI_TRUSTED_PROXIES  addresses/CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed
 KAMI_REDIS_URL redis://… shares rate-limit counters between processes (default: per process)
 """
 from __future__ import annotations
 
+import logging
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dj_database_url
@@ -17,6 +20,7 @@ import dj_email_url
 from django.core.exceptions import ImproperlyConfigured
 
 from kami.core import datadir
+from kami.core.net import trusted_networks_parse
 
 BASE_DIR = Path(__file__).resolve().parent
 DATA_DIR = datadir.data_dir()
@@ -24,6 +28,12 @@ DATA_DIR = datadir.data_dir()
 KAMI_ENV = os.environ.get("KAMI_ENV", "development")
 PRODUCTION = KAMI_ENV == "production"
 DEBUG = os.environ.get("KAMI_DEBUG", "") == "1" and not PRODUCTION
+# The sandbox gateway pays any order for free: live only in a process that asks for it
+# (`kami demo` does), never in production, and only for clients on this machine (kami.core.net).
+KAMI_SANDBOX = os.environ.get("KAMI_SANDBOX", "") == "1"
+if KAMI_SANDBOX and PRODUCTION:
+    raise ImproperlyConfigured("KAMI_SANDBOX=1 with KAMI_ENV=production: the sandbox pays any order for free; "
+                               "unset KAMI_SANDBOX")
 SECRET_KEY = datadir.secret_key()
 KAMI_BASE_URL = os.environ.get("KAMI_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 KAMI_ADMIN_EMAIL = os.environ.get("KAMI_ADMIN_EMAIL", "")
@@ -34,6 +44,11 @@ KAMI_ADMIN_LANGUAGE = os.environ.get("KAMI_ADMIN_LANGUAGE", "zh-hans")
 KAMI_TELEGRAM_BOT_TOKEN = os.environ.get("KAMI_TELEGRAM_BOT_TOKEN", "")
 KAMI_TELEGRAM_CHAT_ID = os.environ.get("KAMI_TELEGRAM_CHAT_ID", "")
 KAMI_TELEGRAM_API_BASE = os.environ.get("KAMI_TELEGRAM_API_BASE", "https://api.telegram.org").rstrip("/")
+# The Telegram bot storefront (docs/telegram.md): off unless `kami telegram set token=…` stored a token
+# or this one is set; admin chat ids get the merchant's commands. The webhook secret derives from the token.
+KAMI_TELEGRAM_SHOP_TOKEN = os.environ.get("KAMI_TELEGRAM_SHOP_TOKEN", "")
+KAMI_TELEGRAM_SHOP_WEBHOOK = os.environ.get("KAMI_TELEGRAM_SHOP_WEBHOOK", "") == "1"
+KAMI_TELEGRAM_ADMINS = os.environ.get("KAMI_TELEGRAM_ADMINS", "")
 KAMI_ALERT_WEBHOOK_URL = os.environ.get("KAMI_ALERT_WEBHOOK_URL", "")
 KAMI_ALERT_WEBHOOK_SECRET = os.environ.get("KAMI_ALERT_WEBHOOK_SECRET", "")
 if KAMI_ADMIN_LANGUAGE not in ("zh-hans", "en"):
@@ -54,7 +69,29 @@ KAMI_SWEEP_SECONDS = int(os.environ.get("KAMI_SWEEP_SECONDS", "60"))
 KAMI_RECONCILE_AFTER_MINUTES = int(os.environ.get("KAMI_RECONCILE_AFTER_MINUTES", "5"))
 KAMI_AUTO_REFUND_AFTER_HOURS = int(os.environ.get("KAMI_AUTO_REFUND_AFTER_HOURS", "0"))  # 0: off
 KAMI_PAYMENT_GRACE_SECONDS = int(os.environ.get("KAMI_PAYMENT_GRACE_SECONDS", "300"))
-KAMI_DELIVERY_LEASE_SECONDS = int(os.environ.get("KAMI_DELIVERY_LEASE_SECONDS", "300"))
+# Notifications that fail verification: at most this many stored per sender IP and gateway in
+# 10 minutes (past it, refused unless they verify, and not stored), kept this many days.
+KAMI_NOTIFY_REJECTED_LIMIT = int(os.environ.get("KAMI_NOTIFY_REJECTED_LIMIT", "30"))
+KAMI_NOTIFY_REJECTED_KEEP_DAYS = int(os.environ.get("KAMI_NOTIFY_REJECTED_KEEP_DAYS", "30"))
+# Each process keeps a gateway's settings this many seconds after reading them (a change made
+# elsewhere is seen within it; one made in the same process at once); 0: read on every request.
+KAMI_GATEWAY_CACHE_SECONDS = float(os.environ.get("KAMI_GATEWAY_CACHE_SECONDS", "5"))
+# Coupon codes refused per client IP in 10 minutes before no code is checked (a refusal tells
+# whether a code exists); 0: no limit.
+KAMI_COUPON_TRIES_LIMIT = int(os.environ.get("KAMI_COUPON_TRIES_LIMIT", "20"))
+# A worker holds the deliveries it claimed for KAMI_DELIVERY_LEASE_SECONDS and renews that lease
+# every KAMI_DELIVERY_RENEW_SECONDS (default and at most a third of it) while it lives: a worker
+# killed mid-batch delays its deliveries by about the lease, not minutes (kami/delivery/leases.py).
+KAMI_DELIVERY_LEASE_SECONDS = float(os.environ.get("KAMI_DELIVERY_LEASE_SECONDS", "10"))
+KAMI_DELIVERY_RENEW_SECONDS = float(os.environ.get("KAMI_DELIVERY_RENEW_SECONDS", "0"))  # 0: a third of the lease
+if KAMI_DELIVERY_LEASE_SECONDS < 3:
+    raise ImproperlyConfigured(f"KAMI_DELIVERY_LEASE_SECONDS={KAMI_DELIVERY_LEASE_SECONDS:g}: use 3 or more "
+                               "(a lease shorter than a database hiccup makes workers send twice)")
+# Tests only (tests/faults): hold the worker at a point so the test can kill it there.
+KAMI_DELIVERY_TEST_PAUSE = os.environ.get("KAMI_DELIVERY_TEST_PAUSE", "")
+if KAMI_DELIVERY_TEST_PAUSE and PRODUCTION:
+    raise ImproperlyConfigured("KAMI_DELIVERY_TEST_PAUSE is for tests: unset it (with KAMI_ENV=production it would "
+                               "stall deliveries)")
 # Uploaded key files (kami.stock.jobs): the largest accepted, and how long a worker's hold on a
 # running import lasts without progress before another worker resumes it.
 KAMI_IMPORT_MAX_BYTES = int(os.environ.get("KAMI_IMPORT_MAX_BYTES", str(200 * 1024 * 1024)))
@@ -63,6 +100,8 @@ KAMI_IMPORT_LEASE_SECONDS = int(os.environ.get("KAMI_IMPORT_LEASE_SECONDS", "120
 KAMI_LOOKUP_LIMIT_IP = int(os.environ.get("KAMI_LOOKUP_LIMIT_IP", "10"))
 KAMI_LOOKUP_LIMIT_EMAIL = int(os.environ.get("KAMI_LOOKUP_LIMIT_EMAIL", "5"))
 KAMI_LOOKUP_WINDOW_SECONDS = int(os.environ.get("KAMI_LOOKUP_WINDOW_SECONDS", "600"))
+# How long the signed order link in emails opens the order page (kami.delivery.links).
+KAMI_ORDER_LINK_DAYS = int(os.environ.get("KAMI_ORDER_LINK_DAYS", "7"))
 # Anti-abuse at checkout: unpaid, unexpired orders allowed per email and per buyer IP (0: off).
 KAMI_PENDING_LIMIT_EMAIL = int(os.environ.get("KAMI_PENDING_LIMIT_EMAIL", "5"))
 KAMI_PENDING_LIMIT_IP = int(os.environ.get("KAMI_PENDING_LIMIT_IP", "10"))
@@ -76,7 +115,14 @@ CAPTCHA_FONT_SIZE = 30
 
 ALLOWED_HOSTS = [h for h in os.environ.get("KAMI_ALLOWED_HOSTS", "*").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [KAMI_BASE_URL] if KAMI_BASE_URL.startswith("http") else []
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if os.environ.get("KAMI_BEHIND_PROXY") == "1" else None
+# Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (kami.core.net); from any
+# other peer those headers are removed. KAMI_BEHIND_PROXY=1 is short for a proxy on this machine.
+try:
+    KAMI_TRUSTED_PROXIES = trusted_networks_parse(
+        os.environ.get("KAMI_TRUSTED_PROXIES", "") or ("127.0.0.1,::1" if os.environ.get("KAMI_BEHIND_PROXY") == "1" else ""))
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if KAMI_TRUSTED_PROXIES else None
 
 INSTALLED_APPS = [
     # The back office is Django's admin on a site of our own (kami.backoffice.site); the simple
@@ -97,6 +143,7 @@ INSTALLED_APPS = [
     "kami.fulfilment",
     "kami.api",
     "kami.storefront",
+    "kami.telegram",
     "kami.cli",
     "captcha",
     "django_otp",
@@ -107,6 +154,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "kami.core.net.ForwardedHeadersMiddleware",  # first: nothing reads a forged X-Forwarded-* header
     "django.middleware.security.SecurityMiddleware",
     "kami.core.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -126,7 +174,11 @@ ROOT_URLCONF = "kami.urls"
 # Back office (kami.backoffice; docs/backoffice.md). The path is the merchant's choice or, unset,
 # generated once per data dir: a shop's admin is never at a guessable /admin/.
 KAMI_ADMIN_PATH = datadir.admin_path()
-KAMI_ADMIN_TOTP = os.environ.get("KAMI_ADMIN_TOTP", "owners")  # owners | all: who must use two-factor
+# Who must use two-factor: `all` staff (default: operators refund, change prices, make coupons),
+# or `owners` only, an explicit opt-out (kami.backoffice.auth.totp_policy_warning).
+KAMI_ADMIN_TOTP = os.environ.get("KAMI_ADMIN_TOTP", "all")
+if KAMI_ADMIN_TOTP not in ("all", "owners"):
+    raise ImproperlyConfigured(f"KAMI_ADMIN_TOTP={KAMI_ADMIN_TOTP!r}: use all (every staff member) or owners")
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # refuses locked-out logins before the password is tried
     "django.contrib.auth.backends.ModelBackend",
@@ -136,7 +188,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("KAMI_ADMIN_LOCKOUT_MIN
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "kami.backoffice.views.locked_out"
-# REMOTE_ADDR only, like every other per-IP limit here: forwarded headers are spoofable.
+# kami.core.net.client_ip, like every other per-IP rule: forwarded headers only from trusted proxies.
 AXES_CLIENT_IP_CALLABLE = "kami.backoffice.auth.client_ip"
 AXES_VERBOSE = False
 # Staff sessions end after a working day or when the browser closes, whichever comes first.
@@ -179,11 +231,13 @@ def _database(url: str) -> dict:
         config["CONN_HEALTH_CHECKS"] = True
     if engine == "django.db.backends.sqlite3":
         # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so
-        # two confirm transactions never deadlock upgrading read locks.
+        # two confirm transactions never deadlock upgrading read locks. synchronous=FULL: a commit
+        # (an acknowledged payment) survives power loss; under NORMAL the gateway, already told
+        # "success", would never send it again.
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=20000;",
         }
     elif engine == "django.db.backends.mysql":
         try:
@@ -256,10 +310,18 @@ X_FRAME_OPTIONS = "DENY"
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
+class IsoTimeFormatter(logging.Formatter):
+    """Log times in ISO 8601, in UTC with its offset written out (2026-12-04T18:51:21.123+00:00):
+    unambiguous whatever the machine's or Django's time zone, and sortable across machines."""
+
+    def formatTime(self, record, datefmt=None):  # noqa: N802 (logging's name)
+        return datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {"plain": {"()": IsoTimeFormatter, "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("KAMI_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"},

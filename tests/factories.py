@@ -7,10 +7,10 @@ from kami.stock.vault import key_seal
 
 
 def add_keys(product, texts) -> list[Key]:
-    rows = []
+    rows, reusable = [], product.kind == "reusable"  # what the importer records
     for text in texts:
-        key_id, blob, fp = key_seal(text)
-        rows.append(Key(product=product, key_id=key_id, ciphertext=blob, fingerprint=fp))
+        key_id, blob, fp = key_seal(text, product_id=product.pk)
+        rows.append(Key(product=product, key_id=key_id, ciphertext=blob, fingerprint=fp, reusable=reusable))
     return Key.objects.bulk_create(rows, batch_size=1000)
 
 

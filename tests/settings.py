@@ -20,6 +20,13 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not :memory:, so threads and subprocesses see the same database.
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["KAMI_DATA_DIR"], "test-kami.sqlite3")}
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# The sandbox is how most tests pay (tests/sandbox_play.py); in this process only, like `kami demo`:
+# servers the tests start get KAMI_SANDBOX=1 only when they ask for it.
+KAMI_SANDBOX = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Rate-limit counters in this process's memory, whatever KAMI_REDIS_URL says.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "kami-test"}}
+# Off for the suite (fuzz tests send hundreds of forgeries from one address); tests/payments/
+# test_notify_storage.py turns it on.
+KAMI_NOTIFY_REJECTED_LIMIT = 0
+KAMI_COUPON_TRIES_LIMIT = 0  # likewise; tests/test_coupon_tries.py turns it on

@@ -97,3 +97,48 @@ def test_the_storefront_shows_the_limit(client, make_product, settings):
     page = client.post(f"/buy/{product.slug}", {"email": "buyer@example.com", "gateway": "sandbox", "quantity": "1"})
     # then
     assert page.status_code == 400 and TOO_MANY in page.content.decode()
+
+
+def test_the_email_limit_ignores_case(client, make_product, settings):
+    # given two unpaid orders under one address written two ways
+    settings.KAMI_PENDING_LIMIT_EMAIL, settings.KAMI_PENDING_LIMIT_IP = 2, 100
+    product = shop(make_product)
+    assert create(client, product, email="Buyer@Example.com").status_code == 201
+    assert create(client, product, email="buyer@EXAMPLE.COM").status_code == 201
+    # when the same buyer tries a third time
+    third = create(client, product, email="buyer@example.com")
+    # then
+    assert third.status_code == 400 and TOO_MANY in third.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_limit_checks_read_an_index_not_every_pending_order(make_product):
+    # given many pending orders (the count runs before every new order: a scan makes checkout quadratic)
+    from django.db import connection
+
+    from kami.orders.services import pending_limit_errors
+    from django.test.utils import CaptureQueriesContext
+
+    product = shop(make_product)
+    now = clock.now()
+    Order.objects.bulk_create(Order(order_no=f"PL{i:08d}", product=product, email=f"b{i}@example.com",
+                                    email_norm=f"b{i}@example.com", quantity=1, unit_price=1, amount=1,
+                                    currency="CNY", gateway="sandbox", token_hash="x", buyer_ip=f"10.0.{i // 250}.{i % 250}",
+                                    created_at=now, expires_at=now + timedelta(minutes=30)) for i in range(3000))
+    with connection.cursor() as cursor:
+        cursor.execute({"postgresql": "ANALYZE orders_order", "mysql": "ANALYZE TABLE orders_order",
+                        "sqlite": "ANALYZE"}[connection.vendor])
+        if connection.vendor == "mysql":
+            cursor.fetchall()
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        pending_limit_errors(email="B7@example.com", buyer_ip="10.0.0.7")
+    plans = []
+    for query in queries.captured_queries:
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN " + ("QUERY PLAN " if connection.vendor == "sqlite" else "") + query["sql"])
+            plans.append(" ".join(str(cell) for row in cursor.fetchall() for cell in row))
+    # then: one probe of each index, no scan of the pending orders
+    assert len(plans) == 2
+    assert "order_email_norm_status" in plans[0], plans[0]
+    assert "order_ip_status" in plans[1], plans[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import unquote
 
 import pytest
 from django.http import HttpRequest, HttpResponse
@@ -12,7 +13,7 @@ from django.test import Client
 from kami.orders.models import Order
 from kami.storefront.recent import COOKIE, SALT
 from tests.factories import add_keys
-from tests.sandbox_play import enable_sandbox
+from tests.sandbox_play import enable_sandbox, sandbox_notify
 
 pytestmark = pytest.mark.django_db
 
@@ -121,3 +122,39 @@ def test_a_signed_entry_with_a_wrong_token_is_not_shown(client, product):
 def test_a_failed_checkout_remembers_nothing(client, product):
     response = client.post("/buy/gift", {"email": "not-an-email", "quantity": "1", "gateway": "sandbox"})
     assert response.status_code == 400 and COOKIE not in response.cookies
+
+
+def test_the_gateway_gets_a_return_url_without_the_token_that_opens_the_order_only_here(client, product):
+    # given an order bought here, whose cookie is set on the very redirect to the gateway
+    response = buy(client)
+    order = Order.objects.get()
+    [(_, token)] = unsigned(client)
+    back = unquote(re.search(r"return=([^&]+)", response["Location"]).group(1))
+    assert token not in response["Location"] and back == f"http://testserver/orders/{order.order_no}/return"
+    sandbox_notify(client, order_no=order.order_no, amount=str(order.amount))
+    # when the buyer comes back, and someone who only saw the URL opens it too
+    mine = client.get(back, HTTP_ACCEPT_LANGUAGE="en")
+    theirs = Client().get(back, HTTP_ACCEPT_LANGUAGE="en")
+    # then this browser sees its keys; the other a neutral page pointing to the lookup
+    assert "R-1" in mine.content.decode() and mine["Cache-Control"] == "no-store"
+    assert client.get(f"/orders/{order.order_no}/keys.txt").content == b"R-1\n"
+    html = theirs.content.decode()
+    assert theirs.status_code == 200 and theirs["Cache-Control"] == "no-store"
+    assert "R-1" not in html and "Gift card" not in html and 'href="/lookup"' in html
+    assert Client().get(f"/orders/{order.order_no}/keys.txt").status_code == 404
+
+
+def test_paypal_s_own_token_on_the_return_url_does_not_hide_the_order(client, product):
+    # given
+    buy(client)
+    order = Order.objects.get()
+    # when PayPal appends its order id as `token=`
+    page = client.get(f"/orders/{order.order_no}/return?token=5O190127TN364715T&PayerID=X", HTTP_ACCEPT_LANGUAGE="en")
+    # then
+    assert order.order_no in page.content.decode() and "Waiting for payment" in page.content.decode()
+    assert client.get(f"/orders/{order.order_no}/status").json() == {"status": "pending"}
+
+
+def test_the_return_page_reads_in_chinese(client, product):
+    html = Client().get("/orders/1/return", HTTP_ACCEPT_LANGUAGE="zh-CN").content.decode()
+    assert "支付完成返回" in html and "查询订单" in html

@@ -11,6 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from kami.core.errors import BadInput, KamiError, NotFound, Retryable, SoldOut
+from kami.core.net import client_ip
 from kami.fulfilment.checkout import checkout_start
 from kami.fulfilment.notify import notification_handle
 from kami.orders.selectors import order_get_for_buyer, order_keys_plaintext
@@ -26,8 +27,8 @@ def _no_store(response: HttpResponse) -> HttpResponse:
 
 
 def _client_ip(request: HttpRequest) -> str | None:
-    # REMOTE_ADDR only: forwarded headers are spoofable unless a proxy we trust sets them.
-    return request.META.get("REMOTE_ADDR") or None
+    # client_ip: forwarded headers count only from a proxy in KAMI_TRUSTED_PROXIES.
+    return client_ip(request) or None
 
 
 @csrf_exempt

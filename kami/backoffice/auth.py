@@ -1,5 +1,6 @@
 """Signing staff in: password (with django-axes lockout), then a TOTP code for anyone who has
-enrolled a device; owners must enrol before they see anything."""
+enrolled a device; every staff member (owners only with KAMI_ADMIN_TOTP=owners) must enrol
+before they see anything."""
 from __future__ import annotations
 
 from django import forms
@@ -9,10 +10,12 @@ from django.contrib.auth.signals import user_login_failed
 from django.utils.translation import gettext_lazy as _
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from kami.core import net
+
 
 def client_ip(request) -> str | None:
-    """REMOTE_ADDR only (AXES_CLIENT_IP_CALLABLE): forwarded headers are spoofable."""
-    return request.META.get("REMOTE_ADDR") or None
+    """AXES_CLIENT_IP_CALLABLE: kami.core.net's rule (forwarded headers from trusted proxies only)."""
+    return net.client_ip(request) or None
 
 
 def totp_device_of(user) -> TOTPDevice | None:
@@ -22,11 +25,22 @@ def totp_device_of(user) -> TOTPDevice | None:
 
 
 def must_enrol(user) -> bool:
-    """Owners without a confirmed device (and everyone, with KAMI_ADMIN_TOTP=all)."""
+    """Staff without a confirmed device: everyone by default (KAMI_ADMIN_TOTP=all), owners only
+    with KAMI_ADMIN_TOTP=owners."""
     if not (user.is_authenticated and user.is_active and user.is_staff):
         return False
-    required = user.is_superuser or getattr(settings, "KAMI_ADMIN_TOTP", "owners") == "all"
+    required = user.is_superuser or settings.KAMI_ADMIN_TOTP != "owners"
     return required and totp_device_of(user) is None
+
+
+def totp_policy_warning() -> str:
+    """A start-up warning when two-factor is required of owners only ("" when it is not): an
+    operator's password alone then refunds orders, changes prices and creates 100 % coupons."""
+    if settings.KAMI_ADMIN_TOTP != "owners":
+        return ""
+    return ("KAMI_ADMIN_TOTP=owners: operators and support sign in with a password alone, and operators can "
+            "refund orders, change prices and create 100 % coupons. Unset it (the default, all) to require "
+            "two-factor of every staff member.")
 
 
 def fully_signed_in(user) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 
+from kami.core.net import client_ip
+
 
 def can(user, capability: str) -> bool:
     return bool(user and user.is_active and user.is_staff and user.has_perm(f"backoffice.{capability}"))
@@ -19,4 +21,19 @@ def actor_of(request) -> str:
 
 
 def ip_of(request) -> str:
-    return request.META.get("REMOTE_ADDR", "")
+    return client_ip(request)
+
+
+def email_mask(email: str) -> str:
+    """`alice@example.com` → `a***@example.com`: enough to tell buyers apart, not to use."""
+    local, at, domain = (email or "").rpartition("@")
+    if not at:
+        return email or ""
+    return f"{local[:1]}***@{domain}"
+
+
+def buyer_email_for(user, email: str) -> str:
+    """A buyer's email as `user` may read it: whole for roles that may reveal keys, masked for the
+    rest. An order number and its full email are what the storefront's lookup asks for, so staff
+    without key access must not hold both (search by the full email still finds the order)."""
+    return email if can(user, "reveal_keys") else email_mask(email)

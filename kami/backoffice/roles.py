@@ -1,9 +1,12 @@
 """Staff roles. An owner is a superuser (everything); operators and support are Django groups
 whose permissions are written here, once, and re-applied after every `migrate`.
 
-owner     everything, and two-factor is required
+owner     everything
 operator  catalog, orders, after-sales, import — no key reveal or export, no gateways, no staff
 support   read orders and deliveries, resend deliveries
+
+Every role signs in with two-factor unless KAMI_ADMIN_TOTP=owners (kami.backoffice.auth). Roles
+without reveal_keys see buyers' emails masked (kami.backoffice.perms.buyer_email_for).
 """
 from __future__ import annotations
 

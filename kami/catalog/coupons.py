@@ -4,6 +4,10 @@ and taking or giving back a use. The discount itself is computed by services.pri
 `used` moves only through two conditional UPDATEs: coupon_redeem (inside the transaction that
 creates the order, `used < usage_limit` in the WHERE clause, so concurrent buyers can never
 push it past the limit) and coupon_release (when that order expires unpaid).
+
+Guessing codes is limited: a refused code tells whether a coupon exists, so each client may have
+KAMI_COUPON_TRIES_LIMIT codes refused per 10 minutes (`coupon_tries_spent`, `coupon_try_refused`,
+called by the edges with the client's address); past it no code is looked at until the window ends.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils.translation import gettext
@@ -21,15 +26,17 @@ from kami.audit.services import audit_record
 from kami.catalog.models import Coupon, Product
 from kami.core import clock, money
 from kami.core.errors import BadInput, NotFound
+from kami.core.ratelimit import ratelimit_hit, ratelimit_spent
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9_-]{3,32}$")
 UNSET = object()
+TRIES_WINDOW = 600  # seconds: KAMI_COUPON_TRIES_LIMIT refused codes per client in this window
 
 
 class CouponRefused(BadInput):
     """The buyer's coupon cannot be used; the message is translated and says why.
     `code` is one of coupon_unknown, coupon_inactive, coupon_not_started, coupon_expired,
-    coupon_used_up, coupon_not_for_product."""
+    coupon_used_up, coupon_not_for_product, coupon_too_many_tries."""
 
 
 def _refused(code: str, message: str) -> CouponRefused:
@@ -68,6 +75,24 @@ def coupon_for(*, code: object, product: Product) -> Coupon:
         raise _refused("coupon_unknown", gettext("This coupon code does not exist. Check the spelling."))
     coupon_check(coupon=coupon, product=product)
     return coupon
+
+
+def _tries(client: str) -> dict:
+    return {"scope": "coupon-refused", "identity": client or "-", "limit": settings.KAMI_COUPON_TRIES_LIMIT,
+            "window": TRIES_WINDOW}
+
+
+def coupon_tries_spent(*, client: str) -> CouponRefused | None:
+    """The refusal to give, without looking at any code, when `client` (an IP address) has had
+    too many codes refused lately; None while it may try."""
+    if not ratelimit_spent(**_tries(client)):
+        return None
+    return _refused("coupon_too_many_tries", gettext("Too many coupon codes tried. Wait a few minutes and try again."))
+
+
+def coupon_try_refused(*, client: str) -> None:
+    """Count one refused code for `client`."""
+    ratelimit_hit(**_tries(client))
 
 
 def coupon_discount(*, coupon: Coupon, subtotal: Decimal, currency: str) -> Decimal:

@@ -5,6 +5,14 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 
+def picture_file(picture: str, size: str) -> str:
+    """"12-0a1b….webp" → "12-0a1b…-thumb.webp": each stored picture is two files, one per size."""
+    if not picture:
+        return ""
+    stem, dot, ext = picture.rpartition(".")
+    return f"{stem}-{size}{dot}{ext}"
+
+
 class Category(models.Model):
     slug = models.SlugField(verbose_name=_("slug"), max_length=64, unique=True)
     name = models.CharField(verbose_name=_("name"), max_length=120)
@@ -49,6 +57,9 @@ class Product(models.Model):
     # What the buyer fills in at checkout: [{"name", "label", "required", "max_length"}], checked
     # by catalog.services.custom_fields_clean when set and custom_values_clean at checkout.
     custom_fields = models.JSONField(verbose_name=_("custom fields"), default=list, blank=True)
+    # The stored picture's name ("<id>-<hash>.webp", see catalog.pictures), "" when none. Written
+    # only by product_picture_set / product_picture_remove, never by a form.
+    picture = models.CharField(verbose_name=_("picture"), max_length=100, blank=True, default="", editable=False)
     active = models.BooleanField(verbose_name=_("active"), default=True)
     sort_order = models.IntegerField(verbose_name=_("sort order"), default=0)
     created_at = models.DateTimeField(verbose_name=_("created at"), auto_now_add=True)
@@ -60,6 +71,16 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def picture_thumb(self) -> str:
+        """The small picture's file name (home page cards, bot lists), "" when none."""
+        return picture_file(self.picture, "thumb")
+
+    @property
+    def picture_page(self) -> str:
+        """The page-size picture's file name (product page, bot messages), "" when none."""
+        return picture_file(self.picture, "page")
 
     @property
     def needs_keys(self) -> bool:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
+
+from django.db import transaction
+from django.utils.translation import gettext
 
 from kami.catalog.coupons import coupon_check, coupon_discount, coupon_for
 from kami.catalog.custom_fields import custom_fields_clean
 from kami.catalog.models import Coupon, Product, TierPrice
 from kami.core import money
-from kami.core.errors import BadInput
+from kami.core.errors import BadInput, Conflict
 
 
 class Price(tuple):
@@ -93,3 +97,34 @@ def product_create(*, slug: str, name: str, price: Decimal, currency: str = "CNY
         min_qty=min_qty, max_qty=max_qty, low_stock=low_stock, description=description,
         custom_fields=custom_fields_clean(custom_fields),
     )
+
+
+def product_update(*, product: Product, fields: Iterable[str] | None = None) -> Product:
+    """Save an edited `product` (all fields, or `fields`). The one way a stored product changes:
+    the back office saves through it, so the catalog's rules on a change hold on every path."""
+    with transaction.atomic():  # lock the stored row: two edits of one product are checked one after the other
+        stored = Product.objects.select_for_update().get(pk=product.pk)
+        product_kind_check(product=stored, kind=product.kind)
+        product.save(update_fields=_edited_fields(fields))
+    product.picture = stored.picture
+    return product
+
+
+def _edited_fields(fields: Iterable[str] | None) -> list[str]:
+    """Every field but `picture`: a picture changes only with its files (catalog.pictures), so an
+    edit made on a page loaded before a new picture never points the product back at old files."""
+    names = fields if fields is not None else (f.name for f in Product._meta.concrete_fields if not f.primary_key)
+    return [name for name in names if name != "picture"]
+
+
+def product_kind_check(*, product: Product, kind: str) -> None:
+    """Refuse a new `kind` for a stored product that has keys or orders. Keys were imported as
+    what the product was (unique keys are sold once, reusable ones go to every buyer) and orders
+    were sold as it: switching unique → reusable would hand one buyer the whole stock, and back
+    again sell it twice. A new product is the way. (Reads the reverse relations `keys` and
+    `orders` by name: the catalog imports neither stock nor orders.)"""
+    if product.pk is None or kind == product.kind:
+        return
+    if product.keys.exists() or product.orders.exists():
+        raise Conflict(gettext("kind cannot change once the product has keys or orders; create a new product"),
+                       code="kind_fixed")

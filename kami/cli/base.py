@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, no_translations
 
 from kami.core.errors import BadInput, Conflict, KamiError, NotFound
 
@@ -64,6 +64,7 @@ class KamiCommand(BaseCommand):
     def create_parser(self, prog_name, subcommand, **kwargs):
         return intermixed(super().create_parser(prog_name, subcommand, **kwargs))
 
+    @no_translations  # services' messages are translated for pages and the back office; the shell reads English
     def execute(self, *args, **options):
         try:
             return super().execute(*args, **options)

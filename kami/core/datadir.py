@@ -1,8 +1,10 @@
 """The data directory: the SQLite file and, unless the environment gives them, the generated
 Django secret key and the data-encryption keyring.
 
-Generated files are written with mode 0600. Losing the keyring loses every stored key, so the
-first time it is created we say so, loudly and once.
+Everything in it is the owner's alone: the directory is 0700 and every Kami process runs with
+umask 077, so the SQLite file, its journal, mail files, logos and uploads are created 0600 (0700
+for directories) whoever creates them. Losing the keyring loses every stored key, so the first
+time it is created we say so, loudly and once.
 """
 from __future__ import annotations
 
@@ -17,9 +19,26 @@ log = logging.getLogger("kami.datadir")
 
 
 def data_dir() -> Path:
+    os.umask(0o077)  # before anything is created: files 0600, directories 0700
     path = Path(os.environ.get("KAMI_DATA_DIR", "var")).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _owner_only(path)
     return path
+
+
+def _owner_only(path: Path) -> None:
+    """A data dir made before Kami kept it private (0755) still opens its database and mail to
+    every local user: close it, once, and say so."""
+    mode = path.stat().st_mode & 0o777
+    if not mode & 0o077:
+        return
+    try:
+        path.chmod(0o700)
+    except OSError as exc:  # not ours to change: say what to do
+        log.warning("the data dir %s is readable by other users (mode %o) and Kami cannot change that (%s): "
+                    "run `chmod 700 %s`", path, mode, exc.strerror, path)
+        return
+    log.warning("the data dir %s was readable by other users (mode %o): now 0700", path, mode)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -32,3 +32,9 @@ def ratelimit_hit(*, scope: str, identity: str, limit: int, window: int) -> bool
         cache.add(key, 1, timeout=window + 1)
         count = 1
     return count <= limit
+
+
+def ratelimit_spent(*, scope: str, identity: str, limit: int, window: int) -> bool:
+    """True when this identity has already used up `limit` attempts in the current window:
+    a look without counting, for callers that count only failures (`ratelimit_hit`)."""
+    return limit > 0 and (cache.get(_key(scope, identity, window)) or 0) >= limit

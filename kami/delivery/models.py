@@ -30,6 +30,8 @@ class OutboxMessage(models.Model):
     attempts = models.PositiveIntegerField(verbose_name=_("attempts"), default=0)
     next_attempt_at = models.DateTimeField(verbose_name=_("next attempt at"))
     lease_until = models.DateTimeField(verbose_name=_("lease until"), null=True, blank=True)
+    # Whose lease it is: the random token of the claim that holds the row (kami/delivery/leases.py).
+    lease_token = models.CharField(verbose_name=_("lease owner"), max_length=32, blank=True, default="")
     last_error = models.TextField(verbose_name=_("last error"), blank=True, default="")
     message_id = models.CharField(verbose_name=_("message id"), max_length=191, blank=True, default="")
     created_at = models.DateTimeField(verbose_name=_("created at"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from kami.audit.services import audit_record
@@ -19,6 +20,7 @@ from kami.core.errors import BadInput, NotFound
 from kami.delivery.alerts import ALERTS, admin_language, alert_channels, alert_render
 from kami.delivery.models import OutboxMessage
 from kami.orders.models import Order
+from kami.orders.selectors import orders_lookup
 from kami.orders.services import order_event
 
 log = logging.getLogger("kami.delivery")
@@ -50,8 +52,25 @@ def order_keys_enqueue(*, order_id: int, email: str, resend: int = 0) -> OutboxM
     dedupe_key, payload = f"order_keys:{order_id}:email", {"order_id": order_id}
     if resend:
         dedupe_key, payload = f"order_keys:{order_id}:resend:{resend}", {"order_id": order_id, "resend": resend}
-    return OutboxMessage.objects.create(kind="order_keys", channel="email", target=email, dedupe_key=dedupe_key,
-                                        payload=payload, next_attempt_at=now, created_at=now)
+    row = OutboxMessage.objects.create(kind="order_keys", channel="email", target=email, dedupe_key=dedupe_key,
+                                       payload=payload, next_attempt_at=now, created_at=now)
+    for lookup in () if resend else _order_keys_recipients:
+        for channel, target in lookup(order_id):
+            OutboxMessage.objects.create(kind="order_keys", channel=channel, target=target[:254],
+                                         dedupe_key=f"order_keys:{order_id}:{channel}", payload={"order_id": order_id},
+                                         next_attempt_at=now, created_at=now)
+    return row
+
+
+# Where an order's keys go besides its email: lookups order_id -> [(channel, target)], added at
+# start by the edges that take orders elsewhere (kami.telegram: the buyer's chat). A registry, so
+# this layer never imports an edge; one lookup is one indexed read in the fulfilling transaction.
+_order_keys_recipients: list = []
+
+
+def order_keys_recipients_register(lookup) -> None:
+    if lookup not in _order_keys_recipients:
+        _order_keys_recipients.append(lookup)
 
 
 def admin_alert(*, event: str, dedupe_key: str, params: dict | None = None, text: str = "") -> list[OutboxMessage]:
@@ -104,6 +123,22 @@ def delivery_retry_now(*, message_id: int, actor: str, ip: str = "") -> OutboxMe
     return row
 
 
+def deliveries_retry_all(*, actor: str, ip: str = "", status: str = S.MANUAL) -> int:
+    """"Retry now" for a whole backlog, once its cause is fixed (the mail server is back): every
+    `manual` (or every `failed`) row becomes due now. They get the same due time, and the worker
+    claims by due time, then id, so it sends them in the order they were queued. Each gets one more
+    attempt, as with delivery_retry_now: a manual row that fails again returns to `manual` without
+    a second alert. Returns how many rows were made due."""
+    if status not in (S.MANUAL, S.FAILED):
+        raise BadInput(f"status {status!r}: retry all takes the manual or the failed deliveries")
+    with transaction.atomic():  # the change and its audit row together
+        count = OutboxMessage.objects.filter(status=status).update(
+            status=S.PENDING, next_attempt_at=clock.now(), lease_until=None, lease_token="")
+        audit_record(actor=actor, action="delivery.retry_all", obj_type="delivery", obj_id=status, ip=ip,
+                     status_before=status, count=count)
+    return count
+
+
 def delivery_mark_handled(*, message_id: int, note: str, actor: str, ip: str = "") -> OutboxMessage:
     """Close a failed or manual delivery a human dealt with (sent the keys by hand, fixed the
     cause elsewhere…): status `handled`, with the note, who and when. The worker never takes it again."""
@@ -141,6 +176,25 @@ def order_delivery_resend(*, order_id: int, actor: str, ip: str = "") -> OutboxM
         audit_record(actor=actor, action="order.resend_delivery", obj_type="order", obj_id=order.order_no, ip=ip,
                      message_id=row.pk, resend=n)
     return row
+
+
+def order_link_request(*, email: str, order_no: str) -> None:
+    """The lookup by order number and email. When both match one order, queue an email with a
+    fresh order link to that order's own address: knowing the number and the email (as staff
+    and anyone who saw an order list do) is not proof of owning the mailbox, so the keys go
+    only where the key email went. Nothing is returned, so the caller cannot answer a hit
+    differently from a miss. At most one link email per order per lookup window (the dedupe
+    key): lookups cannot flood a buyer's inbox."""
+    found = orders_lookup(email=email, order_no=order_no) if order_no else []
+    if not found:
+        return
+    order = found[0]
+    window = int(clock.now().timestamp()) // max(settings.KAMI_LOOKUP_WINDOW_SECONDS, 1)
+    with transaction.atomic():  # the outbox row and the order's event together
+        row = outbox_enqueue(kind="order_link", channel="email", target=order.email,
+                             dedupe_key=f"order_link:{order.pk}:{window}", payload={"order_id": order.pk})
+        if row is not None:
+            order_event(order=order, kind="link_sent", message_id=row.pk)
 
 
 _RESEND_HINTS = {

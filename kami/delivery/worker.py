@@ -4,25 +4,31 @@
     if the lease is still ours) → sent | failed + backoff | manual + admin alert
 
 Several workers on several machines may run at once: a row is leased to one worker at a time,
-and a worker that died mid-delivery is noticed when its lease runs out. That counts as an
+and a worker that died mid-delivery is noticed when its lease runs out — a short lease, renewed
+while the worker lives (kami/delivery/leases.py), so that takes seconds. That counts as an
 attempt (its outcome is unknown), so even a message that kills every worker ends `manual`.
+
+A database restart mid-batch does not strand the batch: a result already sent is recorded once
+the database answers again, and what was not sent yet is handed back (DATABASE_WAIT_SECONDS).
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.db.models import QuerySet
 
 from kami.core import clock
 from kami.core.errors import NotFound
 from kami.delivery import backoff
 from kami.delivery.channels import PermanentFailure, TemporaryFailure, channel_get
+from kami.delivery.leases import LeaseKeeper, lease_end, lease_token_new
 from kami.delivery.models import DeliveryAttempt, OutboxMessage
 from kami.delivery.services import admin_alert
 from kami.orders.models import Order
@@ -30,10 +36,8 @@ from kami.orders.models import Order
 log = logging.getLogger("kami.delivery.worker")
 S = OutboxMessage.Status
 LEASE_EXPIRED = "lease expired: the worker stopped mid-delivery, outcome unknown"
-
-
-def lease_seconds() -> int:
-    return int(getattr(settings, "KAMI_DELIVERY_LEASE_SECONDS", 300))
+CONNECTION_LOST = (OperationalError, InterfaceError)  # the database went away (a restart), not a channel failure
+DATABASE_WAIT_SECONDS = 60  # how long a batch waits for a restarting database before letting its leases lapse
 
 
 def due_querysets(now: datetime) -> list[QuerySet]:
@@ -53,7 +57,7 @@ def outbox_claim(*, worker_id: str, limit: int = 50) -> list[OutboxMessage]:
     """Lease up to `limit` due messages to this worker and commit, before anything is sent.
     Each returned message carries `claimed_status`, the status it had before the claim."""
     now = clock.now()
-    lease = now + timedelta(seconds=lease_seconds())
+    lease, token = lease_end(), lease_token_new()
     plan = backoff.schedule()
     claimed: list[OutboxMessage] = []
     with transaction.atomic():  # the claim: rows locked (others' skipped) only for as long as it takes to lease them
@@ -69,15 +73,16 @@ def outbox_claim(*, worker_id: str, limit: int = 50) -> list[OutboxMessage]:
                 DeliveryAttempt.objects.create(message=row, at=now, ok=False, error=LEASE_EXPIRED, worker=worker_id[:100])
                 if row.attempts >= backoff.max_attempts(plan):
                     OutboxMessage.objects.filter(id=row.id).update(
-                        status=S.MANUAL, attempts=row.attempts, lease_until=None, last_error=LEASE_EXPIRED)
+                        status=S.MANUAL, attempts=row.attempts, lease_until=None, lease_token="", last_error=LEASE_EXPIRED)
                     log.error("outbox #%s %s via %s: manual (attempt %s): %s", row.id, row.kind, row.channel,
                               row.attempts, LEASE_EXPIRED)
                     _escalate(row, LEASE_EXPIRED)
                     continue
                 OutboxMessage.objects.filter(id=row.id).update(attempts=row.attempts)
-            row.status, row.lease_until = S.SENDING, lease
+            row.status, row.lease_until, row.lease_token = S.SENDING, lease, token
             claimed.append(row)
-        OutboxMessage.objects.filter(id__in=[m.id for m in claimed]).update(status=S.SENDING, lease_until=lease)
+        OutboxMessage.objects.filter(id__in=[m.id for m in claimed]).update(
+            status=S.SENDING, lease_until=lease, lease_token=token)
     return claimed
 
 
@@ -86,8 +91,8 @@ def outbox_release(messages: list[OutboxMessage]) -> int:
     them now instead of after the lease runs out."""
     released = 0
     for m in messages:
-        released += OutboxMessage.objects.filter(id=m.id, status=S.SENDING, lease_until=m.lease_until).update(
-            status=getattr(m, "claimed_status", S.FAILED), lease_until=None)
+        released += OutboxMessage.objects.filter(id=m.id, status=S.SENDING, lease_token=m.lease_token).update(
+            status=getattr(m, "claimed_status", S.FAILED), lease_until=None, lease_token="")
     return released
 
 
@@ -102,6 +107,8 @@ def outbox_perform(message: OutboxMessage, *, worker_id: str) -> str:
     error, permanent = None, False
     try:
         channel_get(message.channel).send(message)
+    except CONNECTION_LOST:
+        raise  # the database, not the channel: nothing was sent, the pass hands the message back
     except (PermanentFailure, NotFound) as exc:
         error, permanent = _short(exc), True
     except TemporaryFailure as exc:
@@ -110,7 +117,8 @@ def outbox_perform(message: OutboxMessage, *, worker_id: str) -> str:
         error = _short(exc)
         log.warning("outbox #%s %s via %s: unexpected %s", message.id, message.kind, message.channel,
                     type(exc).__name__, exc_info=True)
-    outcome = _record(message, worker_id=worker_id, error=error, permanent=permanent)
+    _test_pause("sent")
+    outcome = _when_database_answers(lambda: _record(message, worker_id=worker_id, error=error, permanent=permanent))
     # lost here means our lease ran out mid-send: another worker may have delivered it as well
     level = {"sent": logging.INFO, "failed": logging.WARNING, "lost": logging.WARNING}.get(outcome, logging.ERROR)
     log.log(level, "outbox #%s %s via %s: %s (attempt %s)%s", message.id, message.kind, message.channel, outcome,
@@ -120,8 +128,8 @@ def outbox_perform(message: OutboxMessage, *, worker_id: str) -> str:
 
 def _lease_renew(message: OutboxMessage) -> bool:
     """Extend our lease just before sending; False when another worker has re-claimed the row."""
-    lease = clock.now() + timedelta(seconds=lease_seconds())
-    mine = OutboxMessage.objects.filter(id=message.id, status=S.SENDING, lease_until=message.lease_until).update(
+    lease = lease_end()
+    mine = OutboxMessage.objects.filter(id=message.id, status=S.SENDING, lease_token=message.lease_token).update(
         lease_until=lease)
     if mine:
         message.lease_until = lease
@@ -141,7 +149,8 @@ def _record(message: OutboxMessage, *, worker_id: str, error: str | None, perman
                   "next_attempt_at": now + timedelta(seconds=backoff.delay(attempts, plan))}
     fields.update(attempts=attempts, lease_until=None, message_id=message.message_id)
     with transaction.atomic():  # the result and its attempt row together; applies only while the lease is ours
-        mine = OutboxMessage.objects.filter(id=message.id, status=S.SENDING, lease_until=message.lease_until).update(**fields)
+        mine = OutboxMessage.objects.filter(id=message.id, status=S.SENDING, lease_token=message.lease_token).update(
+            lease_token="", **fields)
         note = (error or "") if mine else f"late, lease lost: {error or 'sent'}"
         DeliveryAttempt.objects.create(message_id=message.id, at=now, ok=error is None, error=note, worker=worker_id[:100])
         if not mine:
@@ -181,16 +190,82 @@ def run_pass(*, worker_id: str, limit: int = 50, stop_event: threading.Event | N
     `stop_event` is set, releasing what it has not started."""
     messages = outbox_claim(worker_id=worker_id, limit=limit)
     outcomes: Counter = Counter()
-    for i, message in enumerate(messages):
-        if stop_event is not None and stop_event.is_set():
-            outbox_release(messages[i:])
-            break
-        try:
-            outcomes[outbox_perform(message, worker_id=worker_id)] += 1
-        except BaseException:
-            _release_quietly(messages[i + 1:])
-            raise
+    if not messages:
+        return outcomes
+    with LeaseKeeper(messages):  # renews the batch's lease while this thread sends
+        _test_pause("claimed")
+        for i, message in enumerate(messages):
+            if stop_event is not None and stop_event.is_set():
+                outbox_release(messages[i:])
+                break
+            try:
+                outcomes[outbox_perform(message, worker_id=worker_id)] += 1
+            except CONNECTION_LOST:
+                # nothing of messages[i:] was sent: hand them back once the database answers,
+                # so they go out at once instead of when their lease lapses (and count no attempt)
+                log.warning("worker %s: database connection lost; handing back %d deliveries when it answers",
+                            worker_id, len(messages) - i)
+                _when_database_answers(lambda rest=messages[i:]: outbox_release(rest), stop_event=stop_event)
+                break  # handed back: the next pass claims them again, the database answering
+            except BaseException:
+                _release_quietly(messages[i + 1:])
+                raise
     return outcomes
+
+
+def _when_database_answers(action: Callable[[], object], *, stop_event: threading.Event | None = None):
+    """Run `action`, a short conditional write, again while the database connection is lost (a
+    restart), each time on a fresh connection, for up to DATABASE_WAIT_SECONDS; then give up
+    (re-raise): the leases lapse and a later pass takes the rows over. The writes match the
+    lease token, so a retry after another worker took the rows changes nothing."""
+    deadline, outage = time.monotonic() + DATABASE_WAIT_SECONDS, DatabaseOutage("delivery batch")
+    while True:
+        try:
+            result = action()
+            outage.answered()
+            return result
+        except CONNECTION_LOST as exc:
+            if time.monotonic() >= deadline or (stop_event is not None and stop_event.is_set()):
+                raise
+            outage.lost(exc)
+            _connection_drop()
+            time.sleep(1)
+
+
+class DatabaseOutage:
+    """One line when the database stops answering and one when it is back, instead of a
+    traceback per poll while a server restarts."""
+
+    def __init__(self, who: str):
+        self.who, self.since = who, None
+
+    def lost(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("%s: database unavailable (%s); retrying until it answers", self.who, _short(exc))
+
+    def answered(self) -> None:
+        if self.since is not None:
+            log.warning("%s: database answering again after %.0fs", self.who, time.monotonic() - self.since)
+            self.since = None
+
+
+def _connection_drop() -> None:
+    try:
+        connection.close()  # broken: the next query opens a new one
+    except CONNECTION_LOST:
+        pass
+
+
+def _test_pause(point: str) -> None:
+    """Fault injection for tests/faults: KAMI_DELIVERY_TEST_PAUSE=<point>:<seconds> holds the
+    worker at `point` — `claimed` (the claim committed, nothing sent) or `sent` (a message sent,
+    its result not recorded) — so a test can SIGKILL it there. Unset outside tests (production
+    refuses to start with it)."""
+    name, _, seconds = (getattr(settings, "KAMI_DELIVERY_TEST_PAUSE", "") or "").partition(":")
+    if name == point:
+        log.warning("KAMI_DELIVERY_TEST_PAUSE: holding %ss after %s", seconds or 60, point)
+        time.sleep(float(seconds or 60))
 
 
 def _release_quietly(messages: list[OutboxMessage]) -> None:
@@ -211,11 +286,15 @@ def run_forever(worker_id: str, poll_seconds: float, stop_event: threading.Event
     """Deliver until `stop_event` is set. `on_pass` runs after every pass (the command hangs
     its periodic sweep there). Waits `poll_seconds` whenever the queue is drained."""
     log.info("worker %s started (poll %ss)", worker_id, poll_seconds)
+    outage = DatabaseOutage(f"worker {worker_id}")
     while not stop_event.is_set():
         close_old_connections()  # a long-lived process: drop a connection the database closed
         done = 0
         try:
             done = run_once(worker_id, limit=limit, stop_event=stop_event)
+            outage.answered()
+        except CONNECTION_LOST as exc:  # a database restart: said once, retried every poll, no restart of Kami
+            outage.lost(exc)
         except Exception:  # noqa: BLE001 — a database hiccup must not kill the worker
             log.exception("worker %s: delivery pass failed; retrying in %ss", worker_id, poll_seconds)
         if on_pass is not None and not stop_event.is_set():

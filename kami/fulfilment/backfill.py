@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+
+from django.conf import settings
 
 from kami.fulfilment.confirm import order_fulfil_from_stock
 from kami.fulfilment.reconcile import close_at_gateways, reconcile_pending
 from kami.fulfilment.refund import refund_stale_awaiting
 from kami.orders.models import Order
 from kami.orders.services import orders_expire
+from kami.payments.services import notifications_prune
 from kami.stock.claim import ShortClaim
 
 log = logging.getLogger("kami.fulfilment")
@@ -34,10 +38,11 @@ def restock_backfill(*, product_id: int) -> int:
 def sweep() -> dict:
     """The periodic sweep the worker runs: ask gateways about orders whose notification may have
     been lost, expire unpaid orders, retry awaiting-stock orders (keys added by a path that did
-    not backfill)."""
+    not backfill), prune rejected notifications past their retention."""
     reconciled = reconcile_pending()
     products = set(Order.objects.filter(status=Order.Status.AWAITING_STOCK).values_list("product_id", flat=True))
     backfilled = sum(restock_backfill(product_id=p) for p in products)
     expired = orders_expire()
     return {"reconciled": reconciled, "expired": len(expired), "closed": close_at_gateways(expired),
-            "backfilled": backfilled, "auto_refunded": refund_stale_awaiting()}
+            "backfilled": backfilled, "auto_refunded": refund_stale_awaiting(),
+            "pruned": notifications_prune(older_than=timedelta(days=settings.KAMI_NOTIFY_REJECTED_KEEP_DAYS))}

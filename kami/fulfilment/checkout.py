@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.urls import reverse
 
+from kami.catalog.coupons import CouponRefused, coupon_tries_spent, coupon_try_refused
 from kami.catalog.models import Product
 from kami.core.errors import BadInput
 from kami.orders.models import Order
 from kami.orders.services import order_create
 from kami.payments.interface import OrderInfo, PaymentAction, Urls
 from kami.payments.registry import gateway_get
+from kami.payments.selectors import notify_url
 from kami.core.errors import NotFound
 
 
@@ -24,11 +26,14 @@ class Checkout:
 
 
 def order_url(order: Order, token: str) -> str:
+    """The order page with its token: only for Kami's own pages and emails, never a third party."""
     return f"{settings.KAMI_BASE_URL}{reverse('order-page', args=[order.order_no])}?token={token}"
 
 
-def notify_url(gateway: str) -> str:
-    return f"{settings.KAMI_BASE_URL}{reverse('pay-notify', args=[gateway])}"
+def return_url(order: Order) -> str:
+    """Where a gateway sends the buyer back: no token, because gateways (and Epay aggregators'
+    logs and cashier-page scripts) see it. The browser's signed recent-orders cookie opens it."""
+    return f"{settings.KAMI_BASE_URL}{reverse('order-return', args=[order.order_no])}"
 
 
 def order_info(order: Order) -> OrderInfo:
@@ -49,11 +54,17 @@ def checkout_start(*, product_slug: object, quantity: object, email: object, gat
         raise BadInput("invalid order", fields={"gateway": "this payment method is not available"})
     if product is not None and not gw.supports_currency(product.currency):
         raise BadInput("invalid order", fields={"gateway": f"this payment method does not take {product.currency}"})
-    order, token = order_create(product=product, quantity=quantity, email=email, gateway=gateway,
-                                buyer_ip=buyer_ip, locale=locale, lookup_password=lookup_password,
-                                coupon=coupon, custom_values=custom_values)
+    if coupon and (refusal := coupon_tries_spent(client=buyer_ip or "")):
+        raise refusal  # too many codes refused from this address: this one is not looked at
+    try:
+        order, token = order_create(product=product, quantity=quantity, email=email, gateway=gateway,
+                                    buyer_ip=buyer_ip, locale=locale, lookup_password=lookup_password,
+                                    coupon=coupon, custom_values=custom_values)
+    except CouponRefused:
+        coupon_try_refused(client=buyer_ip or "")
+        raise
     url = order_url(order, token)
-    action = gw.create_payment(order_info(order), Urls(notify=notify_url(gateway), ret=url))
+    action = gw.create_payment(order_info(order), Urls(notify=notify_url(gateway), ret=return_url(order)))
     if action.gateway_ref:
         order.gateway_ref = action.gateway_ref[:128]
         order.save(update_fields=["gateway_ref"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 
 from django.db import transaction
 
@@ -32,31 +33,54 @@ class Outcome(str, enum.Enum):
     DUPLICATE = "duplicate"  # this trade was applied before: acknowledge, change nothing
     FLAGGED = "flagged"  # money or timing does not match: a human decides
     UNKNOWN_ORDER = "unknown_order"
+    WRONG_GATEWAY = "rejected"  # the sandbox paying another gateway's order, or the reverse: nothing changes
 
 
-def payment_confirm(*, gateway: str, notice: Notice) -> Outcome:
-    """Apply a verified paid notice. Safe to call any number of times, from any number of threads."""
+def payment_confirm(*, gateway: str, notice: Notice, record: Callable[[Outcome], None] | None = None) -> Outcome:
+    """Apply a verified paid notice. Safe to call any number of times, from any number of threads.
+
+    `record(outcome)` runs inside the confirm transaction, last, and commits with it: notify.py
+    writes the raw notification row there, so a confirmed notification costs one transaction."""
     try:
-        return _confirm(gateway, notice, wait=False)
+        return _confirm(gateway, notice, wait=False, record=record)
     except ShortClaim:
         # SKIP LOCKED came up short while locked rows might still come free: the transaction was
         # rolled back (releasing everything), so claim again waiting on locks before parking.
-        return _confirm(gateway, notice, wait=True)
+        return _confirm(gateway, notice, wait=True, record=record)
 
 
-def _confirm(gateway: str, notice: Notice, *, wait: bool) -> Outcome:
-    with transaction.atomic():  # the confirm transaction: order, payment, keys and outbox commit together
-        order = orders_for_update().filter(order_no=notice.order_no).first()
-        if order is None:
-            return Outcome.UNKNOWN_ORDER
-        if Payment.objects.filter(gateway=gateway, trade_no=notice.trade_no).exists():
-            return Outcome.DUPLICATE
-        # No savepoint needed: twins of this trade for this order queue on the order lock above and
-        # see it here. A twin naming another order fails the unique constraint, the transaction
-        # rolls back, the gateway is asked to retry, and the retry finds the trade applied.
-        Payment.objects.create(order=order, gateway=gateway, trade_no=notice.trade_no, amount=notice.amount,
-                               currency=notice.currency, created_at=clock.now())
-        return _apply(order, gateway, notice, wait=wait)
+def _confirm(gateway: str, notice: Notice, *, wait: bool, record: Callable[[Outcome], None] | None) -> Outcome:
+    with transaction.atomic():  # the confirm transaction: order, payment, keys, outbox (and the notification) commit together
+        outcome = _decide(gateway, notice, wait=wait)
+        if record is not None:
+            record(outcome)
+        return outcome
+
+
+def _decide(gateway: str, notice: Notice, *, wait: bool) -> Outcome:
+    """The confirm's steps, in the caller's transaction: lock order → record trade → apply."""
+    order = orders_for_update().filter(order_no=notice.order_no).first()
+    if order is None:
+        return Outcome.UNKNOWN_ORDER
+    if sandbox_crossing(paid_with=gateway, chosen=order.gateway):
+        log.warning("order %s was created for %s: a %s payment is refused (the sandbox moves no money)",
+                    order.order_no, order.gateway, gateway)
+        return Outcome.WRONG_GATEWAY
+    if Payment.objects.filter(gateway=gateway, trade_no=notice.trade_no).exists():
+        return Outcome.DUPLICATE
+    # No savepoint needed: twins of this trade for this order queue on the order lock above and
+    # see it here. A twin naming another order fails the unique constraint, the transaction
+    # rolls back, the gateway is asked to retry, and the retry finds the trade applied.
+    Payment.objects.create(order=order, gateway=gateway, trade_no=notice.trade_no, amount=notice.amount,
+                           currency=notice.currency, created_at=clock.now())
+    return _apply(order, gateway, notice, wait=wait)
+
+
+def sandbox_crossing(*, paid_with: str, chosen: str) -> bool:
+    """A buyer may pay through another real gateway than the one chosen (recorded as
+    `gateway_switched`), but the sandbox only ever pays sandbox orders, and sandbox orders are
+    paid only by the sandbox: otherwise a free simulated payment could settle a real order."""
+    return paid_with != chosen and "sandbox" in (paid_with, chosen)
 
 
 def _apply(order: Order, gateway: str, notice: Notice, *, wait: bool) -> Outcome:

@@ -45,9 +45,9 @@ def _sealed(order: Order, lines: list[str]) -> list[Key]:
     to the order and line, so the same text ("done") may be delivered to many orders."""
     now, rows = clock.now(), []
     for i, text in enumerate(lines):
-        key_id, blob, fingerprint = key_seal(text)
-        if not order.product.needs_keys:
-            fingerprint = keyring().fingerprint(normalise_key(text), scope=f"manual:{order.order_no}:{i}")
+        fingerprint = "" if order.product.needs_keys else keyring().fingerprint(
+            normalise_key(text), scope=f"manual:{order.order_no}:{i}")
+        key_id, blob, fingerprint = key_seal(text, product_id=order.product_id, fingerprint=fingerprint)
         rows.append(Key(product_id=order.product_id, key_id=key_id, ciphertext=blob, fingerprint=fingerprint,
                         status=Key.Status.SOLD, sold_at=now))
     if order.product.needs_keys:

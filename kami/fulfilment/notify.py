@@ -1,9 +1,19 @@
 """Taking in a gateway notification: store it raw, verify, confirm, acknowledge.
 
-The row is written (in its own autocommit) before verification and survives whatever happens
-after, so every notification, forged or real, can be looked at later (dj-stripe's lesson).
+Every notification, forged or real, is kept as a row that can be looked at later (dj-stripe's
+lesson). Verification needs no database, so the row is written once, with its result: in its
+own autocommit when refused, ignored or failed, and inside the confirm transaction when paid
+(issue 9: one commit per notification instead of three). A confirm that rolls back still leaves
+the row, written again on its own with the error.
 The acknowledgement says success only once the outcome is committed; a transient failure asks
 the gateway to retry; a forgery is refused.
+
+What a forgery can cost is bounded: the row stored before verification holds at most
+`STORED_BODY_MAX` characters of the body (with a note of the full size; a notification that
+verifies is kept whole), and a sender IP past KAMI_NOTIFY_REJECTED_LIMIT
+rejections in 10 minutes is no longer stored first: its notifications are still verified (so a
+real gateway behind the same address is never locked out) and stored only if they verify. The
+worker's sweep prunes rejected rows after KAMI_NOTIFY_REJECTED_KEEP_DAYS.
 """
 from __future__ import annotations
 
@@ -11,17 +21,20 @@ import json
 import logging
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import BadRequest, SuspiciousOperation
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 
 from kami.core import clock
 from kami.core.errors import NotFound, Retryable, VerificationFailed
+from kami.core.net import client_ip
+from kami.core.ratelimit import ratelimit_hit, ratelimit_spent
 from kami.fulfilment.confirm import Outcome, payment_confirm
 from kami.payments.interface import Notice
 from kami.payments.models import Notification
-from kami.payments.registry import gateway_get
+from kami.payments.registry import gateway_class, gateway_get
 
 log = logging.getLogger("kami.notify")
 
@@ -29,6 +42,9 @@ _REDACTED = "[redacted]"
 _AMOUNT_LIMIT = Decimal(10) ** 12  # Payment.amount: max_digits=14, decimal_places=2
 _CENT = Decimal("0.01")
 _HEADER_KEEP = ("content-type", "user-agent", "x-forwarded-for", "x-real-ip")
+STORED_BODY_MAX = 64 * 1024  # characters of an unverified body kept (a verified one is kept whole)
+_HEADER_MAX = 4096  # characters of each kept header (signatures fit: RSA-4096 in base64 is 684)
+REJECTED_WINDOW = 600  # seconds: KAMI_NOTIFY_REJECTED_LIMIT counts rejections per sender IP in this window
 
 
 # What Django refuses to parse (too many fields, a broken multipart body, a form in a foreign
@@ -52,7 +68,8 @@ def _params(request: HttpRequest) -> dict:
 
 def _redact(gateway, request: HttpRequest) -> tuple[dict, str]:
     secret_names = {n.lower() for n in gateway.redact_fields}
-    headers = {k: (_REDACTED if k.lower() in secret_names else _text(v)) for k, v in request.headers.items()
+    headers = {k: (_REDACTED if k.lower() in secret_names else _text(v[:_HEADER_MAX]))
+               for k, v in request.headers.items()
                if k.lower() in _HEADER_KEEP or k.lower().startswith(gateway.name.lower()) or k.lower() in secret_names}
     try:
         raw = request.body  # read first, so the form parser works from this copy
@@ -63,11 +80,38 @@ def _redact(gateway, request: HttpRequest) -> tuple[dict, str]:
         body = json.dumps({k: (_REDACTED if k.lower() in secret_names else v) for k, v in params.items()},
                           ensure_ascii=False, sort_keys=True)
     else:
-        body = _text(raw[:65536].decode("utf-8", "backslashreplace"))
+        body = _text(raw.decode("utf-8", "backslashreplace"))
     return headers, body
 
 
+def _capped(body: str) -> str:
+    """What is stored before verification: the first STORED_BODY_MAX characters and a note."""
+    if len(body) <= STORED_BODY_MAX:
+        return body
+    return f"{body[:STORED_BODY_MAX]}\n[… cut: {len(body)} characters in all, kept whole only if it verifies]"
+
+
+def _sender(request: HttpRequest) -> str:
+    return client_ip(request)[:64]
+
+
 def notification_handle(*, gateway_name: str, request: HttpRequest) -> HttpResponse:
+    """The database unreachable at any step (a restart, a failover) answers the gateway's own
+    "retry": nothing was acknowledged, so it sends the notification again and a later try
+    completes the order. Never a success, never a bare 500."""
+    try:
+        return _notification_take(gateway_name=gateway_name, request=request)
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("notification from %s: database unavailable (%s); asking the gateway to retry", gateway_name,
+                    type(exc).__name__)
+        return gateway_class(gateway_name)(config={}, secrets={}).acknowledge(False)
+
+
+def _notification_take(*, gateway_name: str, request: HttpRequest) -> HttpResponse:
+    """Verify first (no database), then store: a refused or failed notification is written in its
+    own autocommit, a confirmed one inside the confirm transaction (one commit in all). The row
+    is never lost: if the confirm rolls back, it is written on its own with the error; if the
+    process dies mid-confirm, nothing was acknowledged and the gateway sends it again."""
     try:
         gateway = gateway_get(gateway_name)
     except NotFound:
@@ -75,35 +119,55 @@ def notification_handle(*, gateway_name: str, request: HttpRequest) -> HttpRespo
     if request.method not in gateway.notify_methods:
         return HttpResponse(status=405)
     headers, body = _redact(gateway, request)
-    row = Notification.objects.create(gateway=gateway_name, received_at=clock.now(), method=request.method,
-                                      remote_addr=request.META.get("REMOTE_ADDR", "")[:64], headers=headers, body=body)
+    row = Notification(gateway=gateway_name, received_at=clock.now(), method=request.method,
+                       remote_addr=_sender(request), headers=headers, body=_capped(body))
     try:
         notice = _checked(gateway.parse_notification(request))
     except (VerificationFailed, *_MALFORMED) as exc:
         error = str(exc) if isinstance(exc, VerificationFailed) else f"malformed request: {type(exc).__name__}"
-        _finish(row, Notification.Result.REJECTED, error=_text(error))
-        log.warning("notification %s from %s rejected: %s", row.pk, gateway_name, error)
+        if _refused_stored(row, Notification.Result.REJECTED, error=_text(error), counted=True):
+            log.warning("notification %s from %s rejected: %s", row.pk, gateway_name, error)
         return gateway.acknowledge(False)
     except Retryable as exc:
         # Verifying needed the gateway (a certificate to fetch, a capture to make) and it did not
         # answer: not acknowledged, so the gateway sends the notification again.
-        _finish(row, Notification.Result.ERROR, error=_text(f"gateway trouble: {exc}"))
-        log.warning("notification %s from %s: gateway trouble, asking for a retry: %s", row.pk, gateway_name, exc)
+        if _refused_stored(row, Notification.Result.ERROR, error=_text(f"gateway trouble: {exc}")):
+            log.warning("notification %s from %s: gateway trouble, asking for a retry: %s", row.pk, gateway_name, exc)
         return gateway.acknowledge(False)
+    except Exception as exc:  # a bug in a gateway module: the raw row is still kept, then the 500
+        _finish(row, Notification.Result.ERROR, error=_text(f"unexpected: {type(exc).__name__}: {exc}"[:2000]))
+        raise
     row.verified, row.order_no, row.trade_no = True, notice.order_no[:64], notice.trade_no[:128]
+    row.body = body  # verified: the raw body is kept whole
     if not notice.paid:
         _finish(row, Notification.Result.IGNORED)
         return gateway.acknowledge(True)
     try:
-        outcome = payment_confirm(gateway=gateway_name, notice=notice)
+        outcome = payment_confirm(gateway=gateway_name, notice=notice,
+                                  record=lambda outcome: _finish(row, Notification.Result(outcome.value)))
     except DatabaseError as exc:
+        row.pk, row._state.adding = None, True  # its INSERT rolled back with the confirm: write it again, alone
         _finish(row, Notification.Result.ERROR, error=f"{type(exc).__name__}: {exc}"[:2000])
         log.exception("notification %s: confirm failed; the gateway will retry", row.pk)
         return gateway.acknowledge(False)
-    _finish(row, Notification.Result(outcome.value))
     if outcome == Outcome.UNKNOWN_ORDER:
         log.warning("notification %s: verified but names unknown order %s", row.pk, notice.order_no[:64])
     return gateway.acknowledge(True)
+
+
+def _refused_stored(row: Notification, result: str, *, error: str, counted: bool = False) -> bool:
+    """Store a notification that did not verify, unless its sender IP is past
+    KAMI_NOTIFY_REJECTED_LIMIT rejections in REJECTED_WINDOW: then it is only counted (a flood of
+    forgeries costs no rows). Rejections (`counted`) add to the count. True when stored."""
+    limit = {"scope": f"notify-rejected:{row.gateway}", "identity": row.remote_addr,
+             "limit": settings.KAMI_NOTIFY_REJECTED_LIMIT, "window": REJECTED_WINDOW}
+    flooding = ratelimit_spent(**limit)
+    if counted:
+        ratelimit_hit(**limit)
+    if flooding:
+        return False
+    _finish(row, result, error=error)
+    return True
 
 
 def _checked(notice: Notice) -> Notice:
@@ -123,5 +187,6 @@ def _checked(notice: Notice) -> Notice:
 
 
 def _finish(row: Notification, result: str, *, error: str = "") -> None:
+    """Write the row once, with its result (one INSERT; in the confirm transaction when called from there)."""
     row.result, row.error = result, error
-    row.save(update_fields=["result", "error", "verified", "order_no", "trade_no"])
+    row.save()

@@ -4,6 +4,11 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _, pgettext_lazy
 
 
+def email_normalise(email: str) -> str:
+    """The one form of an email that per-email limits and lookups compare: trimmed, lower-cased."""
+    return email.strip().lower()
+
+
 class Order(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", pgettext_lazy("order status", "Pending payment")
@@ -19,6 +24,10 @@ class Order(models.Model):
     product = models.ForeignKey("catalog.Product", verbose_name=_("product"), on_delete=models.PROTECT,
                                 related_name="orders")
     email = models.EmailField(verbose_name=_("email"), max_length=254)
+    # `email` trimmed and lower-cased (email_normalise above): what per-email limits and
+    # lookups compare, through an index (a case-insensitive match on `email` is served by none).
+    email_norm = models.CharField(verbose_name=_("email (normalised)"), max_length=254, blank=True, default="",
+                                  editable=False)
     quantity = models.PositiveIntegerField(verbose_name=_("quantity"))
     unit_price = models.DecimalField(verbose_name=_("unit price"), max_digits=14, decimal_places=2)
     amount = models.DecimalField(verbose_name=_("amount"), max_digits=14, decimal_places=2)
@@ -54,6 +63,8 @@ class Order(models.Model):
             models.Index(fields=["status", "paid_at"], name="order_status_paid"),
             models.Index(fields=["status", "expires_at"], name="order_status_expiry"),
             models.Index(fields=["email"], name="order_email"),
+            models.Index(fields=["email_norm", "status"], name="order_email_norm_status"),
+            models.Index(fields=["buyer_ip", "status"], name="order_ip_status"),
         ]
 
     def __str__(self) -> str:

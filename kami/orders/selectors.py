@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 
 from kami.core.crypto import Secret, token_matches
 from kami.core.errors import NotFound
-from kami.orders.models import Order, OrderKey
+from kami.orders.models import Order, OrderKey, email_normalise
 from kami.stock.vault import key_open
 
 
@@ -22,10 +22,12 @@ def order_get_for_buyer(*, order_no: str, token: str) -> Order:
 def order_keys_plaintext(*, order: Order) -> list[Secret]:
     """The keys delivered to an order, decrypted. Keep the result in as few frames as possible."""
     rows = OrderKey.objects.filter(order=order).select_related("key").order_by("position", "id")
-    return [key_open(key_id=r.key.key_id, ciphertext=r.key.ciphertext) for r in rows]
+    return [key_open(r.key) for r in rows]
 
 
-LOOKUP_MAX_ORDERS = 5
+# The password way's cost: this many PBKDF2 checks (~0.3-0.4 s each) per lookup, hit or miss.
+LOOKUP_MAX_ORDERS = 3
+LOOKUP_PASSWORD_MIN, LOOKUP_PASSWORD_MAX = 8, 64
 _dummy_hash: list[str] = []
 
 
@@ -37,25 +39,29 @@ def _dummy_check(password: str) -> None:
     check_password(password, _dummy_hash[0])
 
 
+def lookup_password_fits(password: object) -> bool:
+    """A lookup password's length rule, at checkout and at lookup."""
+    return isinstance(password, str) and LOOKUP_PASSWORD_MIN <= len(password) <= LOOKUP_PASSWORD_MAX
+
+
 def orders_lookup(*, email: str, order_no: str = "", password: str = "") -> list[Order]:
-    """Orders a buyer may open by proving two things: the order number and its email, or the
-    email and the lookup password chosen at checkout (the most recent LOOKUP_MAX_ORDERS orders
-    that have one). Every miss is the same empty list, and costs the same: exactly
-    LOOKUP_MAX_ORDERS password checks on the password way, padded with checks that cannot match.
+    """Orders matching two things: the order number and its email, or the email and the lookup
+    password chosen at checkout (the most recent LOOKUP_MAX_ORDERS orders that have one). Every
+    miss is the same empty list, and a miss of a well-formed request costs what a hit does:
+    exactly LOOKUP_MAX_ORDERS password checks on the password way, padded with checks that cannot
+    match. A request no order could match (no email, a password of the wrong length) is refused
+    before any hashing: it reveals nothing, so it need not cost anything.
     """
     email = (email or "").strip()
     order_no = (order_no or "").strip()
     if not email or len(email) > 254:
-        if password:
-            for _ in range(LOOKUP_MAX_ORDERS):
-                _dummy_check(password)
         return []
     if order_no:
         order = Order.objects.select_related("product").filter(order_no=order_no[:32]).first()
         return [order] if order is not None and order.email.casefold() == email.casefold() else []
-    if not password:
+    if not lookup_password_fits(password):
         return []
-    candidates = list(Order.objects.select_related("product").filter(email__iexact=email).exclude(lookup_hash="")
+    candidates = list(Order.objects.select_related("product").filter(email_norm=email_normalise(email)).exclude(lookup_hash="")
                       .order_by("-created_at", "-id")[:LOOKUP_MAX_ORDERS])
     found = [o for o in candidates if check_password(password, o.lookup_hash)]
     for _ in range(LOOKUP_MAX_ORDERS - len(candidates)):

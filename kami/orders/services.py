@@ -9,6 +9,7 @@ from django.contrib.auth.hashers import make_password
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext
 
 from kami.catalog.coupons import coupon_redeem, coupon_release
 from kami.catalog.custom_fields import custom_values_clean
@@ -18,7 +19,8 @@ from kami.core import clock
 from kami.core.crypto import token_hash
 from kami.core.errors import BadInput, SoldOut
 from kami.core.locks import named_locks
-from kami.orders.models import Order, OrderEvent
+from kami.orders.models import Order, OrderEvent, email_normalise
+from kami.orders.selectors import LOOKUP_PASSWORD_MAX, LOOKUP_PASSWORD_MIN, lookup_password_fits
 from kami.stock.claim import available_count
 
 
@@ -30,7 +32,6 @@ def _new_order_no() -> str:
     return clock.now().strftime("%y%m%d%H%M") + f"{secrets.randbelow(10**8):08d}"
 
 
-LOOKUP_PASSWORD_MIN, LOOKUP_PASSWORD_MAX = 4, 64
 TOO_MANY_UNPAID = "too many unpaid orders: pay or wait for them to expire"
 
 
@@ -53,10 +54,9 @@ def order_validate(*, product: Product | None, quantity: object, email: object, 
         validate_email(email)
     except ValidationError:
         errors["email"] = "a valid email address is required: your keys and order link are sent there"
-    if not isinstance(lookup_password, str) or (
-            lookup_password and not LOOKUP_PASSWORD_MIN <= len(lookup_password) <= LOOKUP_PASSWORD_MAX):
-        errors["lookup_password"] = (f"the lookup password must be {LOOKUP_PASSWORD_MIN} to {LOOKUP_PASSWORD_MAX}"
-                                     " characters, or left empty")
+    if lookup_password != "" and not lookup_password_fits(lookup_password):
+        message = gettext("The order password must be %(min)s to %(max)s characters, or left empty.")
+        errors["lookup_password"] = message % {"min": LOOKUP_PASSWORD_MIN, "max": LOOKUP_PASSWORD_MAX}
     return errors
 
 
@@ -67,7 +67,7 @@ def pending_limit_errors(*, email: str, buyer_ip: str | None) -> dict:
     pending = Order.objects.filter(status=Order.Status.PENDING, expires_at__gt=clock.now())
     errors = {}
     limit = settings.KAMI_PENDING_LIMIT_EMAIL
-    if limit and pending.filter(email__iexact=email.strip()).count() >= limit:
+    if limit and pending.filter(email_norm=email_normalise(email)).count() >= limit:
         errors["email"] = TOO_MANY_UNPAID
     limit = settings.KAMI_PENDING_LIMIT_IP
     if limit and buyer_ip and pending.filter(buyer_ip=buyer_ip).count() >= limit:
@@ -77,7 +77,7 @@ def pending_limit_errors(*, email: str, buyer_ip: str | None) -> dict:
 
 def pending_locks(*, email: str, buyer_ip: str | None) -> tuple[str, ...]:
     """The named locks that serialise order creation per email and per IP (kami.core.locks)."""
-    names = [f"pending-email:{email.strip().lower()}"] if settings.KAMI_PENDING_LIMIT_EMAIL else []
+    names = [f"pending-email:{email_normalise(email)}"] if settings.KAMI_PENDING_LIMIT_EMAIL else []
     if settings.KAMI_PENDING_LIMIT_IP and buyer_ip:
         names.append(f"pending-ip:{buyer_ip}")
     return tuple(names)
@@ -119,7 +119,8 @@ def order_create(*, product: Product, quantity: int, email: str, gateway: str, b
                 if price.coupon is not None:
                     coupon_redeem(coupon=price.coupon, product=product)
                 order = Order.objects.create(
-                    order_no=_new_order_no(), product=product, email=email.strip(), quantity=quantity,
+                    order_no=_new_order_no(), product=product, email=email.strip(), email_norm=email_normalise(email),
+                    quantity=quantity,
                     unit_price=price.unit, amount=price.amount, currency=product.currency, gateway=gateway,
                     token_hash=token_hash(token), lookup_hash=lookup_hash, locale=locale, buyer_ip=buyer_ip, created_at=now,
                     expires_at=now + timedelta(minutes=settings.KAMI_ORDER_TTL_MINUTES),

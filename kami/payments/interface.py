@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import ClassVar
 
 from django.http import HttpRequest, HttpResponse
+from django.utils.functional import Promise
 
 from kami.core.errors import KamiError
 
@@ -29,7 +30,7 @@ class OrderInfo:
 @dataclass(frozen=True)
 class Urls:
     notify: str  # absolute URL the gateway calls: {base}/pay/<gateway>/notify
-    ret: str  # where the buyer's browser comes back to: the order page
+    ret: str  # where the buyer's browser comes back to: the order page's token-less return URL
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,18 @@ class RefundResult:
 class Gateway(ABC):
     """Base class. Subclasses set the class attributes and implement the methods they support."""
 
-    name: ClassVar[str]
-    label: ClassVar[str]
+    name: ClassVar[str]  # internal: URLs, settings, the database; never shown to a buyer
+    # What the buyer sees as the payment choice, in their language: gettext_lazy("Alipay") → 支付宝;
+    # a plain string where the name is the same in every language ("PayPal").
+    label: ClassVar[str | Promise]
     notify_methods: ClassVar[tuple[str, ...]] = ("POST",)
+    # The settings a gateway takes: required ones must be set before it can be enabled; any name
+    # in none of the four lists is refused as a typo when settings are saved. Secrets are stored
+    # encrypted and never shown back; config is shown in `kami gateway list` and the back office.
     required_config: ClassVar[tuple[str, ...]] = ()
+    optional_config: ClassVar[tuple[str, ...]] = ()
     required_secrets: ClassVar[tuple[str, ...]] = ()
+    optional_secrets: ClassVar[tuple[str, ...]] = ()
     currencies: ClassVar[tuple[str, ...] | None] = None  # None: any currency
     # Names of request fields/headers that carry secrets and are redacted before storage.
     redact_fields: ClassVar[tuple[str, ...]] = ()
@@ -90,6 +98,21 @@ class Gateway(ABC):
     def __init__(self, *, config: dict, secrets: dict):
         self.config = config
         self.secrets = secrets
+
+    @classmethod
+    def secret_names(cls) -> tuple[str, ...]:
+        return (*cls.required_secrets, *cls.optional_secrets)
+
+    @classmethod
+    def setting_names(cls) -> tuple[str, ...]:
+        """Every name the gateway takes, config then secrets: what `kami gateway set` accepts."""
+        return (*cls.required_config, *cls.optional_config, *cls.secret_names())
+
+    @classmethod
+    def config_clean(cls, config: dict) -> dict:
+        """Normalise and check the (non-secret) settings as they are saved; BadInput says what to
+        fix. Gateways with settings to check override it."""
+        return dict(config)
 
     @abstractmethod
     def create_payment(self, order: OrderInfo, urls: Urls) -> PaymentAction:

@@ -43,7 +43,9 @@ class Payment(models.Model):
 
 class Notification(models.Model):
     """Every notification as received (secrets redacted), stored before it is processed and
-    kept whatever the outcome."""
+    kept whatever the outcome — except that an unverified body is cut at 64 KiB, a flooding
+    sender's forgeries are not stored, and rejected rows are pruned after
+    KAMI_NOTIFY_REJECTED_KEEP_DAYS (fulfilment.notify, payments.services.notifications_prune)."""
 
     class Result(models.TextChoices):
         RECEIVED = "received", _("Received")

@@ -4,9 +4,14 @@ from __future__ import annotations
 import inspect
 import json
 import pkgutil
+import time
+from dataclasses import dataclass
 from importlib import import_module
 
 from django.conf import settings
+from django.db import connection, transaction
+from django.db.models.signals import post_migrate
+from django.dispatch import receiver
 
 from kami.core.crypto import keyring
 from kami.core.errors import NotFound
@@ -56,16 +61,63 @@ def secrets_encrypt(name: str, secrets: dict) -> tuple[str, bytes]:
 def gateway_get(name: str, *, require_enabled: bool = True) -> Gateway:
     """The configured gateway `name`. Unknown or (by default) disabled gateways are NotFound."""
     cls = gateway_class(name)
-    account = GatewayAccount.objects.filter(name=name).first()
+    account = _account(name)
     if account is None or (require_enabled and not (account.enabled and _allowed(name))):
         raise NotFound(f"gateway {name!r} is not enabled")
-    return cls(config=dict(account.config), secrets=secrets_decrypt(account))
+    return cls(config=dict(account.config), secrets=dict(account.secrets))
+
+
+@dataclass(frozen=True)
+class _Account:
+    enabled: bool
+    config: dict
+    secrets: dict
+
+
+# name → (monotonic deadline, account or None). Read on every notification, written by an
+# operator a few times a year: each process keeps what it read for KAMI_GATEWAY_CACHE_SECONDS.
+# A change made in this process (gateway_configure) drops the entry at once and again at commit;
+# other processes see it within the TTL. A version check would cost a round trip, which is what
+# the row read costs: the TTL is the cheaper bound (docs/performance.md). Only reads made in
+# autocommit are kept: a read inside a transaction may see rows that roll back.
+_accounts: dict[str, tuple[float, _Account | None]] = {}
+
+
+def _account(name: str) -> _Account | None:
+    hit = _accounts.get(name)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    row = GatewayAccount.objects.filter(name=name).first()
+    account = row and _Account(enabled=row.enabled, config=dict(row.config), secrets=secrets_decrypt(row))
+    ttl = settings.KAMI_GATEWAY_CACHE_SECONDS
+    if ttl > 0 and connection.get_autocommit():
+        _accounts[name] = (time.monotonic() + ttl, account)
+    return account
+
+
+def gateway_cache_clear(name: str | None = None) -> None:
+    """Forget the cached account `name` (all of them by default), now and when the current
+    transaction commits (a read between the two would otherwise cache the old row)."""
+    def clear() -> None:
+        _accounts.pop(name, None) if name else _accounts.clear()
+    clear()
+    transaction.on_commit(clear)
+
+
+@receiver(post_migrate)
+def _forget_after_migrate(**kwargs) -> None:
+    _accounts.clear()  # `migrate` and `flush` (tests) replace the rows wholesale
 
 
 def _allowed(name: str) -> bool:
-    """The sandbox pays any order for free: in production it is off even if its row says
-    enabled (a database copied from a trial install, or KAMI_ENV changed afterwards)."""
-    return not (name == "sandbox" and settings.PRODUCTION)
+    """The sandbox pays any order for free: it is live only in a process started with
+    KAMI_SANDBOX=1 (`kami demo`), never in production, even if its row says enabled (a trial
+    install's database kept for the real shop)."""
+    return name != "sandbox" or sandbox_live()
+
+
+def sandbox_live() -> bool:
+    return settings.KAMI_SANDBOX and not settings.PRODUCTION
 
 
 def gateways_enabled() -> list[str]:

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import secrets as pysecrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 
 from kami.audit.services import audit_record
+from kami.core import clock
 from kami.core.errors import BadInput
-from kami.payments.models import GatewayAccount
-from kami.payments.registry import gateway_class, secrets_decrypt, secrets_encrypt
+from kami.payments.models import GatewayAccount, Notification
+from kami.payments.registry import gateway_cache_clear, gateway_class, secrets_decrypt, secrets_encrypt
 
 
 def gateway_configure(*, name: str, values: dict[str, str], enable: bool | None = None, actor: str = "cli",
@@ -19,20 +21,16 @@ def gateway_configure(*, name: str, values: dict[str, str], enable: bool | None 
     cls = gateway_class(name)
     if enable and name == "sandbox" and settings.PRODUCTION:
         raise BadInput("the sandbox gateway cannot be enabled in production (KAMI_ENV=production)")
-    secret_names = (*cls.required_secrets, *getattr(cls, "optional_secrets", ()))
-    known = getattr(cls, "optional_config", None)
-    if known is not None:  # the gateway lists its settings: a typo is refused, not stored
-        unknown = sorted(set(values) - {*cls.required_config, *known, *secret_names})
-        if unknown:
-            names = ", ".join((*cls.required_config, *known, *secret_names))
-            raise BadInput(f"{name}: unknown setting {unknown[0]!r}; {name} takes {names}")
+    secret_names = cls.secret_names()
+    unknown = sorted(set(values) - set(cls.setting_names()))
+    if unknown:  # a typo is refused, not stored
+        raise BadInput(f"{name}: unknown setting {unknown[0]!r}; {name} takes {', '.join(cls.setting_names())}")
     with transaction.atomic():  # read-modify-write of one account row
         account, _ = GatewayAccount.objects.select_for_update().get_or_create(name=name)
         config, secret = dict(account.config), secrets_decrypt(account)
         for key, value in values.items():
             (secret if key in secret_names else config)[key] = value
-        if hasattr(cls, "config_clean"):
-            config = cls.config_clean(config)
+        config = cls.config_clean(config)
         if name == "sandbox" and not secret.get("secret"):
             secret["secret"] = pysecrets.token_hex(32)
         if enable or (enable is None and account.enabled):  # an enabled gateway stays complete
@@ -47,6 +45,7 @@ def gateway_configure(*, name: str, values: dict[str, str], enable: bool | None 
         account.save()
         audit_record(actor=actor, action="gateway.configure", obj_type="gateway", obj_id=name, ip=ip,
                      changed=sorted(values), enabled=account.enabled)
+        gateway_cache_clear(name)  # this process at once; others within KAMI_GATEWAY_CACHE_SECONDS
     return account
 
 
@@ -60,3 +59,16 @@ def gateway_check(*, name: str) -> list[str]:
     problems = [f"{k} is missing (kami gateway set {name} {k}=…)" for k in cls.required_config if not config.get(k)]
     problems += [f"secret {k} is missing (kami gateway set {name} {k}=…)" for k in cls.required_secrets if not stored.get(k)]
     return problems or list(cls(config=config, secrets=stored).check())
+
+
+def notifications_prune(*, older_than: timedelta, batch: int = 500) -> int:
+    """Delete rejected (unverified) notifications received more than `older_than` ago, `batch`
+    rows per statement so a flood's worth never holds one long transaction. Verified rows, and
+    rows kept for a retry (error), stay: they are the record of money that moved."""
+    cutoff, deleted = clock.now() - older_than, 0
+    old = Notification.objects.filter(result=Notification.Result.REJECTED, verified=False, received_at__lt=cutoff)
+    while True:
+        ids = list(old.order_by("id").values_list("id", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += Notification.objects.filter(id__in=ids).delete()[0]

@@ -8,6 +8,7 @@ count is checked: a key is sold at most once even if a lock were somehow missing
 from __future__ import annotations
 
 from django.db import connection
+from django.db.models import QuerySet
 
 from kami.catalog.models import Product
 from kami.core import clock
@@ -21,11 +22,12 @@ class ShortClaim(Exception):
 
 
 def claim_order() -> tuple[str, ...]:
-    """The ORDER BY that lets each engine read `key_claim (product_id, status, id)` in order.
-    PostgreSQL drops the constant `status` from the sort keys and would otherwise be tempted by
-    the primary key (re-reading every sold key); MariaDB, given `status, id`, sorts all available
-    rows (filesort, locking them all) but reads the index in order for plain `id`. Both are
-    checked with EXPLAIN in tests/concurrency/test_claim_plan.py."""
+    """The ORDER BY that lets each engine read its claim index in order: PostgreSQL and SQLite
+    drop the constant `status` from the sort keys and read `key_claim_available (product_id,
+    reusable, id) WHERE status = 'available'`; MariaDB (no partial indexes), given `status, id`,
+    sorts all available rows (filesort, locking them all) but reads `key_claim (product_id,
+    status, id)` in order for plain `id`. Both are checked with EXPLAIN, after ANALYZE, in
+    tests/concurrency/test_claim_plan.py."""
     return ("id",) if connection.vendor == "mysql" else ("status", "id")
 
 
@@ -37,16 +39,15 @@ def keys_claim(*, product: Product, quantity: int, wait: bool = False) -> list[i
     """Lock and mark sold `quantity` keys of `product`; return their ids, or None when the
     stock is short (nothing is changed then: no partial fulfilment).
 
-    A reusable product hands out all its available keys and sells none of them.
+    A reusable product hands out all its available keys *imported as reusable* and sells none of
+    them; a unique product claims only keys imported as unique. So a key's way of being sold is
+    fixed when it is stored, whatever the product's kind says later (issue 16: an operator
+    switching a unique product to reusable handed one buyer the whole stock, unsold).
     """
-    available = Key.objects.filter(product_id=product.pk, status=Key.Status.AVAILABLE)
     if product.kind == Product.Kind.REUSABLE:
-        ids = [key.id for key in available.order_by(*claim_order()).only("id")]
+        ids = [key.id for key in claim_queryset(product=product, wait=wait)]
         return ids or None
-    locked = available.select_for_update(skip_locked=not wait).order_by(*claim_order())
-    # .only("id"), not values_list: with values_list Django orders by the select position
-    # ("ORDER BY 1"), which MariaDB does not match to the index order.
-    ids = [key.id for key in locked.only("id")[:quantity]]
+    ids = [key.id for key in claim_queryset(product=product, wait=wait)[:quantity]]
     if len(ids) < quantity:
         # Rows locked by in-flight transactions still read as available here: if that count
         # covers the order, some locked rows may come free, so look again waiting on locks.
@@ -57,6 +58,20 @@ def keys_claim(*, product: Product, quantity: int, wait: bool = False) -> list[i
     if sold != len(ids):
         raise RuntimeError(f"claimed {len(ids)} keys but marked {sold} sold; rolling back")
     return ids
+
+
+def claim_queryset(*, product: Product, wait: bool = False) -> QuerySet[Key]:
+    """The claim's one query (its plan is checked with EXPLAIN after ANALYZE in
+    tests/concurrency/test_claim_plan.py): available keys of the product's kind in id order;
+    locked with SKIP LOCKED (or waiting, `wait`) for a unique product, read unlocked for a
+    reusable one, whose keys are never sold."""
+    reusable = product.kind == Product.Kind.REUSABLE
+    available = Key.objects.filter(product_id=product.pk, status=Key.Status.AVAILABLE, reusable=reusable)
+    if not reusable:
+        available = available.select_for_update(skip_locked=not wait)
+    # .only("id"), not values_list: with values_list Django orders by the select position
+    # ("ORDER BY 1"), which MariaDB does not match to the index order.
+    return available.order_by(*claim_order()).only("id")
 
 
 def available_count(*, product_id: int, at_most: int | None = None) -> int:

@@ -58,7 +58,7 @@ def keys_generate(*, product: Product, count: int, pattern: str = DEFAULT_PATTER
     drawn = barren = 0
     while report.imported < count:
         want = min(batch_size, count - report.imported)
-        chunk = [_sealed(drawn + i + 1, draw()) for i in range(want)]
+        chunk = [_sealed(drawn + i + 1, draw(), product_id=product.pk) for i in range(want)]
         drawn += want
         barren = 0 if write_chunk(batch=batch, chunk=chunk, report=report) else barren + 1
         if barren >= 3:
@@ -70,7 +70,7 @@ def keys_generate(*, product: Product, count: int, pattern: str = DEFAULT_PATTER
     return report
 
 
-def _sealed(number: int, text: str) -> Sealed:
-    key_id, blob, fingerprint = key_seal(text)
+def _sealed(number: int, text: str, *, product_id: int) -> Sealed:
+    key_id, blob, fingerprint = key_seal(text, product_id=product_id)
     return Sealed(number, key_id, blob, fingerprint)
 

@@ -74,7 +74,7 @@ def keys_import_into(*, batch: ImportBatch, report: ImportReport, stream: Binary
     chunk: list[Sealed] = []
     flushed_at = report.lines
     for line, raw in (reader or read_lines)(stream, report):
-        sealed = _seal_line(line, raw, report)
+        sealed = _seal_line(line, raw, report, product_id=batch.product_id)
         if sealed is not None:
             chunk.append(sealed)
         if len(chunk) >= batch_size or line - flushed_at >= batch_size:
@@ -108,8 +108,8 @@ def read_lines(stream: BinaryIO, report: ImportReport, limit: int = _READ_LIMIT)
         yield number, raw
 
 
-def _seal_line(line: int, raw: bytes | None | str, report: ImportReport) -> Sealed | None:
-    """Check one line; seal it when it holds a key, else count it as blank or invalid."""
+def _seal_line(line: int, raw: bytes | None | str, report: ImportReport, *, product_id: int) -> Sealed | None:
+    """Check one line; seal it for `product_id` when it holds a key, else count it as blank or invalid."""
     problem, text = (raw, "") if isinstance(raw, str) else line_check(raw)
     if problem:
         report.note_invalid(line, problem)
@@ -117,7 +117,7 @@ def _seal_line(line: int, raw: bytes | None | str, report: ImportReport) -> Seal
     if not text:
         report.blank += 1
         return None
-    key_id, blob, fingerprint = key_seal(text)
+    key_id, blob, fingerprint = key_seal(text, product_id=product_id)
     return Sealed(line, key_id, blob, fingerprint)
 
 
@@ -229,7 +229,8 @@ def _stored(product_id: int, fingerprints: list[str]) -> dict[str, tuple[int, in
         return {fp: (pk, batch_id) for fp, pk, batch_id in cursor.fetchall()}
 
 
-_COLUMNS = ("product", "batch", "key_id", "ciphertext", "fingerprint", "status", "created_at", "void_reason")
+_COLUMNS = ("product", "batch", "key_id", "ciphertext", "fingerprint", "status", "created_at", "void_reason",
+            "reusable", "seal")
 
 
 def _insert_keys(batch: ImportBatch, sealed: list[Sealed]) -> None:
@@ -237,15 +238,17 @@ def _insert_keys(batch: ImportBatch, sealed: list[Sealed]) -> None:
     preparing values one field at a time (in 111-row statements on SQLite). PostgreSQL takes the
     rows by COPY (executemany there costs a round trip per row); the others by executemany,
     which PyMySQL folds into multi-row INSERTs. Values pass through each field's
-    get_db_prep_save, so every engine receives what the ORM would send."""
+    get_db_prep_save, so every engine receives what the ORM would send. Each key records what
+    it is imported as (`reusable`, from the product's kind now) and its sealing format."""
     if not sealed:
         return
     meta, quote = Key._meta, connection.ops.quote_name
     fields = [meta.get_field(name) for name in _COLUMNS]
     columns = f"{quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
-    product, batch_id, _, binary, _, status, created, void = (f.get_db_prep_save for f in fields)
+    product, batch_id, _, binary, _, status, created, void, reusable, seal = (f.get_db_prep_save for f in fields)
     fixed = (product(batch.product_id, connection), batch_id(batch.pk, connection))
-    tail = (status(Key.Status.AVAILABLE.value, connection), created(clock.now(), connection), void("", connection))
+    tail = (status(Key.Status.AVAILABLE.value, connection), created(clock.now(), connection), void("", connection),
+            reusable(batch.product.kind == Product.Kind.REUSABLE, connection), seal(Key.Seal.BOUND.value, connection))
     rows = ((*fixed, s.key_id, binary(s.ciphertext, connection), s.fingerprint, *tail) for s in sealed)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":

@@ -24,7 +24,13 @@ class ImportBatch(models.Model):
 
 class Key(models.Model):
     """A card key. The plaintext is never stored: `ciphertext` is AES-256-GCM under data key
-    `key_id`; `fingerprint` (HMAC-SHA256 of the normalised key) decides uniqueness."""
+    `key_id`, bound to the product and the fingerprint (`seal`, kami.stock.vault); `fingerprint`
+    (HMAC-SHA256 of the normalised key) decides uniqueness. `reusable` is what the key was
+    imported as: the claim hands a reusable product only reusable keys, a unique one never."""
+
+    class Seal(models.IntegerChoices):
+        SHARED = 1, _("one AAD for every key (older rows)")
+        BOUND = 2, _("bound to its product and fingerprint")
 
     class Status(models.TextChoices):
         AVAILABLE = "available", _("Available")
@@ -45,14 +51,27 @@ class Key(models.Model):
     created_at = models.DateTimeField(verbose_name=_("created at"), auto_now_add=True)
     sold_at = models.DateTimeField(verbose_name=_("sold at"), null=True, blank=True)
     void_reason = models.CharField(verbose_name=_("void reason"), max_length=200, blank=True, default="")
+    # The product's kind when the key was stored, never changed afterwards (a product's kind is
+    # fixed once it has keys): a reusable key goes to every buyer, so it must never pass for a
+    # unique one, nor a unique key be handed out as reusable.
+    reusable = models.BooleanField(verbose_name=_("imported as reusable"), default=False)
+    seal = models.PositiveSmallIntegerField(verbose_name=_("sealing format"), choices=Seal.choices,
+                                            default=Seal.BOUND)
 
     class Meta:
         verbose_name = _("key")
         verbose_name_plural = _("keys")
         constraints = [models.UniqueConstraint(fields=["product", "fingerprint"], name="key_unique_per_product")]
-        # The claim filters product+status and orders by (status, id): this index serves both on
-        # every engine, so a claim never re-reads sold keys (DESIGN.md §7).
-        indexes = [models.Index(fields=["product", "status", "id"], name="key_claim")]
+        # The claim filters product, status and reusable, and reads in id order. `key_claim` serves it
+        # on MariaDB (no partial indexes there: Django skips `key_claim_available`); PostgreSQL and
+        # SQLite read `key_claim_available`, which holds only available keys, so a claim never
+        # re-reads sold ones whatever the statistics say (after ANALYZE PostgreSQL preferred the
+        # primary key over `key_claim`, re-reading every sold key: DESIGN.md §7, issue 9).
+        indexes = [
+            models.Index(fields=["product", "status", "id"], name="key_claim"),
+            models.Index(fields=["product", "reusable", "id"], name="key_claim_available",
+                         condition=models.Q(status="available")),
+        ]
 
     def __repr__(self) -> str:
         return f"<Key #{self.pk} {self.fingerprint[:8]} {self.status}>"

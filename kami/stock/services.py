@@ -11,6 +11,8 @@ import io
 from collections.abc import Iterator
 from typing import TextIO
 
+from django.db import transaction
+
 from kami.audit.services import audit_record
 from kami.catalog.models import Product
 from kami.core.crypto import Secret
@@ -19,16 +21,17 @@ from kami.stock.generator import keys_generate
 from kami.stock.importer import keys_import, low_stock_rearm
 from kami.stock.models import Key
 from kami.stock.report import ImportReport
-from kami.stock.vault import key_open
+from kami.stock.vault import key_open, key_seal
 
 __all__ = ["ImportReport", "key_restore", "key_reveal", "key_void", "keys_export", "keys_generate", "keys_import",
-           "low_stock_rearm"]
+           "keys_reseal", "low_stock_rearm"]
 
 EXPORT_STATUSES = ("available", "sold", "void", "all")
 EXPORT_FORMATS = ("txt", "csv")
 CSV_HEADER = ("key", "status", "order_no", "sold_at")
 _ORDER_NO = "order_keys__order__order_no"  # via OrderKey's related name: stock never imports orders
 MIN_PREFIX = 6
+_EXPORT_FIELDS = ("id", "product_id", "fingerprint", "key_id", "ciphertext", "seal", "status", "sold_at")
 
 
 def keys_export(*, product: Product, status: str = "available", fmt: str = "txt", out: TextIO, actor: str,
@@ -68,12 +71,12 @@ def _export_text(keys, *, fmt: str, chunk_size: int) -> Iterator[tuple[str, int]
     if writer:
         writer.writerow(CSV_HEADER)
     for rows in _chunks(keys, chunk_size):
-        orders = _order_numbers([r[0] for r in rows]) if writer else {}
-        for pk, key_id, blob, key_status, sold_at in rows:
-            plain = key_open(key_id=key_id, ciphertext=blob).reveal()
+        orders = _order_numbers([r.id for r in rows]) if writer else {}
+        for row in rows:
+            plain = key_open(row).reveal()
             if writer:
-                stamp = sold_at.isoformat() if sold_at else ""
-                writer.writerows((plain, key_status, no, stamp) for no in orders.get(pk, [""]))
+                stamp = row.sold_at.isoformat() if row.sold_at else ""
+                writer.writerows((plain, row.status, no, stamp) for no in orders.get(row.id, [""]))
             else:
                 buffer.write(plain + "\n")
         yield buffer.getvalue(), len(rows)
@@ -84,15 +87,16 @@ def _export_text(keys, *, fmt: str, chunk_size: int) -> Iterator[tuple[str, int]
 
 
 def _chunks(keys, size: int) -> Iterator[list[tuple]]:
-    """The rows of `keys` in id order, `size` at a time (id > last: an index range scan)."""
+    """The rows of `keys` in id order, `size` at a time (id > last: an index range scan), as
+    named rows holding what key_open needs."""
     last = 0
     while True:
         rows = list(keys.filter(id__gt=last).order_by("id")
-                    .values_list("id", "key_id", "ciphertext", "status", "sold_at")[:size])
+                    .values_list(*_EXPORT_FIELDS, named=True)[:size])
         if not rows:
             return
         yield rows
-        last = rows[-1][0]
+        last = rows[-1].id
 
 
 def _order_numbers(ids: list[int]) -> dict[int, list[str]]:
@@ -156,7 +160,7 @@ def key_reveal(*, key_pk: int, actor: str, ip: str = "") -> Secret:
     key = _key_get(key_pk)
     audit_record(actor=actor, action="keys.reveal", obj_type="key", obj_id=key.pk, ip=ip, product=key.product.slug,
                  fingerprint=key.fingerprint[:8], status=key.status)
-    return key_open(key_id=key.key_id, ciphertext=key.ciphertext)
+    return key_open(key)
 
 
 def key_restore(*, key_pk: int, actor: str, ip: str = "") -> Key:
@@ -186,3 +190,22 @@ def _key_get(key_pk: int) -> Key:
     if key is None:
         raise NotFound(f"no key #{key_pk}")
     return key
+
+
+def keys_reseal(*, product: Product, actor: str, ip: str = "", chunk_size: int = 1000) -> int:
+    """Re-seal the product's keys still under the old shared AAD (`Key.Seal.SHARED`): bound to
+    their product and fingerprint, under the primary data key. Returns how many were resealed.
+    Each chunk commits on its own, so a run cut short is resumed by running it again; the update
+    is conditional on the old format, so two runs at once never seal a key twice."""
+    done, last = 0, 0
+    shared = Key.objects.filter(product_id=product.pk, seal=Key.Seal.SHARED)
+    while rows := list(shared.filter(id__gt=last).order_by("id")[:chunk_size]):
+        sealed = [(key.pk, key_seal(key_open(key).reveal(), product_id=key.product_id, fingerprint=key.fingerprint))
+                  for key in rows]  # crypto outside the transaction
+        with transaction.atomic():  # one chunk at a time: each key moves to the new format whole
+            for pk, (key_id, blob, _) in sealed:
+                done += Key.objects.filter(pk=pk, seal=Key.Seal.SHARED).update(
+                    key_id=key_id, ciphertext=blob, seal=Key.Seal.BOUND)
+        last = rows[-1].pk
+    audit_record(actor=actor, action="keys.reseal", obj_type="product", obj_id=product.slug, ip=ip, count=done)
+    return done

@@ -7,6 +7,7 @@ import re
 from django.http import FileResponse, Http404, HttpRequest
 
 from kami.core.shop import LOGO_NAME_PATTERN, logo_dir
+from kami.storefront.images import immutable_image
 
 _NAME = re.compile(LOGO_NAME_PATTERN)
 
@@ -15,8 +16,4 @@ def shop_logo(request: HttpRequest, name: str) -> FileResponse:
     path = logo_dir() / name
     if not _NAME.fullmatch(name) or not path.is_file():
         raise Http404("no such logo")
-    response = FileResponse(path.open("rb"), content_type="image/png")
-    response["Cache-Control"] = "public, max-age=31536000, immutable"  # a new logo gets a new name
-    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    response["Content-Disposition"] = 'inline; filename="logo.png"'
-    return response
+    return immutable_image(path.open("rb"), filename="logo.png")

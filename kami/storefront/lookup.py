@@ -1,15 +1,25 @@
 """The order lookup page: order number + email, or email + lookup password. Thin: the rate
-limits and one selector decide; every miss renders the same page with the same status."""
+limits, then one service (by number) or one selector (by password) decide.
+
+By number, the page never shows the order: a fresh link goes to the order's own email
+(kami.delivery.services.order_link_request) and the page says the same whether or not one
+matched. The number and the email are not secrets (staff lists, a shared inbox, a receipt), so
+they must not open the keys. By password, the matching orders are listed with their links: the
+password is the buyer's own secret (never shown to staff, stored slow-hashed, at least 8
+characters) and the way back when the email was mistyped or lost. A password of the wrong
+length is refused before any hashing."""
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
+from kami.core.net import client_ip
 from kami.core.ratelimit import ratelimit_hit
-from kami.delivery.links import order_link_signed
-from kami.orders.selectors import orders_lookup
+from kami.delivery.links import link_days, order_link_signed
+from kami.delivery.services import order_link_request
+from kami.orders.selectors import LOOKUP_PASSWORD_MAX, LOOKUP_PASSWORD_MIN, lookup_password_fits, orders_lookup
 from kami.storefront.captcha_check import captcha_new, captcha_passed
 
 
@@ -22,8 +32,8 @@ def _private(response: HttpResponse) -> HttpResponse:
 
 def _within_limits(request: HttpRequest, email: str) -> bool:
     window = settings.KAMI_LOOKUP_WINDOW_SECONDS
-    # REMOTE_ADDR only: forwarded headers are spoofable unless a proxy we trust sets them.
-    if not ratelimit_hit(scope="lookup-ip", identity=request.META.get("REMOTE_ADDR") or "-",
+    # client_ip: forwarded headers count only from a proxy in KAMI_TRUSTED_PROXIES.
+    if not ratelimit_hit(scope="lookup-ip", identity=client_ip(request) or "-",
                          limit=settings.KAMI_LOOKUP_LIMIT_IP, window=window):
         return False
     return not email or ratelimit_hit(scope="lookup-email", identity=email.strip().casefold(),
@@ -32,7 +42,9 @@ def _within_limits(request: HttpRequest, email: str) -> bool:
 
 def _page(request: HttpRequest, status: int = 200, **context) -> HttpResponse:
     # One challenge serves both forms: only one of them is sent, and a challenge is tried once.
-    return _private(render(request, "storefront/lookup.html", {**context, "captcha": captcha_new()}, status=status))
+    context = {**context, "captcha": captcha_new(), "password_min": LOOKUP_PASSWORD_MIN,
+               "password_max": LOOKUP_PASSWORD_MAX}
+    return _private(render(request, "storefront/lookup.html", context, status=status))
 
 
 @require_http_methods(["GET", "POST"])
@@ -47,8 +59,19 @@ def order_lookup(request: HttpRequest) -> HttpResponse:
     order_no = request.POST.get("order_no", "")
     if not captcha_passed(request.POST):  # the password is not sent back; the rest is kept
         return _page(request, status=400, bad_captcha=True, kept={"email": email, "order_no": order_no})
-    orders = orders_lookup(email=email, order_no=order_no, password=request.POST.get("password", ""))
-    if order_no and orders:
-        return _private(HttpResponseRedirect(order_link_signed(orders[0].order_no)))
-    found = [{"order": o, "url": order_link_signed(o.order_no)} for o in orders]
+    if order_no:
+        return _by_number(request, email=email, order_no=order_no)
+    return _by_password(request, email=email, password=request.POST.get("password", ""))
+
+
+def _by_number(request: HttpRequest, *, email: str, order_no: str) -> HttpResponse:
+    """The same page, hit or miss: the link, if any, is in the order's mailbox."""
+    order_link_request(email=email, order_no=order_no)
+    return _page(request, link_sent=True, link_days=link_days())
+
+
+def _by_password(request: HttpRequest, *, email: str, password: str) -> HttpResponse:
+    if not lookup_password_fits(password):  # no order has such a password: refused before hashing
+        return _page(request, status=400, password_unfit=True, kept={"email": email})
+    found = [{"order": o, "url": order_link_signed(o.order_no)} for o in orders_lookup(email=email, password=password)]
     return _page(request, found=found, missed=not found)

@@ -43,6 +43,12 @@ def recent_remember(request: HttpRequest, response: HttpResponse, *, order_no: s
     return response
 
 
+def recent_token(request: HttpRequest, *, order_no: str) -> str:
+    """The token this browser's cookie holds for `order_no` ("" if none): what lets a gateway
+    send the buyer back to a URL that carries no token. The caller checks it like any token."""
+    return next((token for remembered_no, token in recent_read(request) if remembered_no == order_no), "")
+
+
 def recent_orders(request: HttpRequest) -> HttpResponse:
     entries = recent_read(request)
     found = {o.order_no: o for o in Order.objects.select_related("product").filter(order_no__in=[n for n, _ in entries])}

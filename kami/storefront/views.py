@@ -14,21 +14,19 @@ from django.utils import translation
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 
-from kami.catalog.models import Category, Product
-from kami.catalog.services import price_for
 from kami.core.errors import BadInput, KamiError, NotFound, SoldOut
-from kami.delivery.links import order_link_verify
+from kami.core.net import client_ip, loopback_client
+from kami.delivery.links import link_days, order_link_expired, order_link_verify
 from kami.fulfilment.checkout import Checkout, checkout_start
 from kami.fulfilment.notify import notification_handle
 from kami.orders.models import Order
 from kami.orders.selectors import order_get_for_buyer, order_keys_plaintext
-from kami.payments.registry import gateway_get, gateways_enabled
-from kami.stock.claim import available_count
+from kami.payments.registry import gateway_get
 from kami.storefront import product as product_pages
 from kami.storefront.buy_form import custom_values_from, shown_on_product_page
-from kami.storefront.captcha_check import captcha_enabled, captcha_passed
-from kami.storefront.recent import recent_remember
-from kami.storefront.stock import stock_state
+from kami.storefront.captcha_check import captcha_passed
+from kami.storefront.home import home_page
+from kami.storefront.recent import recent_remember, recent_token
 
 
 def _private(response: HttpResponse) -> HttpResponse:
@@ -38,24 +36,7 @@ def _private(response: HttpResponse) -> HttpResponse:
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip()[:100]
-    category = request.GET.get("category", "").strip()
-    products = Product.objects.filter(active=True).select_related("category")
-    if query:
-        products = products.filter(name__icontains=query)
-    if category:
-        products = products.filter(category__slug=category)
-    products = list(products)
-    for p in products:
-        p.stock = stock_state(product=p)
-        p.in_stock = p.stock.available
-        p.unit_price = price_for(product=p, quantity=p.min_qty)[0]
-    categories = list(Category.objects.filter(products__active=True).distinct())
-    return render(request, "storefront/home.html", {
-        "products": products, "gateways": gateways_enabled(), "q": query, "category": category,
-        "categories": categories, "searched": bool(query or category),
-        # With the captcha on, buying starts on the product page: one challenge per form shown.
-        "quick_buy": not captcha_enabled()})
+    return home_page(request)
 
 
 @require_http_methods(["POST"])
@@ -69,7 +50,7 @@ def buy(request: HttpRequest, slug: str) -> HttpResponse:
     error = None
     try:
         checkout = checkout_start(product_slug=slug, quantity=quantity, email=request.POST.get("email", ""),
-                                  gateway=request.POST.get("gateway", ""), buyer_ip=request.META.get("REMOTE_ADDR"),
+                                  gateway=request.POST.get("gateway", ""), buyer_ip=client_ip(request) or None,
                                   locale=translation.get_language() or "zh-hans",
                                   lookup_password=request.POST.get("lookup_password", ""),
                                   coupon=request.POST.get("coupon", ""), custom_values=custom_values_from(request.POST))
@@ -82,11 +63,7 @@ def buy(request: HttpRequest, slug: str) -> HttpResponse:
     except KamiError:  # the gateway is down or refused: the order stays pending and expires
         error = "gateway"
     if error:
-        products = list(Product.objects.filter(active=True))
-        for p in products:
-            p.in_stock = available_count(product_id=p.pk, at_most=1) > 0
-        return render(request, "storefront/home.html", {"products": products, "gateways": gateways_enabled(),
-                                                         "error": error, "quick_buy": not captcha_enabled()}, status=400)
+        return home_page(request, error=error, status=400)
     return recent_remember(request, _pay(request, checkout), order_no=checkout.order.order_no, token=checkout.token)
 
 
@@ -104,22 +81,49 @@ def _pay(request: HttpRequest, checkout: Checkout) -> HttpResponse:
 
 
 def _buyer_order(request: HttpRequest, order_no: str) -> Order:
-    """The order behind a buyer's link: the token from checkout, or the signed link from email."""
+    """The order behind a buyer's link: the token from checkout, the signed link from email, or
+    (with neither in the URL, as when a gateway sends the buyer back) the token this browser's
+    signed recent-orders cookie holds for it."""
     sig = request.GET.get("sig", "")
     if sig and order_link_verify(order_no, sig):
         order = Order.objects.select_related("product").filter(order_no=order_no).first()
         if order is not None:
             return order
-    return order_get_for_buyer(order_no=order_no, token=request.GET.get("token", ""))
+    # PayPal appends its own `token=` to the return URL: a token that fails is not the last word.
+    for token in filter(None, (request.GET.get("token", ""), recent_token(request, order_no=order_no))):
+        try:
+            return order_get_for_buyer(order_no=order_no, token=token)
+        except NotFound:
+            continue
+    raise NotFound("order not found")
 
 
 def order_page(request: HttpRequest, order_no: str) -> HttpResponse:
     try:
         order = _buyer_order(request, order_no)
     except NotFound:
+        if order_link_expired(order_no, request.GET.get("sig", "")):  # ours, but too old: say so
+            return _private(render(request, "storefront/link_expired.html", {"link_days": link_days()}, status=410))
         return _private(render(request, "storefront/not_found.html", status=404))
-    keys = [k.reveal() for k in order_keys_plaintext(order=order)] if order.status == Order.Status.FULFILLED else []
+    return _order_shown(request, order)
+
+
+def order_return(request: HttpRequest, order_no: str) -> HttpResponse:
+    """Where gateways send the buyer back. The URL carries no token (gateways and their logs see
+    it): the order opens only in the browser whose recent-orders cookie, set at checkout before
+    the redirect to the gateway, holds its token. Anyone else gets a neutral page: no order
+    details, a pointer to the email link and the lookup."""
+    try:
+        order = _buyer_order(request, order_no)
+    except NotFound:
+        return _private(render(request, "storefront/order_return.html"))
+    return _order_shown(request, order)
+
+
+def _order_shown(request: HttpRequest, order: Order) -> HttpResponse:
+    # The download link repeats what opened this page; with the cookie alone it needs nothing.
     access = urlencode({k: request.GET[k] for k in ("token", "sig") if request.GET.get(k)})
+    keys = [k.reveal() for k in order_keys_plaintext(order=order)] if order.status == Order.Status.FULFILLED else []
     context = {"order": order, "keys": keys, "keys_text": "\n".join(keys),
                "refresh": order.status == Order.Status.PENDING, "access": access}
     return _private(render(request, "storefront/order.html", context))
@@ -147,6 +151,8 @@ def sandbox_checkout(request: HttpRequest, order_no: str) -> HttpResponse:
         gateway = gateway_get("sandbox")
     except NotFound:
         raise Http404("sandbox disabled") from None
+    if not loopback_client(request):  # a free payment is for whoever sits at this machine, no one else
+        raise Http404("the sandbox answers this machine only")
     params = request.POST if request.method == "POST" else request.GET
     amount, currency, back = params.get("amount", ""), params.get("currency", ""), params.get("return", "")
     if back and urlparse(back).netloc not in ("", request.get_host(), urlparse(settings.KAMI_BASE_URL).netloc):
@@ -163,6 +169,6 @@ def sandbox_checkout(request: HttpRequest, order_no: str) -> HttpResponse:
     notify.method = "POST"
     notify._body = body
     notify.META = {"CONTENT_TYPE": "application/json", "HTTP_X_SANDBOX_SIGNATURE": gateway.sign(body),
-                   "REMOTE_ADDR": request.META.get("REMOTE_ADDR", "")}
+                   "REMOTE_ADDR": client_ip(request)}
     notification_handle(gateway_name="sandbox", request=notify)
     return HttpResponseRedirect(back or "/")

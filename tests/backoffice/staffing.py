@@ -16,11 +16,11 @@ def admin_url(rest: str = "") -> str:
     return f"/{settings.KAMI_ADMIN_PATH}/{rest}"
 
 
-def make_staff(role: str, username: str | None = None, *, totp_device: bool | None = None):
-    """An account with `role`; owners get a confirmed TOTP device unless told otherwise."""
+def make_staff(role: str, username: str | None = None, *, totp_device: bool = True):
+    """An account with `role` and a confirmed TOTP device (every role must have one by default)."""
     user = staff_create(username=username or f"{role}-user", email=f"{role}@shop.test", password=PASSWORD,
                         role=role, actor="test")
-    if totp_device if totp_device is not None else role == "owner":
+    if totp_device:
         TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
     return user
 

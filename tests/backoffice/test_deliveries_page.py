@@ -30,7 +30,10 @@ def test_reading_the_queue_per_role(role, expected):
     page = client.get(admin_url("deliveries/?tab=manual"))
     assert page.status_code == expected
     html = page.content.decode()
-    assert "SMTP 550 mailbox unavailable" in html and "buyer0@example.com" in html
+    assert "SMTP 550 mailbox unavailable" in html
+    # the buyer's address whole only for a role that may reveal keys (kami.backoffice.perms.buyer_email_for)
+    shown = "buyer0@example.com" if role == "owner" else "b***@example.com"
+    assert shown in html and ("buyer0@example.com" in html) == (role == "owner")
     # support reads but may not act: no action forms are offered to it
     assert ("Mark handled" in html or "标记为已处理" in html) is (role != "support")
 

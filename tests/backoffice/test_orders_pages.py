@@ -88,7 +88,7 @@ def test_nobody_adds_edits_or_deletes_an_order_by_hand(make_product):
 def test_the_list_shows_the_columns(make_product):
     order = paid_order(shop(make_product), quantity=2)
     page = texts(signed_in("support").get(admin_url("orders/order/")))
-    for text in (order.order_no, "Gift card", f"{order.amount} {order.currency}", "fulfilled", order.email):
+    for text in (order.order_no, "Gift card", f"{order.amount} {order.currency}", "fulfilled", "b***@example.com"):
         assert text in page
 
 

@@ -13,6 +13,7 @@ from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kami.audit.models import AuditLog
+from kami.backoffice.auth import totp_policy_warning
 from kami.backoffice.views import setup_link_make
 from tests.backoffice.staffing import PASSWORD, admin_url, code_for, make_staff, sign_in
 
@@ -101,11 +102,37 @@ def test_a_code_is_required_and_checked_once_a_device_exists():
     assert client.get(admin_url()).status_code == 200
 
 
-def test_operator_without_device_signs_in_with_password_only():
-    operator = make_staff("operator", "op")
+@pytest.mark.parametrize("role", ["operator", "support"])
+def test_by_default_every_role_without_a_device_is_sent_to_enrol_not_in(make_product, role):
+    # given the default policy, a product, and a staff member who never set up two-factor
+    assert settings.KAMI_ADMIN_TOTP == "all"
+    product = make_product("gift", name="Gift card")
+    user = make_staff(role, f"{role}-nodevice", totp_device=False)
+    # when they sign in with the right password
+    client, response = sign_in(user)
+    # then they are sent to enrolment, and nothing else opens, the product edit page least of all
+    assert response.status_code == 302 and response["Location"].endswith("/totp/setup/")
+    assert client.get(admin_url()).status_code == 302
+    edit = client.get(admin_url(f"catalog/product/{product.pk}/change/"))
+    assert edit.status_code == 302 and "/login/" in edit["Location"]
+    assert client.get(edit["Location"])["Location"].endswith("/totp/setup/")
+    refused = client.post(admin_url(f"catalog/product/{product.pk}/change/"), {"name": "Free", "price": "0.01"})
+    assert refused.status_code == 302
+    product.refresh_from_db()
+    assert product.name == "Gift card"
+
+
+def test_owners_only_is_an_explicit_opt_out_with_a_warning(settings):
+    # given the opt-out
+    settings.KAMI_ADMIN_TOTP = "owners"
+    operator = make_staff("operator", "op", totp_device=False)
+    # when the operator signs in with a password alone, it works, and the start-up warning says why it should not
     client, response = sign_in(operator)
     assert response.status_code == 302
     assert client.get(admin_url()).status_code == 200
+    assert "KAMI_ADMIN_TOTP=owners" in totp_policy_warning() and "100 % coupons" in totp_policy_warning()
+    settings.KAMI_ADMIN_TOTP = "all"
+    assert totp_policy_warning() == ""
 
 
 def test_lockout_after_repeated_failures_even_with_the_right_password_then():
@@ -141,7 +168,7 @@ def test_sessions_end_with_the_browser_and_after_a_working_day():
 
 def test_two_factor_for_all_staff_when_the_owner_asks(settings):
     settings.KAMI_ADMIN_TOTP = "all"
-    operator = make_staff("operator", "op")
+    operator = make_staff("operator", "op", totp_device=False)
     client, response = sign_in(operator)
     assert response["Location"].endswith("/totp/setup/")
     assert client.get(admin_url()).status_code == 302

@@ -23,7 +23,29 @@ def test_a_shop_without_an_owner_is_told_how_to_make_one(settings):
 
 def test_a_sound_production_setup_and_development_are_quiet(settings):
     make_staff("owner", "boss")
+    settings.KAMI_SANDBOX, settings.EMAIL_URL = False, "smtp://mail.example:587"
     settings.PRODUCTION, settings.KAMI_BASE_URL, settings.KAMI_ADMIN_EMAIL = True, "https://shop.example", "me@shop.example"
     assert startup_warnings() == []
     settings.PRODUCTION, settings.KAMI_BASE_URL = False, "http://127.0.0.1:8000"
     assert startup_warnings() == []
+
+
+def test_the_sandbox_and_file_mail_are_announced_loudly(settings):
+    # given a development server started like `kami demo` starts one, without EMAIL_URL
+    make_staff("owner", "boss")
+    settings.KAMI_SANDBOX, settings.EMAIL_URL = True, ""
+    # when
+    warnings = startup_warnings()
+    # then
+    assert any("THE SANDBOX GATEWAY IS ON" in w for w in warnings)
+    assert any("EMAIL_URL is not set" in w and "not sent to buyers" in w for w in warnings)
+
+
+def test_two_factor_for_owners_only_is_warned_about(settings):
+    # given a shop that opted out of two-factor for operators and support
+    make_staff("owner", "boss")
+    settings.KAMI_SANDBOX, settings.EMAIL_URL, settings.KAMI_ADMIN_TOTP = False, "smtp://mail.example:587", "owners"
+    # when
+    warnings = startup_warnings()
+    # then
+    assert any("KAMI_ADMIN_TOTP=owners" in w and "refund orders" in w for w in warnings)

@@ -51,6 +51,7 @@ def test_a_buyer_gets_the_key_in_the_browser(browser, live_server, settings, mak
     key = page.inner_text("code.key").strip()
     assert KEY.match(key)
     assert words["done"] in page.inner_text("#status")
+    assert page.url.endswith("/return") and "token" not in page.url  # back from the gateway: no token in sight
     page.click("li button.copy")
     assert page.evaluate("navigator.clipboard.readText()") == key
     assert refused == []

@@ -1,11 +1,17 @@
-"""A buyer finds an order again in a real browser: by email + lookup password and by order
-number + email, and sees the key; a wrong password gets the generic answer and no key."""
+"""A buyer finds an order again in a real browser: by email + lookup password (the key behind
+the listed link) and by order number + email (a link sent to the order's email, none on the
+page); a wrong password gets the generic answer and no key."""
 from __future__ import annotations
 
+import re
+
 import pytest
+from django.core import mail
 from django.core.cache import cache
 from django.test import Client
 
+from kami.delivery.models import OutboxMessage
+from kami.delivery.worker import run_once
 from kami.stock.services import keys_generate
 from tests.e2e.test_buy_in_browser import KEY
 from tests.sandbox_play import enable_sandbox, sandbox_notify
@@ -43,10 +49,17 @@ def test_a_buyer_looks_up_the_order_and_sees_the_key(browser, live_server, setti
     page.wait_for_selector("code.key")
     key = page.inner_text("code.key").strip()
     assert KEY.match(key)
-    # and by order number + email the same order opens with the same key
+    # and by order number + email: the page shows no key, the link arrives by email and opens it
+    mail.outbox.clear()
     page.goto(live_server.url + "/lookup")
     page.fill("#lookup-by-number input[name=order_no]", created["order_no"])
     page.fill("#lookup-by-number input[name=email]", "buyer@example.com")
     page.click("#lookup-by-number button[type=submit]")
+    assert "we have sent a link to it to that email address" in page.inner_text("#lookup-message")
+    assert page.locator("code.key").count() == 0
+    run_once("lookup-e2e")
+    link_ids = set(OutboxMessage.objects.filter(kind="order_link").values_list("message_id", flat=True))
+    [sent] = [m for m in mail.outbox if m.extra_headers.get("Message-ID") in link_ids]
+    page.goto(re.search(r"https?://\S+/orders/\S+", sent.body).group(0))
     page.wait_for_selector("code.key")
     assert page.inner_text("code.key").strip() == key

@@ -33,7 +33,7 @@ def test_a_buyer_buys_two_at_the_tier_price_on_a_phone(browser, live_server, set
     shots.mkdir(parents=True, exist_ok=True)
     # when the buyer opens the product page, buys 2 and pays in the sandbox
     page.goto(live_server.url + "/")
-    page.click("#product-tiered h2 a")
+    page.click("#product-tiered h3 a")
     page.wait_for_url(re.compile(r"/p/tiered$"))
     assert "CN¥8.00" in page.inner_text("table.tiers")
     page.screenshot(path=str(shots / "1-product.png"), full_page=True)

@@ -40,3 +40,16 @@ def test_recent_orders_are_not_queried_yet(make_product, fake_epay):
     fake_epay.orders[order["order_no"]] = site_answer(order["order_no"], money=order["amount"])
     assert sweep()["reconciled"] == 0
     assert fake_epay.requests == []
+
+
+def test_an_unsigned_answer_with_another_amount_is_flagged_not_fulfilled(make_product, fake_epay, clock_travel):
+    # given the Epay site (whose query answers are unsigned) says an order was paid 0.01
+    enable_epay(url=fake_epay.url)
+    order = stocked_order(Client(), make_product)
+    fake_epay.orders[order["order_no"]] = site_answer(order["order_no"], money="0.01", trade_no="EP-CHEAP-1")
+    # when
+    clock_travel(timedelta(minutes=6))
+    sweep()
+    # then no key leaves: a human looks at it
+    assert Order.objects.get(order_no=order["order_no"]).status == "flagged"
+    assert Notification.objects.get(method="QUERY").result == "flagged"

@@ -28,6 +28,12 @@ def fixture(name: str) -> dict:
 
 
 
+def return_url(order: dict) -> str:
+    """The URL a gateway is given to send the buyer back: the order page's, without its token."""
+    assert order["token"] not in order["order_url"].split("?")[0]
+    return f"http://testserver/orders/{order['order_no']}/return"
+
+
 def enable_epay(*, pid: str = PID, key: str = KEY, url: str = URL, **extra: str) -> None:
     gateway_configure(name="epay", values={"pid": pid, "key": key, "url": url, **extra}, enable=True, actor="test")
 

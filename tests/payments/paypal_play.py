@@ -86,14 +86,18 @@ def fake_paypal(monkeypatch):
     fake = FakePayPal().start()
     monkeypatch.setattr(PayPalGateway, "ALLOWED_CERT_HOSTS", (urlsplit(fake.url).netloc,))
     monkeypatch.setattr(PayPalGateway, "CERT_SCHEMES", ("http",))
-    paypal._tokens.clear()
-    paypal._certs.clear()
+    forget_certificates()
     try:
         yield fake
     finally:
         fake.stop()
-        paypal._tokens.clear()
-        paypal._certs.clear()
+        forget_certificates()
+
+
+def forget_certificates() -> None:
+    """Empty the gateway's per-process caches: tokens, certificates, failed and counted fetches."""
+    for cache in (paypal._tokens, paypal._certs, paypal._cert_failures, paypal._cert_fetches):
+        cache.clear()
 
 
 class FakePayPal(LoopbackServer):

@@ -71,7 +71,8 @@ def test_page_mode_redirects_to_a_signed_page_pay_url(client, make_product, shop
     assert (order["payment"]["type"], url.netloc, params["method"]) == (
         "redirect", "openapi-sandbox.dl.alipaydev.com", "alipay.trade.page.pay")
     assert json.loads(params["biz_content"])["product_code"] == "FAST_INSTANT_TRADE_PAY"
-    assert params["return_url"].startswith("http://testserver/")
+    assert params["return_url"] == f"http://testserver/orders/{order['order_no']}/return"
+    assert order["token"] not in order["payment"]["url"]
     assert rsa2_verify(APP_KEY.public_key(), alipay_request_content(params).encode(), params["sign"])
     assert shop.received == []
 

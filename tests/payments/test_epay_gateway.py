@@ -13,7 +13,7 @@ from kami.payments.gateways.epay import EpayGateway, epay_sign
 from kami.payments.interface import OrderInfo, Urls
 from kami.payments.models import GatewayAccount
 from kami.payments.registry import gateway_get
-from tests.payments.epay_play import KEY, PID, URL, enable_epay, fixture, paid_params, stocked_order
+from tests.payments.epay_play import KEY, PID, URL, enable_epay, fixture, paid_params, return_url, stocked_order
 
 
 def gateway(**config) -> EpayGateway:
@@ -74,10 +74,11 @@ def test_checkout_redirects_to_submit_php_with_a_signed_request(client, make_pro
     params = dict(parse_qsl(url.query, keep_blank_values=True))
     assert params == {
         "pid": PID, "type": "wxpay", "out_trade_no": order["order_no"], "money": "59.80", "name": "Test product",
-        "notify_url": "http://testserver/pay/epay/notify", "return_url": order["order_url"],
+        "notify_url": "http://testserver/pay/epay/notify", "return_url": return_url(order),
         "sign": epay_sign(params, KEY), "sign_type": "MD5",
     }
     assert KEY not in order["payment"]["url"]
+    assert order["token"] not in order["payment"]["url"]  # Epay sites log it: the order token never goes there
 
 
 def test_create_payment_refuses_an_order_in_another_currency():

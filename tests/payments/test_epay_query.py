@@ -69,7 +69,7 @@ def test_a_refused_key_is_an_error_that_says_what_to_fix_without_the_key(fake_ep
     assert "wrong-key-1234" not in str(caught.value)
 
 
-@pytest.mark.parametrize("answer", [{"out_trade_no": "someone-else"}, {"pid": "2002"}, {"money": "1e3"},
+@pytest.mark.parametrize("answer", [{"out_trade_no": "someone-else"}, {"pid": "2002"}, {"pid": None}, {"money": "1e3"},
                                     {"money": None}, {"trade_no": ""}, {"trade_no": "T\x00"}, {"trade_no": True}])
 def test_an_answer_that_does_not_fit_the_question_is_an_error(fake_epay, answer):
     fake_epay.orders[ORDER.order_no] = site_answer(ORDER.order_no, **answer)
@@ -145,3 +145,17 @@ def test_a_lost_notification_is_made_good_by_the_query_once(client, make_product
     assert late.content == b"success"
     assert last_notification().result == "duplicate"
     assert json.loads(client.get(f"/api/v1/orders/{row.order_no}", HTTP_X_ORDER_TOKEN=order["token"]).content)["status"] == "fulfilled"
+
+
+def test_the_key_never_goes_out_over_plain_http_to_another_machine_or_in_production(fake_epay, settings):
+    # given a site stored as http before the rule, and the loopback fake once production is on
+    stored_earlier = EpayGateway(config={"pid": PID, "url": "http://pay.example/", "refund": "1"}, secrets={"key": KEY})
+    # when / then: refused before any request, saying what to set
+    with pytest.raises(KamiError, match=r"must start with https://.*kami gateway set epay url=https://"):
+        stored_earlier.query(ORDER)
+    with pytest.raises(KamiError, match="must start with https://"):
+        stored_earlier.refund(order=ORDER, trade_no="T1", amount=Decimal("1.00"), refund_no="R1")
+    settings.PRODUCTION = True
+    with pytest.raises(KamiError, match="in production"):
+        gateway_for(fake_epay).query(ORDER)
+    assert fake_epay.requests == []

@@ -19,6 +19,7 @@ from kami.payments.gateways.epusdt import EpusdtGateway, epusdt_sign, go_number
 from kami.payments.interface import OrderInfo, Urls
 from kami.payments.models import GatewayAccount, Notification
 from kami.stock.models import Key
+from tests.payments.epay_play import return_url
 from tests.payments.usdt_play import (EPUSDT_TOKEN, FakeEpusdt, Num, add_keys, create_order, enable_epusdt,
                                       epusdt_notice, fixture, last_notification, nothing_delivered, payments_of,
                                       post_json, stocked_order, stored_text, to_json)
@@ -90,7 +91,8 @@ def test_checkout_creates_a_signed_transaction_and_redirects_to_its_payment_page
     assert (method, path) == ("POST", "/api/v1/order/create-transaction")
     assert b'"amount": 59.8' in body
     assert sent["order_id"] == order["order_no"] and sent["notify_url"] == "http://testserver/pay/epusdt/notify"
-    assert sent["redirect_url"] == order["order_url"] and EPUSDT_TOKEN not in body.decode()
+    assert sent["redirect_url"] == return_url(order) and EPUSDT_TOKEN not in body.decode()
+    assert order["token"] not in body.decode()  # the order token never goes to a third party
     trade_id = Order.objects.get(order_no=order["order_no"]).gateway_ref
     assert order["payment"] == {"type": "redirect", "url": f"{instance.url}/pay/checkout-counter/{trade_id}"}
     assert instance.trades[trade_id]["order_id"] == order["order_no"]

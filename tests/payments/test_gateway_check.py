@@ -45,3 +45,15 @@ def test_wechatpay_checks_keys_and_apiv3_key_length(capsys):
     call_command("gateway", "set", "wechatpay", "apiv3_key=short")
     code, text = check("wechatpay", capsys)
     assert code == 2 and "32-character" in text
+
+
+@pytest.mark.parametrize("name, token", [("epay", "key"), ("epusdt", "api_auth_token"), ("tokenpay", "api_token")])
+def test_a_loopback_http_url_is_caught_once_production_is_on(capsys, settings, name, token):
+    # given a local instance, set up in development
+    call_command("gateway", "set", name, "url=http://127.0.0.1:8080/", f"{token}=t", *(["pid=1001"] if name == "epay" else []))
+    assert check(name, capsys)[0] == 0
+    # when the shop goes to production on the same data
+    settings.PRODUCTION = True
+    code, text = check(name, capsys)
+    # then
+    assert code != 0 and "must start with https://" in text

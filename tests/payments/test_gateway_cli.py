@@ -118,9 +118,15 @@ def test_clearing_the_key_of_an_enabled_gateway_is_refused():
     assert gateway_get("epay").secrets == {"key": KEY}
 
 
-def test_a_plain_http_site_gets_a_warning():
-    _, err = kami("set", "epay", "pid=1001", f"key={KEY}", "url=http://pay.example/", "--enable")
-    assert "plain http" in err
+def test_a_plain_http_site_is_refused_and_loopback_only_in_development(settings):
+    # the merchant key travels to the Epay site in a query string: never in clear
+    error = kami_fails("set", "epay", "pid=1001", f"key={KEY}", "url=http://pay.example/", "--enable")
+    assert "must start with https://" in str(error) and "url=https://" in str(error)
+    kami("set", "epay", "pid=1001", f"key={KEY}", "url=http://127.0.0.1:8080/", "--enable")  # a local site
+    settings.PRODUCTION = True
+    assert "in production" in str(kami_fails("set", "epay", "url=http://127.0.0.1:8080/"))
+    for gateway, token in (("epusdt", "api_auth_token"), ("tokenpay", "api_token")):
+        assert "must start with https://" in str(kami_fails("set", gateway, "url=http://usdt.example", f"{token}=t"))
 
 
 def test_sandbox_enables_with_a_generated_secret_in_development():
@@ -151,7 +157,7 @@ def test_a_sandbox_left_enabled_is_off_in_production(client, settings, make_prod
     assert checkout.status_code == 400
     assert notify.status_code == 404
     assert free_payment.status_code == 404
-    assert "no (off in production)" in kami("list")[0]
+    assert "no (sandbox off here)" in kami("list")[0]
 
 
 def test_gateway_check_names_what_is_missing_and_prints_the_urls(capsys):

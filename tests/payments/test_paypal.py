@@ -20,7 +20,7 @@ from kami.payments.models import Notification
 from kami.payments.registry import gateway_get
 from kami.payments.services import gateway_configure
 from tests.payments.epay_play import (add_keys, create_order, fixture, last_notification, nothing_delivered, payments_of,
-                                      stored_text)
+                                      return_url, stored_text)
 from tests.payments.paypal_play import (CLIENT_ID, CLIENT_SECRET, WEBHOOK_ID, capture_event, enable_paypal, make_cert,
                                         paypal_order, send, signed_headers)
 from tests.payments.paypal_play import fake_paypal  # noqa: F401 (a fixture)
@@ -61,7 +61,8 @@ def test_checkout_creates_a_paypal_order_and_redirects_to_its_approval_link(clie
     unit = sent["purchase_units"][0]
     assert (sent["intent"], unit["custom_id"], unit["reference_id"]) == ("CAPTURE", order["order_no"], order["order_no"])
     assert unit["amount"] == {"currency_code": "USD", "value": "59.80"}
-    assert sent["payment_source"]["paypal"]["experience_context"]["return_url"] == order["order_url"]
+    assert sent["payment_source"]["paypal"]["experience_context"]["return_url"] == return_url(order)
+    assert not [c for c in fake_paypal.requests if order["token"] in json.dumps(c, default=str)]
     assert CLIENT_SECRET not in caplog.text
 
 

@@ -22,7 +22,7 @@ from kami.payments.models import Notification
 from kami.payments.registry import gateway_get
 from kami.payments.services import gateway_configure
 from tests.payments.epay_play import (add_keys, create_order, fixture, last_notification, nothing_delivered, payments_of,
-                                      stored_text)
+                                      return_url, stored_text)
 from tests.payments.stripe_play import SECRET_KEY, WEBHOOK_SECRET, enable_stripe, send, session_event, signature, stripe_order
 from tests.payments.stripe_play import fake_stripe  # noqa: F401 (a fixture)
 
@@ -65,7 +65,8 @@ def test_checkout_creates_a_session_and_redirects_to_it(client, make_product, fa
     assert (form["mode"], form["line_items[0][quantity]"]) == ("payment", "1")
     assert (form["line_items[0][price_data][unit_amount]"], form["line_items[0][price_data][currency]"]) == ("5980", "usd")
     assert form["client_reference_id"] == form["metadata[order_no]"] == order["order_no"]
-    assert form["success_url"] == form["cancel_url"] == order["order_url"]
+    assert form["success_url"] == form["cancel_url"] == return_url(order)
+    assert order["token"] not in json.dumps(call, default=str)  # the order token never goes to a third party
     assert "expires_at" not in form  # the default 30-minute order is under Stripe's minimum
     assert SECRET_KEY not in caplog.text
 
@@ -225,6 +226,36 @@ def test_a_stale_timestamp_is_rejected_even_when_correctly_signed(client, make_p
     assert response.status_code == 400
     assert "older than 5 minutes" in last_notification().error
     assert nothing_delivered()
+
+
+@pytest.mark.parametrize("ahead, accepted", [(30, True), (3600, False)])
+def test_a_timestamp_ahead_of_the_clock_is_accepted_only_within_a_minute(client, make_product, fake_stripe, ahead, accepted):
+    # given: an event signed (with the real secret) as if sent an hour from now, kept to replay later
+    enable_stripe(fake_stripe)
+    order = stripe_order(client, make_product)
+    body = paid_event(order)
+    # when
+    response = send(client, body, signature(body, timestamp=int(time.time()) + ahead))
+    # then
+    assert (response.status_code == 200) is accepted
+    assert (order_row(order).status == "fulfilled") is accepted
+    if not accepted:
+        assert "in the future" in last_notification().error and nothing_delivered()
+
+
+@pytest.mark.parametrize("secret_key, livemode", [(SECRET_KEY, True), ("sk_live_51Kami" + "0" * 50, False)])
+def test_an_event_from_the_other_mode_is_refused(client, make_product, fake_stripe, secret_key, livemode):
+    # given a shop with a test (or live) key, and a correctly signed event of the other mode
+    enable_stripe(fake_stripe)
+    order = stripe_order(client, make_product)
+    gateway_configure(name="stripe", values={"secret_key": secret_key}, actor="test")
+    body = paid_event(order).replace(b'"livemode": false', b'"livemode": ' + json.dumps(livemode).encode())
+    assert json.loads(body)["livemode"] is livemode
+    # when
+    response = send(client, body)
+    # then
+    assert response.status_code == 400 and order_row(order).status == "pending"
+    assert "livemode" in last_notification().error and nothing_delivered()
 
 
 def test_another_orders_number_without_re_signing_is_rejected(client, make_product, fake_stripe):

@@ -20,6 +20,7 @@ from kami.payments.gateways.tokenpay import TokenPayGateway, tokenpay_sign
 from kami.payments.interface import OrderInfo, Urls
 from kami.payments.models import GatewayAccount, Notification
 from kami.stock.models import Key
+from tests.payments.epay_play import return_url
 from tests.payments.usdt_play import (TOKENPAY_TOKEN, FakeTokenPay, Num, add_keys, create_order, enable_tokenpay,
                                       fixture, last_notification, nothing_delivered, payments_of, post_json,
                                       stocked_order, stored_text, to_json, tokenpay_notice, tokenpay_signature)
@@ -87,7 +88,8 @@ def test_checkout_creates_a_signed_order_and_redirects_to_its_pay_page(client, m
     assert b'"ActualAmount": 59.80' in body
     assert (sent["OutOrderId"], sent["OrderUserKey"]) == (order["order_no"], "buyer@example.com")
     assert sent["Currency"] == "USDT_TRC20"
-    assert (sent["NotifyUrl"], sent["RedirectUrl"]) == ("http://testserver/pay/tokenpay/notify", order["order_url"])
+    assert (sent["NotifyUrl"], sent["RedirectUrl"]) == ("http://testserver/pay/tokenpay/notify", return_url(order))
+    assert order["token"] not in body.decode()  # the order token never goes to a third party
     trade_id = Order.objects.get(order_no=order["order_no"]).gateway_ref
     assert order["payment"] == {"type": "redirect", "url": f"{site.url}/Pay?Id={trade_id}"}
     assert site.orders[trade_id]["outOrderId"] == order["order_no"]

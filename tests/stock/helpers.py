@@ -26,7 +26,7 @@ def stored_keys(product, status: str | None = None) -> list[str]:
     keys = Key.objects.filter(product=product).order_by("id")
     if status:
         keys = keys.filter(status=status)
-    return [key_open(key_id=k.key_id, ciphertext=k.ciphertext).reveal() for k in keys]
+    return [key_open(k).reveal() for k in keys]
 
 
 def awaiting_order(product, *, quantity: int = 1, paid_minutes_ago: int = 10, order_no: str | None = None) -> Order:

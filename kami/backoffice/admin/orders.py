@@ -9,6 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from kami.backoffice.admin.readonly import ReadOnlyAdmin
 from kami.backoffice.pages import orders as pages
+from kami.backoffice.perms import can, email_mask
 from kami.backoffice.site import site
 from kami.orders.models import Order
 
@@ -48,6 +49,16 @@ class OrderAdmin(ReadOnlyAdmin):
     @admin.display(description=_("status"), ordering="status")
     def state(self, obj: Order) -> str:
         return obj.get_status_display()
+
+    def get_list_display(self, request):
+        """The email column whole for roles that may reveal keys, masked for the rest."""
+        if can(request.user, "reveal_keys"):
+            return self.list_display
+        return tuple("email_masked" if name == "email" else name for name in self.list_display)
+
+    @admin.display(description=_("email"), ordering="email")
+    def email_masked(self, obj: Order) -> str:
+        return email_mask(obj.email)
 
     @admin.display(description=_("created"), ordering="created_at")
     def created(self, obj: Order):

@@ -18,9 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from kami.backoffice.perms import actor_of, ip_of, require
 from kami.backoffice.site import site
 from kami.core.errors import BadInput, Conflict, NotFound
-from kami.fulfilment.checkout import notify_url
-from kami.payments.models import GatewayAccount
-from kami.payments.registry import GATEWAYS, gateway_class, gateways_enabled, secrets_decrypt
+from kami.payments.selectors import GatewayOverview, gateway_overview, gateways_overview
 from kami.payments.services import gateway_check, gateway_configure
 
 MULTILINE_SUFFIXES = ("private_key", "public_key")  # PEM blocks: a textarea, not a one-line input
@@ -28,26 +26,18 @@ MULTILINE_SUFFIXES = ("private_key", "public_key")  # PEM blocks: a textarea, no
 
 @dataclass
 class GatewayRow:
+    """The overview (kami.payments.selectors) shaped for the form, with the offline check."""
+
     name: str
     label: str
-    configured: bool
     enabled: bool  # as stored
-    live: bool  # what buyers get: the registry's rule (the sandbox is off in production)
+    live: bool  # what buyers get
+    notify_url: str
+    unreadable: bool  # the secrets' data key is missing from the keyring
     settings: list[tuple[str, str, bool]]  # (name, value, required)
-    secrets: list[tuple[str, bool, bool, bool]] = field(default_factory=list)  # (name, is set, required, multiline)
-    unreadable: bool = False  # the secrets' data key is missing from the keyring
-    notify_url: str = ""
+    secrets: list[tuple[str, bool, bool, bool]]  # (name, is set, required, multiline)
     check_ok: bool | None = None  # None: not configured yet, nothing to check
     check_lines: list[str] = field(default_factory=list)
-
-
-def _secret_names(cls) -> tuple[str, ...]:
-    return (*cls.required_secrets, *getattr(cls, "optional_secrets", ()))
-
-
-def _setting_names(cls, config: dict) -> list[str]:
-    known = [*cls.required_config, *(getattr(cls, "optional_config", None) or ())]
-    return known + sorted(set(config) - set(known))
 
 
 def gateway_check_offline(name: str) -> tuple[bool, list[str]]:
@@ -59,34 +49,23 @@ def gateway_check_offline(name: str) -> tuple[bool, list[str]]:
     return not problems, problems
 
 
-def _row(name: str, account: GatewayAccount | None, live: set[str]) -> GatewayRow:
-    cls = gateway_class(name)
-    config = dict(account.config) if account else {}
-    row = GatewayRow(name=name, label=str(getattr(cls, "label", name)), configured=account is not None,
-                     enabled=bool(account and account.enabled), live=name in live,
-                     settings=[(k, str(config.get(k, "")), k in cls.required_config) for k in _setting_names(cls, config)],
-                     notify_url=notify_url(name))
-    try:
-        stored = secrets_decrypt(account) if account else {}
-    except Exception:  # a data key missing from the keyring: say so, as `kami gateway list` does
-        stored, row.unreadable = {}, True
-    row.secrets = [(k, bool(stored.get(k)), k in cls.required_secrets, k.endswith(MULTILINE_SUFFIXES))
-                   for k in _secret_names(cls)]
-    del stored  # secret values go no further than the set / not-set flags above
-    if account is not None and not row.unreadable:
-        row.check_ok, row.check_lines = gateway_check_offline(name)
+def _row(g: GatewayOverview) -> GatewayRow:
+    row = GatewayRow(name=g.name, label=g.label, enabled=g.enabled, live=g.live, notify_url=g.notify_url,
+                     unreadable=g.unreadable,
+                     settings=[(k, g.config.get(k, ""), k in g.required_config) for k in g.setting_names],
+                     secrets=[(s.name, s.is_set, s.required, s.name.endswith(MULTILINE_SUFFIXES)) for s in g.secrets])
+    if g.configured and not g.unreadable:
+        row.check_ok, row.check_lines = gateway_check_offline(g.name)
     return row
 
 
 @require_GET
 def gateways_page(request):
     require(request, "manage_gateways")
-    accounts = {a.name: a for a in GatewayAccount.objects.filter(name__in=GATEWAYS)}
-    live = set(gateways_enabled())
     context = {
         **site.each_context(request),
         "title": _("Payment gateways"),
-        "gateways": [_row(name, accounts.get(name), live) for name in sorted(GATEWAYS)],
+        "gateways": [_row(g) for g in gateways_overview()],
     }
     return TemplateResponse(request, "backoffice/gateways/list.html", context)
 
@@ -94,20 +73,18 @@ def gateways_page(request):
 def changes_from(post, *, name: str) -> tuple[dict[str, str], bool | None]:
     """What the form changes: settings whose value differs, secrets typed in (empty keeps the
     stored one), and the enabled switch when it moved."""
-    cls = gateway_class(name)
-    account = GatewayAccount.objects.filter(name=name).first()
-    config = dict(account.config) if account else {}
+    g = gateway_overview(name)
     values = {}
-    for key in _setting_names(cls, config):
+    for key in g.setting_names:
         posted = post.get(f"setting-{key}")
-        if posted is not None and posted.strip() != str(config.get(key, "")):
+        if posted is not None and posted.strip() != g.config.get(key, ""):
             values[key] = posted.strip()
-    for key in _secret_names(cls):
-        posted = (post.get(f"secret-{key}") or "").strip()
+    for secret in g.secrets:
+        posted = (post.get(f"secret-{secret.name}") or "").strip()
         if posted:
-            values[key] = posted
+            values[secret.name] = posted
     wanted = post.get("enabled") == "on"
-    enable = wanted if wanted != bool(account and account.enabled) else None
+    enable = wanted if wanted != g.enabled else None
     return values, enable
 
 

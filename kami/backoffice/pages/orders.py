@@ -18,7 +18,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from kami.backoffice.perms import actor_of, can, ip_of, require
+from kami.backoffice.perms import actor_of, buyer_email_for, can, ip_of, require
 from kami.backoffice.site import site
 from kami.catalog.models import Product
 from kami.core.errors import KamiError
@@ -35,7 +35,7 @@ from kami.payments.models import Notification, Payment
 FP = 8  # fingerprint prefix shown for a key, as in the audit log and the order events
 # Outbox rows of an order, by the dedupe keys their services give them (`<kind>:<order pk>:…`):
 # a prefix match on the unique column, not a scan of every payload.
-ORDER_OUTBOX_KINDS = ("order_keys", "order_refunded", "key_replaced")
+ORDER_OUTBOX_KINDS = ("order_keys", "order_refunded", "key_replaced", "order_link")
 AWAITING_SHOWN = 500
 
 
@@ -95,7 +95,8 @@ def order_timeline(*, order: Order, user) -> list[Entry]:
     if user.has_perm("delivery.view_outboxmessage"):
         rows = list(_outbox_of(order))
         for m in rows:
-            lines = [f"{m.channel} → {m.target}", f"attempts: {m.attempts}"] + ([f"note: {m.note}"] if m.note else [])
+            lines = [f"{m.channel} → {buyer_email_for(user, m.target)}", f"attempts: {m.attempts}"]
+            lines += [f"note: {m.note}"] if m.note else []
             entries.append(Entry(m.created_at, "delivery", _("delivery #%(id)s %(kind)s: %(status)s") % {
                 "id": m.pk, "kind": m.kind, "status": m.status}, lines, m.last_error))
         if user.has_perm("delivery.view_deliveryattempt"):
@@ -164,7 +165,8 @@ def _act(request, pk: int, capability: str, call):
 def order_resend(request, pk: int):
     def call(order):
         row = order_delivery_resend(order_id=order.pk, actor=actor_of(request), ip=ip_of(request))
-        return _("The keys are queued to %(email)s again (delivery #%(id)s).") % {"email": row.target, "id": row.pk}
+        return _("The keys are queued to %(email)s again (delivery #%(id)s).") % {
+            "email": buyer_email_for(request.user, row.target), "id": row.pk}
     return _act(request, pk, "resend_deliveries", call)
 
 

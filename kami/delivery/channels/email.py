@@ -5,9 +5,13 @@ Every message carries a Message-ID derived from the outbox id, the same on every
 resend after a crash is recognisable (and de-duplicated by most mail clients).
 Errors are described from SMTP codes and exception types only, with any key text scrubbed:
 they end up in `last_error` and in log lines.
+
+Without EMAIL_URL (development only: production refuses to start) emails are written to files in
+`<data dir>/mail`, never with key text: those files are not mail, and keys live encrypted.
 """
 from __future__ import annotations
 
+import logging
 import smtplib
 from urllib.parse import urlparse
 
@@ -22,10 +26,13 @@ from django.utils.translation import gettext
 from kami.core.shop import shop_settings_get
 from kami.delivery.alerts import admin_language, event_name
 from kami.delivery.channels import PermanentFailure, TemporaryFailure
-from kami.delivery.links import order_link_signed
+from kami.delivery.links import link_days, lookup_url, order_link_signed
 from kami.delivery.models import OutboxMessage
 from kami.orders.models import Order
 from kami.orders.selectors import order_keys_plaintext
+
+log = logging.getLogger("kami.delivery")
+FILE_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
 
 
 class EmailChannel:
@@ -43,6 +50,8 @@ class EmailChannel:
             _deliver(_order_refunded_email(message), secrets=[])
         elif message.kind == "key_replaced":
             _send_key_replaced(message)
+        elif message.kind == "order_link":
+            _deliver(_order_link_email(message), secrets=[])
         elif message.kind == "admin_alert":
             _deliver(_admin_alert_email(message), secrets=[])
         else:
@@ -75,12 +84,33 @@ def _send_order_keys(message: OutboxMessage) -> None:
 def _order_keys_email(message: OutboxMessage, order: Order, keys: list[str]) -> EmailMultiAlternatives:
     shop = shop_settings_get().name  # the merchant's name (kami shop set name=…), else KAMI_SHOP_NAME
     context = {"shop_name": shop, "order_no": order.order_no, "product_name": order.product.name,
-               "quantity": order.quantity, "keys": keys if order.product.email_keys else [],
-               "instructions": order.product.instructions, "order_link": order_link_signed(order.order_no)}
+               "quantity": order.quantity, "keys": keys if _keys_in_email(order) else [],
+               "instructions": order.product.instructions, **_link_context(order)}
     with translation.override(_language(order.locale)):
         subject = gettext("Your order %(order_no)s at %(shop)s") % {"order_no": order.order_no, "shop": shop}
         text = render_to_string("delivery/order_keys.txt", context)
         html = render_to_string("delivery/order_keys.html", context)
+    return _email(message, subject, text, html)
+
+
+def _link_context(order: Order) -> dict:
+    """The order link (signed now, so it works for link_days() from this email) and where to
+    ask for a new one."""
+    return {"order_link": order_link_signed(order.order_no), "link_days": link_days(), "lookup_url": lookup_url()}
+
+
+def _order_link_email(message: OutboxMessage) -> EmailMultiAlternatives:
+    """A fresh order link, asked for on the lookup page with the order number and this email."""
+    order = Order.objects.select_related("product").filter(pk=(message.payload or {}).get("order_id")).first()
+    if order is None:
+        raise PermanentFailure(f"order id {(message.payload or {}).get('order_id')!r} does not exist")
+    shop = shop_settings_get().name  # the merchant's name (kami shop set name=…), else KAMI_SHOP_NAME
+    context = {"shop_name": shop, "order_no": order.order_no, "product_name": order.product.name,
+               "quantity": order.quantity, **_link_context(order)}
+    with translation.override(_language(order.locale)):
+        subject = gettext("Your link to order %(order_no)s at %(shop)s") % {"order_no": order.order_no, "shop": shop}
+        text = render_to_string("delivery/order_link.txt", context)
+        html = render_to_string("delivery/order_link.html", context)
     return _email(message, subject, text, html)
 
 
@@ -92,7 +122,7 @@ def _order_refunded_email(message: OutboxMessage) -> EmailMultiAlternatives:
     shop = shop_settings_get().name  # the merchant's name (kami shop set name=…), else KAMI_SHOP_NAME
     context = {"shop_name": shop, "order_no": order.order_no, "product_name": order.product.name,
                "amount": order.amount, "currency": order.currency, "reason": payload.get("reason", ""),
-               "order_link": order_link_signed(order.order_no)}
+               **_link_context(order)}
     with translation.override(_language(order.locale)):
         subject = gettext("Order %(order_no)s at %(shop)s was refunded") % {"order_no": order.order_no, "shop": shop}
         text = render_to_string("delivery/order_refunded.txt", context)
@@ -112,6 +142,15 @@ def _admin_alert_email(message: OutboxMessage) -> EmailMultiAlternatives:
         text = render_to_string("delivery/admin_alert.txt", context)
         html = render_to_string("delivery/admin_alert.html", context)
     return _email(message, f"[{shop}] {subject}", text, html)
+
+
+def _keys_in_email(order: Order) -> bool:
+    """The merchant's choice (Product.email_keys), and never into the development mail files."""
+    return order.product.email_keys and not writes_files()
+
+
+def writes_files() -> bool:
+    return settings.EMAIL_BACKEND == FILE_BACKEND
 
 
 def _email(message: OutboxMessage, subject: str, text: str, html: str = "") -> EmailMultiAlternatives:
@@ -137,6 +176,9 @@ def _deliver(email: EmailMultiAlternatives, *, secrets: list[str]) -> None:
         raise TemporaryFailure(_scrub(_describe(exc), secrets)) from None
     if not sent:
         raise TemporaryFailure("the mail backend accepted nothing")
+    if writes_files():
+        log.warning("EMAIL_URL is not set: an email was written to a file in %s (keys left out), not sent to "
+                    "anyone", settings.EMAIL_FILE_PATH)
 
 
 def _describe(exc: BaseException) -> str:
@@ -173,10 +215,10 @@ def _send_key_replaced(message: OutboxMessage) -> None:
     if order is None:
         raise PermanentFailure(f"order id {payload.get('order_id')!r} does not exist")
     link = OrderKey.objects.select_related("key").filter(order=order, key_id=payload.get("key_id")).first()
-    keys = [key_open(key_id=link.key.key_id, ciphertext=link.key.ciphertext).reveal()] if link else []
+    keys = [key_open(link.key).reveal()] if link else []
     shop = shop_settings_get().name
     context = {"shop_name": shop, "order_no": order.order_no, "product_name": order.product.name,
-               "key": keys[0] if keys and order.product.email_keys else "", "order_link": order_link_signed(order.order_no)}
+               "key": keys[0] if keys and _keys_in_email(order) else "", **_link_context(order)}
     try:
         with translation.override(_language(order.locale)):
             subject = gettext("A key of order %(order_no)s at %(shop)s was replaced") % {"order_no": order.order_no,

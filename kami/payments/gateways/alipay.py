@@ -22,15 +22,15 @@ from datetime import timedelta, timezone
 from decimal import Decimal
 from urllib.parse import urlencode, urlsplit
 
-import httpx
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext_lazy as _
 
 from kami.core import clock, money
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
 from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
+from kami.payments.toolkit import (currency_required, flat_notice, http_send, retry_on_trouble, rsa_private_key,
+                                   rsa_public_key, rsa_sha256_sign, rsa_sha256_verify, single_values, url_checked)
 
 GATEWAY_URL = "https://openapi.alipay.com/gateway.do"
 PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
@@ -50,40 +50,19 @@ def alipay_request_content(params: dict) -> str:
     return "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "sign" and params[k] not in ("", None))
 
 
-def rsa2_sign(key: rsa.RSAPrivateKey, content: bytes) -> str:
-    return base64.b64encode(key.sign(content, padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def rsa2_verify(key: rsa.RSAPublicKey, content: bytes, signature: str) -> bool:
-    try:
-        key.verify(base64.b64decode(signature, validate=True), content, padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, binascii.Error, ValueError):
-        return False
-    return True
+rsa2_sign, rsa2_verify = rsa_sha256_sign, rsa_sha256_verify  # RSA2 is SHA256withRSA
 
 
 def load_private_key(text: str) -> rsa.RSAPrivateKey:
     """An RSA private key as PEM (PKCS#1 or PKCS#8) or the bare base64 body Alipay's tool shows."""
     data, pem = _key_bytes(text)
-    try:
-        key = serialization.load_pem_private_key(data, None) if pem else serialization.load_der_private_key(data, None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise BadInput("the private key does not load: paste the PEM (or its base64 body) as generated") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise BadInput("the private key is not an RSA key")
-    return key
+    return rsa_private_key(data, pem=pem, name="the private key", fix="paste the PEM (or its base64 body) as generated")
 
 
 def load_public_key(text: str) -> rsa.RSAPublicKey:
     """An RSA public key as PEM or the bare base64 body Alipay's console shows."""
     data, pem = _key_bytes(text)
-    try:
-        key = serialization.load_pem_public_key(data) if pem else serialization.load_der_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise BadInput("the public key does not load: paste the PEM (or its base64 body) as shown") from None
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise BadInput("the public key is not an RSA key")
-    return key
+    return rsa_public_key(data, pem=pem, name="the public key", fix="paste the PEM (or its base64 body) as shown")
 
 
 def _key_bytes(text: object) -> tuple[bytes, bool]:
@@ -126,7 +105,7 @@ def response_content(raw: bytes, method: str) -> bytes | None:
 
 class AlipayGateway(Gateway):
     name = "alipay"
-    label = "支付宝 / Alipay"
+    label = _("Alipay")
     notify_methods = ("POST",)
     currencies = ("CNY",)
     required_config = ("app_id",)
@@ -153,18 +132,14 @@ class AlipayGateway(Gateway):
             raise BadInput(f"alipay: seller_id {config['seller_id'][:40]!r} should be the 2088… partner id, or empty")
         if config.get("mode") and config["mode"] not in _MODES:
             raise BadInput(f"alipay: mode {config['mode'][:20]!r} should be qr (scan a code) or page (redirect)")
-        url = config.get("gateway_url")
-        if url:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-                raise BadInput(f"alipay: gateway_url {url[:80]!r} should be like {GATEWAY_URL}")
+        if config.get("gateway_url"):
+            url_checked(config["gateway_url"], gateway="alipay", setting="gateway_url", should=f"like {GATEWAY_URL}")
         return config
 
     # -- create -----------------------------------------------------------------------------
 
     def create_payment(self, order: OrderInfo, urls: Urls) -> PaymentAction:
-        if order.currency.upper() != "CNY":
-            raise BadInput(f"alipay charges in CNY, the order is in {order.currency}")
+        currency_required(order, "CNY", gateway="alipay")
         biz = {"out_trade_no": order.order_no, "subject": order.subject or order.order_no,
                "total_amount": format(money.quantize(order.amount, "CNY"), "f")}
         if order.expires_at is not None:
@@ -183,7 +158,7 @@ class AlipayGateway(Gateway):
     # -- notify -----------------------------------------------------------------------------
 
     def parse_notification(self, request: HttpRequest) -> Notice:
-        params = _single_values(request)
+        params = single_values(request)
         try:
             public_key = load_public_key(self.secrets.get("alipay_public_key", ""))
         except BadInput as exc:
@@ -198,15 +173,8 @@ class AlipayGateway(Gateway):
             raise VerificationFailed(f"app_id {params.get('app_id', '')[:32]!r} is not this shop's app_id {self.app_id!r}")
         if self.seller_id and params.get("seller_id") != self.seller_id:
             raise VerificationFailed(f"seller_id {params.get('seller_id', '')[:32]!r} is not this shop's {self.seller_id!r}")
-        order_no, trade_no = params.get("out_trade_no", ""), params.get("trade_no", "")
-        if not order_no or not trade_no:
-            raise VerificationFailed("malformed notification: out_trade_no and trade_no are required")
-        try:
-            amount = money.parse_amount(params.get("total_amount"), field="total_amount")
-        except BadInput as exc:
-            raise VerificationFailed(f"malformed notification: {exc}") from None
-        return Notice(order_no=order_no, trade_no=trade_no, amount=amount, currency="CNY",
-                      paid=params.get("trade_status") in PAID, raw=params)
+        return flat_notice(params, order_field="out_trade_no", trade_field="trade_no", amount_field="total_amount",
+                           currency="CNY", paid=params.get("trade_status") in PAID)
 
     def check(self) -> list[str]:
         """Both keys load, and the "Alipay public key" is not the app's own (the common mix-up)."""
@@ -292,13 +260,9 @@ class AlipayGateway(Gateway):
         """POST a signed request; give back the verified `…_response` object."""
         params = self._signed(method, biz, **extra)
         host = urlsplit(self.gateway_url).netloc
-        try:
-            response = httpx.post(self.gateway_url, data=params, timeout=TIMEOUT_SECONDS,
-                                  headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"})
-        except httpx.HTTPError as exc:
-            raise Retryable(f"alipay {what}: {type(exc).__name__} talking to {host}; will retry") from None
-        if response.status_code >= 500:
-            raise Retryable(f"alipay {what}: {host} answered HTTP {response.status_code}; will retry")
+        response = http_send("POST", self.gateway_url, what=f"alipay {what}", timeout=TIMEOUT_SECONDS, data=params,
+                             headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"})
+        retry_on_trouble(response, what=f"alipay {what}", who=host)
         if response.status_code != 200:
             raise KamiError(f"alipay {what}: {host} answered HTTP {response.status_code}; check gateway_url "
                             "(kami gateway list)", code="gateway_refused")
@@ -335,13 +299,3 @@ class AlipayGateway(Gateway):
         raise KamiError(f"alipay {what} refused: {code} {sub} {message!r}; check app_id, the keys and the "
                         "product's signing status on open.alipay.com", code="gateway_refused")
 
-
-def _single_values(request: HttpRequest) -> dict[str, str]:
-    """Form and query parameters as one flat dict; a name sent twice is refused, not picked from."""
-    params: dict[str, str] = {}
-    for source in (request.GET, request.POST):
-        for name, values in source.lists():
-            if name in params or len(values) != 1:
-                raise VerificationFailed(f"field {name[:40]!r} was sent more than once")
-            params[name] = values[0]
-    return params

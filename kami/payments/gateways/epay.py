@@ -14,19 +14,20 @@ No timestamp is signed, so a replay is caught by `(gateway, trade_no)` being app
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import logging
 import re
 from decimal import Decimal
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext_lazy as _
 
 from kami.core import money
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
 from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
+from kami.payments.toolkit import (api_url_checked, api_url_problems, api_url_required, currency_required, flat_notice,
+                                   http_send, httpx_log_redact, md5_hex, retry_on_trouble, same_signature, secret_text,
+                                   signed_pairs, single_values)
 
 PAID = "TRADE_SUCCESS"
 QUERY_TIMEOUT_SECONDS = 10
@@ -38,13 +39,12 @@ _REFUND_BY_HAND = "refund the buyer by hand in the Epay site's merchant panel"
 
 def epay_sign(params: dict, key: str) -> str:
     """The Epay V1 MD5 signature of `params` with the merchant `key`."""
-    text = "&".join(f"{k}={params[k]}" for k in sorted(params) if k not in _UNSIGNED and params[k] not in ("", None))
-    return hashlib.md5((text + key).encode("utf-8", "surrogatepass")).hexdigest()
+    return md5_hex(signed_pairs(params, unsigned=_UNSIGNED) + key)
 
 
 class EpayGateway(Gateway):
     name = "epay"
-    label = "易支付 / Epay"
+    label = _("Epay")
     notify_methods = ("GET", "POST")
     required_config = ("pid", "url")
     optional_config = ("type", "currency", "refund")
@@ -84,11 +84,13 @@ class EpayGateway(Gateway):
             config["refund"] = "1" if flag in _YES else "0"
         return config
 
+    def check(self) -> list[str]:
+        return api_url_problems(self.base_url, gateway=self.name)
+
     # -- create -----------------------------------------------------------------------------
 
     def create_payment(self, order: OrderInfo, urls: Urls) -> PaymentAction:
-        if order.currency.upper() != self.currency:
-            raise BadInput(f"epay charges in {self.currency}, the order is in {order.currency}")
+        currency_required(order, self.currency, gateway="epay")
         params = {
             "pid": self.pid, "type": self.pay_type, "out_trade_no": order.order_no, "notify_url": urls.notify,
             "return_url": urls.ret, "name": order.subject or order.order_no,
@@ -105,23 +107,15 @@ class EpayGateway(Gateway):
         if not key:
             raise VerificationFailed("epay key is empty: every notification is refused until "
                                      "`kami gateway set epay key=…` stores the merchant key")
-        params = _single_values(request)
-        given = params.get("sign", "")
+        params = single_values(request, arrays_refused_by="Epay")
         if params.get("sign_type", "MD5").upper() != "MD5":
             raise VerificationFailed(f"unsupported sign_type {params['sign_type'][:20]!r}: only MD5 is accepted")
-        if not given or not hmac.compare_digest(epay_sign(params, key).encode(), given.lower().encode("utf-8", "replace")):
+        if not same_signature(epay_sign(params, key), params.get("sign")):
             raise VerificationFailed("bad signature")
         if params.get("pid") != self.pid:
             raise VerificationFailed(f"pid {params.get('pid', '')[:32]!r} is not this shop's merchant id {self.pid!r}")
-        order_no, trade_no = params.get("out_trade_no", ""), params.get("trade_no", "")
-        if not order_no or not trade_no:
-            raise VerificationFailed("malformed notification: out_trade_no and trade_no are required")
-        try:
-            amount = money.parse_amount(params.get("money"), field="money")
-        except BadInput as exc:
-            raise VerificationFailed(f"malformed notification: {exc}") from None
-        return Notice(order_no=order_no, trade_no=trade_no, amount=amount, currency=self.currency,
-                      paid=params.get("trade_status") == PAID, raw=params)
+        return flat_notice(params, order_field="out_trade_no", trade_field="trade_no", amount_field="money",
+                           currency=self.currency, paid=params.get("trade_status") == PAID)
 
     def acknowledge(self, ok: bool) -> HttpResponse:
         return HttpResponse("success" if ok else "fail", status=200 if ok else 400, content_type="text/plain")
@@ -130,13 +124,11 @@ class EpayGateway(Gateway):
 
     def query(self, order: OrderInfo) -> Notice | None:
         """Ask `api.php?act=order` about `order`. The key travels in the URL (the protocol's
-        choice), so the URL is never logged: `_HideKey` masks it in httpx's request log."""
+        choice), so the URL is never logged: the redaction at the end of this module masks it in httpx's log."""
+        self._https_only()
         params = {"act": "order", "pid": self.pid, "key": self._key(), "out_trade_no": order.order_no}
-        try:
-            response = httpx.get(f"{self.base_url}api.php", params=params, timeout=QUERY_TIMEOUT_SECONDS)
-        except httpx.HTTPError as exc:
-            raise Retryable(f"epay query for {order.order_no}: {type(exc).__name__} talking to "
-                            f"{urlsplit(self.base_url).netloc}; will retry") from None
+        response = http_send("GET", f"{self.base_url}api.php", what=f"epay query for {order.order_no}", params=params,
+                             timeout=QUERY_TIMEOUT_SECONDS)
         _check_status(response, order_no=order.order_no)
         try:
             data = response.json()
@@ -159,16 +151,13 @@ class EpayGateway(Gateway):
         if not key:
             raise KamiError(f"epay {what}: the merchant key is empty (kami gateway set epay key=…)",
                             code="gateway_misconfigured")
+        self._https_only()
         form = {"pid": self.pid, "key": key, "out_trade_no": order.order_no,
                 "money": format(money.quantize(amount, self.currency), "f")}
         if trade_no:
             form["trade_no"] = trade_no
-        try:
-            response = httpx.post(f"{self.base_url}api.php", params={"act": "refund"}, data=form,
-                                  timeout=QUERY_TIMEOUT_SECONDS)
-        except httpx.HTTPError as exc:
-            raise Retryable(f"epay {what}: {type(exc).__name__} talking to {urlsplit(self.base_url).netloc}; "
-                            "will retry") from None
+        response = http_send("POST", f"{self.base_url}api.php", what=f"epay {what}", params={"act": "refund"}, data=form,
+                             timeout=QUERY_TIMEOUT_SECONDS)
         _check_status(response, what=what)
         try:
             data = response.json()
@@ -179,41 +168,24 @@ class EpayGateway(Gateway):
             raise Retryable(f"epay {what}: the answer is not a JSON object; will retry")
         return _refund_result(data, what=what, refund_no=refund_no, trade_no=trade_no)
 
+    def _https_only(self) -> None:
+        """The key is about to travel: never over plain http (a url stored before the rule, or
+        production switched on since)."""
+        api_url_required(self.base_url, gateway="epay")
+
     def _key(self) -> str:
-        """The merchant key, or "" when none is usable (blank counts as none: it signs nothing)."""
-        key = self.secrets.get("key", "")
-        return key if isinstance(key, str) and key.strip() else ""
+        return secret_text(self.secrets, "key")
 
 
 def _base_url(url: str) -> str:
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise BadInput(f"epay: url {url!r} should be the Epay site's address, like https://pay.example.com/")
+    url = api_url_checked(url, gateway="epay", setting="url", should="the Epay site's address, like https://pay.example.com/")
     return url if url.endswith("/") else url + "/"
-
-
-def _single_values(request: HttpRequest) -> dict[str, str]:
-    """GET and POST parameters as one flat dict. A name sent twice (or in both the query and
-    the form) or in PHP array syntax is refused: picking one of the values is how an amount
-    check gets bypassed."""
-    sources = [request.GET] + ([request.POST] if request.method == "POST" else [])
-    params: dict[str, str] = {}
-    for source in sources:
-        for name, values in source.lists():
-            if "[" in name or "]" in name:
-                raise VerificationFailed(f"field {name[:40]!r} is an array: Epay sends single values only")
-            if name in params or len(values) != 1:
-                raise VerificationFailed(f"field {name[:40]!r} was sent more than once")
-            params[name] = values[0]
-    return params
 
 
 def _check_status(response: httpx.Response, *, order_no: str = "", what: str = "") -> None:
     what = what or f"query for {order_no}"
+    retry_on_trouble(response, what=f"epay {what}", who="the Epay site")
     status = response.status_code
-    if status >= 500:
-        raise Retryable(f"epay {what}: the Epay site answered HTTP {status}; will retry")
     if 300 <= status < 400:  # never followed: the key is in the URL. Name only where it points.
         target = urlsplit(response.headers.get("location", ""))
         raise KamiError(f"epay {what}: the Epay site redirects (HTTP {status}) to "
@@ -252,8 +224,11 @@ def _query_notice(data: object, *, order_no: str, pid: str, currency: str) -> No
         msg = str(data.get("msg", ""))[:100]
         raise KamiError(f"epay query for {order_no} refused (code {code!r}, {msg!r}): check pid and key with "
                         "`kami gateway list` / `kami gateway set epay pid=… key=…`", code="gateway_refused")
-    if str(data.get("out_trade_no", "")) != order_no or ("pid" in data and str(data["pid"]) != pid):
-        raise KamiError(f"epay query for {order_no}: the answer is about another order or merchant", code="gateway_refused")
+    # V1 answers are not signed: what stands behind one is https (enforced), the pid and key we
+    # sent, the answer naming this order and this merchant, and the amount check in confirm.
+    if str(data.get("out_trade_no", "")) != order_no or str(data.get("pid", "")) != pid:
+        raise KamiError(f"epay query for {order_no}: the answer is about another order or merchant (or names "
+                        "no pid); this order is left to its notification", code="gateway_refused")
     trade_no, status, amount = data.get("trade_no"), data.get("status"), data.get("money")
     if isinstance(amount, (int, float)) and not isinstance(amount, bool):
         amount = str(amount)  # some sites send a JSON number; parse_amount still refuses 1e-05, nan, inf
@@ -268,16 +243,5 @@ def _query_notice(data: object, *, order_no: str, pid: str, currency: str) -> No
                   paid=status in (1, "1"), raw=data)
 
 
-class _HideKey(logging.Filter):
-    """httpx logs every request URL at INFO; the query URL carries the merchant key."""
-
-    _pattern = re.compile(r"([?&]key=)[^&\s\"]*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(self._pattern.sub(r"\1[redacted]", str(a)) if "key=" in str(a) else a for a in record.args)
-        return True
-
-
-if not any(isinstance(f, _HideKey) for f in logging.getLogger("httpx").filters):
-    logging.getLogger("httpx").addFilter(_HideKey())
+# The query URL carries the merchant key (the protocol's choice): httpx logs every request URL at INFO.
+httpx_log_redact("epay key", r"([?&]key=)[^&\s\"]*", r"\1[redacted]")

@@ -13,18 +13,17 @@ sent twice, or as a list or object, is refused; signatures are compared in const
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 from decimal import Decimal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-import httpx
 from django.http import HttpRequest, HttpResponse
 
 from kami.core import money
-from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
+from kami.core.errors import BadInput, KamiError, VerificationFailed
 from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, Urls
+from kami.payments.toolkit import (api_url_checked, api_url_problems, api_url_required, currency_required, flat_notice,
+                                   http_send, json_answer, json_fields, json_with_number, md5_hex, redirect_action,
+                                   retry_on_trouble, same_signature, secret_required, secret_text, signed_pairs)
 
 PAID = "2"  # 1 waiting, 2 paid, 3 expired
 CREATE_PATH = "/api/v1/order/create-transaction"
@@ -40,8 +39,7 @@ _REFUSALS = {  # Epusdt's error codes, with what the merchant should do
 
 def epusdt_sign(fields: dict[str, str], token: str) -> str:
     """The Epusdt MD5 signature of `fields` (values as the exact text that is sent)."""
-    tokens = sorted(f"{k}={v}" for k, v in fields.items() if k != "signature" and v not in ("", None))
-    return hashlib.md5(("&".join(tokens) + token).encode("utf-8", "surrogatepass")).hexdigest()
+    return md5_hex(signed_pairs(fields, unsigned=("signature",), by_pair=True) + token)
 
 
 def go_number(amount: Decimal) -> str:
@@ -52,7 +50,7 @@ def go_number(amount: Decimal) -> str:
 
 class EpusdtGateway(Gateway):
     name = "epusdt"
-    label = "USDT (Epusdt / BEpusdt)"
+    label = "USDT (TRC-20)"  # the same in every language
     required_config = ("url",)
     optional_config = ("create_path", "currency")
     required_secrets = ("api_auth_token",)
@@ -70,11 +68,9 @@ class EpusdtGateway(Gateway):
         """Normalise and check settings as they are saved (`kami gateway set epusdt …`)."""
         config = {k: (str(v).strip() if k in ("url", "create_path", "currency") else v) for k, v in config.items()}
         if config.get("url"):
-            parts = urlsplit(config["url"])
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-                raise BadInput(f"epusdt: url {config['url']!r} should be your Epusdt instance's address, "
-                               "like https://usdt.example.com")
-            config["url"] = config["url"].rstrip("/")
+            config["url"] = api_url_checked(config["url"], gateway="epusdt", setting="url",
+                                            should="your Epusdt instance's address, like https://usdt.example.com"
+                                            ).rstrip("/")
         if config.get("create_path"):
             path = config["create_path"]
             if not path.startswith("/") or "?" in path or "#" in path or " " in path:
@@ -84,28 +80,23 @@ class EpusdtGateway(Gateway):
             config["currency"] = money.parse_currency(config["currency"])
         return config
 
+    def check(self) -> list[str]:
+        return api_url_problems(self.base_url, gateway=self.name)
+
     # -- create -----------------------------------------------------------------------------
 
     def create_payment(self, order: OrderInfo, urls: Urls) -> PaymentAction:
-        if order.currency.upper() != self.currency:
-            raise BadInput(f"epusdt charges in {self.currency}, the order is in {order.currency}")
-        token = self._token()
-        if not token:
-            raise KamiError("epusdt api_auth_token is empty: `kami gateway set epusdt api_auth_token=…`",
-                            code="gateway_misconfigured")
+        currency_required(order, self.currency, gateway="epusdt")
+        token = secret_required(self.secrets, "api_auth_token", gateway="epusdt")
         amount = go_number(money.quantize(order.amount, self.currency))
         fields = {"order_id": order.order_no, "notify_url": urls.notify, "redirect_url": urls.ret}
         signature = epusdt_sign({**fields, "amount": amount}, token)
         # The amount goes out as a JSON number with exactly the text that was signed.
-        body = json.dumps({**fields, "signature": signature})[:-1] + f', "amount": {amount}}}'
-        data = self._call("POST", self.create_path, order.order_no, content=body.encode(),
+        body = json_with_number({**fields, "signature": signature}, "amount", amount)
+        data = self._call("POST", self.create_path, order.order_no, content=body,
                           headers={"Content-Type": "application/json"})
-        pay_url, trade_id = data.get("payment_url"), data.get("trade_id")
-        if not isinstance(pay_url, str) or not pay_url.startswith(("https://", "http://")) \
-                or not isinstance(trade_id, str) or not trade_id:
-            raise KamiError(f"epusdt create for {order.order_no}: the answer has no payment_url or trade_id",
-                            code="gateway_refused")
-        return PaymentAction(type="redirect", url=pay_url, gateway_ref=trade_id)
+        return redirect_action(data.get("payment_url"), data.get("trade_id"), what=f"epusdt create for {order.order_no}",
+                               missing="payment_url or trade_id")
 
     # -- notify -----------------------------------------------------------------------------
 
@@ -114,19 +105,11 @@ class EpusdtGateway(Gateway):
         if not token:
             raise VerificationFailed("epusdt api_auth_token is empty: every notification is refused until "
                                      "`kami gateway set epusdt api_auth_token=…` stores it")
-        fields = signed_fields(request.body, sender="Epusdt")
-        given = fields.get("signature") or ""
-        if not hmac.compare_digest(epusdt_sign(fields, token).encode(), given.lower().encode("utf-8", "replace")):
+        fields = json_fields(request.body, sender="Epusdt")
+        if not same_signature(epusdt_sign(fields, token), fields.get("signature")):
             raise VerificationFailed("bad signature")
-        order_no, trade_no = fields.get("order_id") or "", fields.get("trade_id") or ""
-        if not order_no or not trade_no:
-            raise VerificationFailed("malformed notification: order_id and trade_id are required")
-        try:
-            amount = money.parse_amount(fields.get("amount"), field="amount")
-        except BadInput as exc:
-            raise VerificationFailed(f"malformed notification: {exc}") from None
-        return Notice(order_no=order_no, trade_no=trade_no, amount=amount, currency=self.currency,
-                      paid=fields.get("status") == PAID, raw=fields)
+        return flat_notice(fields, order_field="order_id", trade_field="trade_id", amount_field="amount",
+                           currency=self.currency, paid=fields.get("status") == PAID)
 
     def acknowledge(self, ok: bool) -> HttpResponse:
         # Exactly `ok` with HTTP 200: Epusdt wants the body, its fork and BEpusdt also the status.
@@ -153,20 +136,11 @@ class EpusdtGateway(Gateway):
     def _call(self, method: str, path: str, order_no: str, **kwargs) -> dict | None:
         """One request to the instance; its `data` object. None: the instance has no such order."""
         what = f"epusdt {'create' if method == 'POST' else 'query'} for {order_no}"
-        try:
-            response = httpx.request(method, self.base_url + path, timeout=TIMEOUT_SECONDS, **kwargs)
-        except httpx.HTTPError as exc:
-            host = urlsplit(self.base_url).netloc
-            raise Retryable(f"{what}: {type(exc).__name__} talking to {host}; will retry") from None
-        if response.status_code >= 500:
-            raise Retryable(f"{what}: the instance answered HTTP {response.status_code}; will retry")
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise KamiError(f"{what}: the instance answered HTTP {response.status_code} without JSON at {path}; "
-                            "check url and create_path (kami gateway list)", code="gateway_refused")
+        api_url_required(self.base_url, gateway="epusdt")
+        response = http_send(method, self.base_url + path, what=what, timeout=TIMEOUT_SECONDS, **kwargs)
+        retry_on_trouble(response, what=what, who="the instance")
+        answer = json_answer(response, what=what, refused=f"the instance answered HTTP {response.status_code} without "
+                             f"JSON at {path}; check url and create_path (kami gateway list)")
         code = str(answer.get("status_code", response.status_code))
         if code == "10008" and method == "GET":
             return None  # 订单不存在
@@ -176,40 +150,5 @@ class EpusdtGateway(Gateway):
         return answer["data"]
 
     def _token(self) -> str:
-        token = self.secrets.get("api_auth_token", "")
-        return token if isinstance(token, str) and token.strip() else ""
+        return secret_text(self.secrets, "api_auth_token")
 
-
-def signed_fields(raw: bytes, *, sender: str) -> dict[str, str]:
-    """A JSON object body as `{name: exact text}`: numbers keep the text they were sent as
-    (what the sender signed), null stays None. A name sent twice, a list, an object, NaN or
-    anything that is not a JSON object is refused: no signed value is ever picked or coerced."""
-    try:
-        data = json.loads(raw, parse_float=str, parse_int=str, parse_constant=_refuse_constant,
-                          object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError):
-        raise VerificationFailed(f"malformed notification: the body is not the JSON {sender} sends") from None
-    if not isinstance(data, dict):
-        raise VerificationFailed("malformed notification: the body is not a JSON object")
-    fields: dict[str, str] = {}
-    for name, value in data.items():
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif value is not None and not isinstance(value, str):
-            raise VerificationFailed(f"malformed notification: field {name[:40]!r} is a {type(value).__name__}, "
-                                     f"{sender} sends single values only")
-        fields[name] = value
-    return fields
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a number")
-
-
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    result = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError(f"field {name!r} sent twice")
-        result[name] = value
-    return result

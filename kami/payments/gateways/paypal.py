@@ -8,8 +8,12 @@ order; the capture's `PAYMENT.CAPTURE.COMPLETED` then arrives as a duplicate of 
 Webhooks are verified offline (PayPal's own sample listener): SHA256withRSA over
 `{transmission_id}|{transmission_time}|{webhook_id}|{crc32(raw body)}` with the certificate at
 PAYPAL-CERT-URL, fetched only over https from PayPal's API hosts (`ALLOWED_CERT_HOSTS`, a class
-attribute: merchant settings cannot widen it) and cached. No time window: PayPal documents none
-and retries for three days; a replay can only repeat a capture id, which is applied once.
+attribute: merchant settings cannot widen it; the sandbox hosts only for an account whose
+api_base is PayPal's sandbox), only on PayPal's certificate path (`CERT_PATH`), and only after
+everything checkable without it passed. Certificates are cached; a failed fetch is remembered
+for `CERT_FAILURE_SECONDS` and at most `CERT_FETCHES_PER_MINUTE` new URLs are fetched a minute,
+so a flood of forgeries does not turn into a flood of fetches. No time window: PayPal documents
+none and retries for three days; a replay can only repeat a capture id, which is applied once.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from django.http import HttpRequest, HttpResponse
 from kami.core import money
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
 from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
+from kami.payments.toolkit import http_send, retry_on_trouble, url_checked
 
 log = logging.getLogger("kami.payments.paypal")
 
@@ -48,12 +53,29 @@ _ID_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # PayPal order/capture ids: safe i
 _HEADERS = ("transmission-id", "transmission-time", "transmission-sig", "cert-url", "auth-algo")
 _tokens: dict[tuple, tuple[str, float]] = {}  # (api_base, client_id, secret digest) -> (token, expiry)
 _certs: dict[str, tuple[rsa.RSAPublicKey, datetime]] = {}  # cert URL -> (key, not valid after)
+_cert_failures: dict[str, tuple[str, float]] = {}  # cert URL -> (why, monotonic time it may be tried again)
+_cert_fetches: list[float] = []  # monotonic times of the uncached fetches in the last minute
+CERT_FAILURE_SECONDS = 60
+CERT_FETCHES_PER_MINUTE = 10
 _lock = threading.Lock()
+
+
+def _fetch_allowed(failed: tuple[str, float] | None) -> None:
+    """Refuse (without fetching) a certificate URL that failed a moment ago, or any new fetch
+    past the minute's budget. Called with `_lock` held."""
+    clock = time.monotonic()
+    if failed and failed[1] > clock:
+        raise VerificationFailed(f"{failed[0]} (not fetched again for {CERT_FAILURE_SECONDS} s)")
+    _cert_fetches[:] = [t for t in _cert_fetches if t > clock - 60]
+    if len(_cert_fetches) >= CERT_FETCHES_PER_MINUTE:
+        raise VerificationFailed(f"more than {CERT_FETCHES_PER_MINUTE} new signing certificates asked for in a "
+                                 "minute: not fetched (PayPal retries the notification)")
+    _cert_fetches.append(clock)
 
 
 class PayPalGateway(Gateway):
     name = "paypal"
-    label = "PayPal"
+    label = "PayPal"  # the same in every language
     notify_methods = ("POST",)
     required_config = ("client_id", "webhook_id")
     optional_config = ("api_base",)
@@ -66,7 +88,9 @@ class PayPalGateway(Gateway):
     # Where signing certificates may come from. Tests relax these by patching the class; no setting can.
     ALLOWED_CERT_HOSTS: tuple[str, ...] = ("api.paypal.com", "api.sandbox.paypal.com", "api-m.paypal.com",
                                            "api-m.sandbox.paypal.com")
+    SANDBOX_CERT_HOSTS: tuple[str, ...] = ("api.sandbox.paypal.com", "api-m.sandbox.paypal.com")
     CERT_SCHEMES: tuple[str, ...] = ("https",)
+    CERT_PATH = re.compile(r"^/v1/notifications/certs/[A-Za-z0-9._-]{1,128}$")
     CERT_COMMON_NAME = "messageverificationcerts.paypal.com"
 
     def __init__(self, *, config: dict, secrets: dict):
@@ -74,18 +98,15 @@ class PayPalGateway(Gateway):
         self.api_base = str(config.get("api_base") or API_BASE).rstrip("/")
         self.client_id = str(config.get("client_id") or "").strip()
         self.webhook_id = str(config.get("webhook_id") or "").strip()
+        self.sandbox = (urlsplit(self.api_base).hostname or "").endswith(".sandbox.paypal.com")
 
     @classmethod
     def config_clean(cls, config: dict) -> dict:
         """Check settings as they are saved (`kami gateway set paypal …`)."""
         config = {k: (str(v).strip() if k in ("client_id", "webhook_id", "api_base") else v) for k, v in config.items()}
         if config.get("api_base"):
-            url = config["api_base"].rstrip("/")
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-                raise BadInput(f"paypal: api_base {url!r} should be {API_BASE} (live) or "
-                               "https://api-m.sandbox.paypal.com (sandbox)")
-            config["api_base"] = url
+            config["api_base"] = url_checked(config["api_base"].rstrip("/"), gateway="paypal", setting="api_base",
+                                             should=f"{API_BASE} (live) or https://api-m.sandbox.paypal.com (sandbox)")
         if config.get("webhook_id") and not _ID_RE.match(config["webhook_id"]):
             raise BadInput(f"paypal: webhook_id {config['webhook_id']!r} should be the webhook's ID from the "
                            "PayPal developer dashboard (like 8PT597110X687430LKGECATA)")
@@ -118,14 +139,14 @@ class PayPalGateway(Gateway):
             raise VerificationFailed("paypal webhook_id is empty: every notification is refused until "
                                      "`kami gateway set paypal webhook_id=…` stores the webhook's ID")
         headers = {name: request.headers.get(f"PAYPAL-{name}", "") for name in _HEADERS}
-        self._verify(request.body, headers)
-        try:
+        try:  # read before the signature is checked (and nothing acted on): no fetch for a non-event
             event = json.loads(request.body)
             kind, resource = event["event_type"], event["resource"]
             if not isinstance(kind, str) or not isinstance(resource, dict):
                 raise TypeError("event_type and resource")
         except (ValueError, KeyError, TypeError) as exc:
             raise VerificationFailed(f"malformed event: {type(exc).__name__} {str(exc)[:80]}") from None
+        self._verify(request.body, headers)
         if kind == ORDER_APPROVED:
             return self._capture_approved(resource, event)
         if kind.startswith("PAYMENT.CAPTURE."):
@@ -157,25 +178,41 @@ class PayPalGateway(Gateway):
     def _cert_key(self, url: str) -> rsa.RSAPublicKey:
         """The public key of PayPal's signing certificate at `url`, from PayPal's hosts only."""
         parts = urlsplit(url)
-        if parts.scheme not in self.CERT_SCHEMES or parts.netloc.lower() not in self.ALLOWED_CERT_HOSTS:
-            raise VerificationFailed(f"PAYPAL-CERT-URL {url[:100]!r} is not on PayPal's API hosts over https")
+        hosts = [h for h in self.ALLOWED_CERT_HOSTS if self.sandbox or h not in self.SANDBOX_CERT_HOSTS]
+        if parts.scheme not in self.CERT_SCHEMES or parts.netloc.lower() not in hosts:
+            raise VerificationFailed(f"PAYPAL-CERT-URL {url[:100]!r} is not on PayPal's API hosts over https "
+                                     f"({'sandbox' if self.sandbox else 'live'} account)")
+        if not self.CERT_PATH.match(parts.path) or parts.query or parts.fragment:
+            raise VerificationFailed(f"PAYPAL-CERT-URL {url[:100]!r} is not on PayPal's certificate path")
         now = datetime.now(timezone.utc)
         with _lock:
-            cached = _certs.get(url)
+            cached, failed = _certs.get(url), _cert_failures.get(url)
+            if not (cached and cached[1] > now):
+                _fetch_allowed(failed)
         if cached and cached[1] > now:
             return cached[0]
+        try:
+            key, not_after = self._cert_fetch(url, now)
+        except VerificationFailed as exc:
+            with _lock:
+                if len(_cert_failures) > 256:
+                    _cert_failures.clear()
+                _cert_failures[url] = (str(exc), time.monotonic() + CERT_FAILURE_SECONDS)
+            raise
+        with _lock:
+            if len(_certs) > 32:
+                _certs.clear()
+            _certs[url] = (key, not_after)
+        return key
+
+    def _cert_fetch(self, url: str, now: datetime) -> tuple[rsa.RSAPublicKey, datetime]:
         try:
             response = httpx.get(url, timeout=TIMEOUT_SECONDS, follow_redirects=False)
         except httpx.HTTPError as exc:
             raise VerificationFailed(f"could not fetch the signing certificate: {type(exc).__name__}") from None
         if response.status_code != 200:
             raise VerificationFailed(f"could not fetch the signing certificate: HTTP {response.status_code}")
-        key, not_after = self._cert_check(response.content, now)
-        with _lock:
-            if len(_certs) > 32:
-                _certs.clear()
-            _certs[url] = (key, not_after)
-        return key
+        return self._cert_check(response.content, now)
 
     def _cert_check(self, pem: bytes, now: datetime) -> tuple[rsa.RSAPublicKey, datetime]:
         try:
@@ -266,19 +303,14 @@ class PayPalGateway(Gateway):
         headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"}
         if request_id:
             headers["PayPal-Request-Id"] = request_id
-        try:
-            response = httpx.request(method, self.api_base + path, json=json_body, headers=headers,
-                                     timeout=TIMEOUT_SECONDS, follow_redirects=False)
-        except httpx.HTTPError as exc:
-            raise Retryable(f"paypal: could not {what}: {type(exc).__name__} talking to {urlsplit(self.api_base).netloc}; "
-                            "will retry") from None
+        response = http_send(method, self.api_base + path, what=f"paypal: could not {what}", timeout=TIMEOUT_SECONDS,
+                             json=json_body, headers=headers, follow_redirects=False)
         if response.status_code == 401:
             self._forget_token()
             raise Retryable(f"paypal: could not {what}: the access token was refused; will retry with a new one")
         if response.status_code == 404:
             raise _NotFound()
-        if response.status_code >= 500 or response.status_code == 429:
-            raise Retryable(f"paypal: could not {what}: HTTP {response.status_code}; will retry")
+        retry_on_trouble(response, what=f"paypal: could not {what}", also=(429,))
         data = _json(response)
         if response.status_code >= 300:
             detail = (data.get("details") or [{}])[0] if isinstance(data.get("details"), list) else {}
@@ -307,11 +339,9 @@ class PayPalGateway(Gateway):
         if not self.client_id or not isinstance(secret, str) or not secret.strip():
             raise KamiError("paypal client_id or client_secret is empty: "
                             "`kami gateway set paypal client_id=… client_secret=…`", code="gateway_refused")
-        try:
-            response = httpx.post(f"{self.api_base}/v1/oauth2/token", data={"grant_type": "client_credentials"},
-                                  auth=(self.client_id, secret), timeout=TIMEOUT_SECONDS, follow_redirects=False)
-        except httpx.HTTPError as exc:
-            raise Retryable(f"paypal: could not get an access token: {type(exc).__name__}; will retry") from None
+        response = http_send("POST", f"{self.api_base}/v1/oauth2/token", what="paypal: could not get an access token",
+                             timeout=TIMEOUT_SECONDS, data={"grant_type": "client_credentials"},
+                             auth=(self.client_id, secret), follow_redirects=False)
         if response.status_code in (400, 401, 403):
             raise KamiError("paypal: client_id/client_secret were refused; copy them again from the REST app "
                             "(`kami gateway set paypal client_id=… client_secret=…`)", code="gateway_refused")

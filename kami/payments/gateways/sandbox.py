@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 
 from kami.core import money
 from kami.core.errors import BadInput, VerificationFailed
@@ -27,7 +28,7 @@ WINDOW_SECONDS = 300
 
 class SandboxGateway(Gateway):
     name = "sandbox"
-    label = "Sandbox (demo)"
+    label = _("Sandbox (demo)")
     optional_config = ()  # no settings besides the secret: anything else is a typo
     required_secrets = ("secret",)
     redact_fields = ()

@@ -2,7 +2,8 @@
 
 The buyer is redirected to a Checkout Session's `url`; Stripe POSTs events to
 `/pay/stripe/notify` with `Stripe-Signature: t=…,v1=HMAC-SHA256(whsec, f"{t}.{raw body}")`,
-checked over the raw body with a 300 s tolerance (Stripe's default and recommendation).
+checked over the raw body with a 300 s tolerance (Stripe's default and recommendation) and at
+most 60 s into the future; an event's `livemode` must match the secret_key (sk_live_ / sk_test_).
 `checkout.session.completed` with `payment_status == "paid"` and
 `checkout.session.async_payment_succeeded` pay the order; every other event is acknowledged
 and ignored, so Stripe does not retry (and eventually disable) the endpoint over events Kami
@@ -17,18 +18,20 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from decimal import Decimal
-from urllib.parse import urlsplit
 
 import stripe
 from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext_lazy as _
 
 from kami.core import clock, money
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
 from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
+from kami.payments.toolkit import url_checked
 
 API_BASE = "https://api.stripe.com"
 SIGNATURE_HEADER = "Stripe-Signature"
 TOLERANCE_SECONDS = 300
+FUTURE_TOLERANCE_SECONDS = 60  # a signature dated ahead of our clock: at most this much skew
 TIMEOUT_SECONDS = 10
 PAID_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 # Stripe accepts expires_at 30 minutes to 24 hours after creation; a minute of margin for the trip.
@@ -50,7 +53,7 @@ def stripe_exponent(currency: str) -> int:
 
 class StripeGateway(Gateway):
     name = "stripe"
-    label = "Stripe (cards, wallets)"
+    label = _("Card (Stripe)")
     notify_methods = ("POST",)
     required_config = ()
     optional_config = ("api_base",)
@@ -68,11 +71,8 @@ class StripeGateway(Gateway):
         """Check settings as they are saved (`kami gateway set stripe …`)."""
         config = dict(config)
         if config.get("api_base"):
-            url = str(config["api_base"]).strip().rstrip("/")
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-                raise BadInput(f"stripe: api_base {url!r} should be an address like {API_BASE}; leave it unset normally")
-            config["api_base"] = url
+            config["api_base"] = url_checked(str(config["api_base"]).strip().rstrip("/"), gateway="stripe",
+                                             setting="api_base", should=f"an address like {API_BASE}; leave it unset normally")
         return config
 
     def supports_currency(self, currency: str) -> bool:
@@ -123,12 +123,22 @@ class StripeGateway(Gateway):
         except (ValueError, KeyError, TypeError) as exc:
             raise VerificationFailed(f"malformed event: {type(exc).__name__} {str(exc)[:80]}") from None
         if obj.get("object") != "checkout.session":
-            return _ignored(event, obj)
+            return _ignored(event, obj)  # acted on by nobody, whatever its mode
+        self._same_mode(event)
         paid = kind in PAID_EVENTS and obj.get("payment_status") == "paid"
         return _session_notice(obj, paid=paid, raw=event, strict=paid)
 
     def acknowledge(self, ok: bool) -> HttpResponse:
         return HttpResponse("ok" if ok else "fail", status=200 if ok else 400, content_type="text/plain")
+
+    def _same_mode(self, event: dict) -> None:
+        """A test-mode event never pays a live shop (nor the reverse): the endpoints share a URL."""
+        live = self._secret("secret_key").startswith(("sk_live_", "rk_live_"))
+        if event.get("livemode") is not live:
+            mode = "live" if live else "test"
+            raise VerificationFailed(f"event livemode is {event.get('livemode')!r} but the secret_key is a {mode} key: "
+                                     f"only {mode}-mode webhooks are accepted (check which Stripe endpoint points "
+                                     "here, or `kami gateway set stripe secret_key=… webhook_secret=…`)")
 
     # -- query, refund ----------------------------------------------------------------------
 
@@ -243,6 +253,10 @@ def _verify(body: bytes, header: str, secret: str) -> None:
         raise VerificationFailed("bad signature") from None
     except (UnicodeDecodeError, TypeError, ValueError):  # a body or header that is not text
         raise VerificationFailed("bad signature") from None
+    # The SDK bounds the past only: a signature dated ahead would stay replayable until then.
+    stamps = [int(item[2:]) for item in header.split(",") if item.startswith("t=") and item[2:].isdigit()]
+    if not stamps or max(stamps) > clock.now().timestamp() + FUTURE_TOLERANCE_SECONDS:
+        raise VerificationFailed(f"timestamp more than {FUTURE_TOLERANCE_SECONDS} s in the future (forged, or clock skew)")
 
 
 def _expires_at(expires_at) -> int | None:

@@ -13,19 +13,16 @@ the exact text it was sent as.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import re
-from urllib.parse import urlsplit
 
-import httpx
 from django.http import HttpRequest, HttpResponse
 
 from kami.core import money
-from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
-from kami.payments.gateways.epusdt import signed_fields
+from kami.core.errors import BadInput, KamiError, VerificationFailed
 from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, Urls
+from kami.payments.toolkit import (api_url_checked, api_url_problems, api_url_required, flat_notice, http_send,
+                                   json_answer, json_fields, json_with_number, md5_hex, redirect_action,
+                                   retry_on_trouble, same_signature, secret_required, secret_text, signed_pairs)
 
 PAID = "1"  # 0 pending, 1 paid, 2 expired
 TIMEOUT_SECONDS = 10
@@ -35,13 +32,12 @@ _NO_SUCH_ORDER = "订单不存在"
 
 def tokenpay_sign(fields: dict[str, str], token: str) -> str:
     """The TokenPay MD5 signature of `fields` (values as the exact text that is sent)."""
-    text = "&".join(f"{k}={fields[k]}" for k in sorted(fields) if k != "Signature" and fields[k] not in ("", None))
-    return hashlib.md5((text + token).encode("utf-8", "surrogatepass")).hexdigest()
+    return md5_hex(signed_pairs(fields, unsigned=("Signature",)) + token)
 
 
 class TokenPayGateway(Gateway):
     name = "tokenpay"
-    label = "USDT / TRX (TokenPay)"
+    label = "USDT / TRX"  # the same in every language
     required_config = ("url",)
     optional_config = ("currency", "fiat")
     required_secrets = ("api_token",)
@@ -59,11 +55,9 @@ class TokenPayGateway(Gateway):
         """Normalise and check settings as they are saved (`kami gateway set tokenpay …`)."""
         config = {k: (str(v).strip() if k in ("url", "currency", "fiat") else v) for k, v in config.items()}
         if config.get("url"):
-            parts = urlsplit(config["url"])
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-                raise BadInput(f"tokenpay: url {config['url']!r} should be your TokenPay site's address, "
-                               "like https://tokenpay.example.com")
-            config["url"] = config["url"].rstrip("/")
+            config["url"] = api_url_checked(config["url"], gateway="tokenpay", setting="url",
+                                            should="your TokenPay site's address, like https://tokenpay.example.com"
+                                            ).rstrip("/")
         if config.get("currency") and not _COIN_RE.match(config["currency"]):
             raise BadInput(f"tokenpay: currency {config['currency']!r} should be the coin the buyer pays in, "
                            "as TokenPay names it: USDT_TRC20, TRX, EVM_BSC_USDT_BEP20…")
@@ -71,33 +65,29 @@ class TokenPayGateway(Gateway):
             config["fiat"] = money.parse_currency(config["fiat"])
         return config
 
+    def check(self) -> list[str]:
+        return api_url_problems(self.base_url, gateway=self.name)
+
     # -- create -----------------------------------------------------------------------------
 
     def create_payment(self, order: OrderInfo, urls: Urls) -> PaymentAction:
         if order.currency.upper() != self.fiat:
             raise BadInput(f"tokenpay charges in {self.fiat} (its BaseCurrency), the order is in {order.currency}")
-        token = self._token()
-        if not token:
-            raise KamiError("tokenpay api_token is empty: `kami gateway set tokenpay api_token=…`",
-                            code="gateway_misconfigured")
+        token = secret_required(self.secrets, "api_token", gateway="tokenpay")
         amount = format(money.quantize(order.amount, self.fiat), "f")
         fields = {"OutOrderId": order.order_no, "OrderUserKey": order.email or order.order_no, "Currency": self.coin,
                   "NotifyUrl": urls.notify, "RedirectUrl": urls.ret}
         fields["Signature"] = tokenpay_sign({**fields, "ActualAmount": amount}, token)
         # ActualAmount goes out as a JSON number with exactly the text that was signed.
-        body = json.dumps(fields, ensure_ascii=False)[:-1] + f', "ActualAmount": {amount}}}'
-        answer = self._call("POST", "/CreateOrder", order.order_no, content=body.encode(),
+        body = json_with_number(fields, "ActualAmount", amount, ensure_ascii=False)
+        answer = self._call("POST", "/CreateOrder", order.order_no, content=body,
                             headers={"Content-Type": "application/json"})
-        info = answer.get("info")
-        pay_url, trade_id = answer.get("data"), info.get("Id") if isinstance(info, dict) else None
         if answer.get("success") is not True:
             raise KamiError(f"tokenpay create for {order.order_no} refused: {_message(answer)}; if it is about the "
                             "signature, api_token must equal TokenPay's ApiToken", code="gateway_refused")
-        if not isinstance(pay_url, str) or not pay_url.startswith(("https://", "http://")) \
-                or not isinstance(trade_id, str) or not trade_id:
-            raise KamiError(f"tokenpay create for {order.order_no}: the answer has no pay page or Id",
-                            code="gateway_refused")
-        return PaymentAction(type="redirect", url=pay_url, gateway_ref=trade_id)
+        info = answer.get("info")
+        return redirect_action(answer.get("data"), info.get("Id") if isinstance(info, dict) else None,
+                               what=f"tokenpay create for {order.order_no}", missing="pay page or Id")
 
     # -- notify -----------------------------------------------------------------------------
 
@@ -106,9 +96,8 @@ class TokenPayGateway(Gateway):
         if not token:
             raise VerificationFailed("tokenpay api_token is empty: every notification is refused until "
                                      "`kami gateway set tokenpay api_token=…` stores it")
-        fields = signed_fields(request.body, sender="TokenPay")
-        given = fields.get("Signature") or ""
-        if not hmac.compare_digest(tokenpay_sign(fields, token).encode(), given.lower().encode("utf-8", "replace")):
+        fields = json_fields(request.body, sender="TokenPay")
+        if not same_signature(tokenpay_sign(fields, token), fields.get("Signature")):
             raise VerificationFailed("bad signature")
         return self._notice(fields, what="notification")
 
@@ -121,7 +110,7 @@ class TokenPayGateway(Gateway):
         """Ask `/Query` about TokenPay's order `Id` (kept at creation as gateway_ref)."""
         if not order.gateway_ref:
             return None  # created before Kami kept TokenPay's Id: nothing to ask about
-        signature = hashlib.md5(f"Id={order.gateway_ref}{self._token()}".encode()).hexdigest()
+        signature = md5_hex(f"Id={order.gateway_ref}{self._token()}")
         answer = self._call("GET", "/Query", order.order_no, params={"Id": order.gateway_ref, "Signature": signature})
         if answer.get("success") is not True:
             if _NO_SUCH_ORDER in _message(answer):
@@ -146,39 +135,21 @@ class TokenPayGateway(Gateway):
     # -- helpers ----------------------------------------------------------------------------
 
     def _notice(self, fields: dict, *, what: str) -> Notice:
-        order_no, trade_no = fields.get("OutOrderId") or "", fields.get("Id") or ""
-        if not isinstance(order_no, str) or not isinstance(trade_no, str) or not order_no or not trade_no:
-            raise VerificationFailed(f"malformed {what}: OutOrderId and Id are required")
-        try:
-            amount = money.parse_amount(fields.get("ActualAmount"), field="ActualAmount")
-        except BadInput as exc:
-            raise VerificationFailed(f"malformed {what}: {exc}") from None
-        status = fields.get("Status")
-        return Notice(order_no=order_no, trade_no=trade_no, amount=amount, currency=self.fiat,
-                      paid=isinstance(status, str) and status == PAID, raw=fields)
+        return flat_notice(fields, order_field="OutOrderId", trade_field="Id", amount_field="ActualAmount",
+                           currency=self.fiat, paid=fields.get("Status") == PAID, what=what)
 
     def _call(self, method: str, path: str, order_no: str, **kwargs) -> dict:
         """One request to TokenPay; its JSON answer, numbers kept as their text."""
         what = f"tokenpay {'create' if method == 'POST' else 'query'} for {order_no}"
-        try:
-            response = httpx.request(method, self.base_url + path, timeout=TIMEOUT_SECONDS, **kwargs)
-        except httpx.HTTPError as exc:
-            host = urlsplit(self.base_url).netloc
-            raise Retryable(f"{what}: {type(exc).__name__} talking to {host}; will retry") from None
-        if response.status_code >= 500:
-            raise Retryable(f"{what}: TokenPay answered HTTP {response.status_code}; will retry")
-        try:
-            answer = json.loads(response.content, parse_float=str, parse_int=str)
-        except (ValueError, RecursionError):
-            answer = None
-        if not isinstance(answer, dict):
-            raise KamiError(f"{what}: TokenPay answered HTTP {response.status_code} without JSON at {path}; "
-                            "check url (kami gateway list)", code="gateway_refused")
-        return answer
+        api_url_required(self.base_url, gateway="tokenpay")
+        response = http_send(method, self.base_url + path, what=what, timeout=TIMEOUT_SECONDS, **kwargs)
+        retry_on_trouble(response, what=what, who="TokenPay")
+        return json_answer(response, what=what, numbers_as_text=True,
+                           refused=f"TokenPay answered HTTP {response.status_code} without JSON at {path}; "
+                                   "check url (kami gateway list)")
 
     def _token(self) -> str:
-        token = self.secrets.get("api_token", "")
-        return token if isinstance(token, str) and token.strip() else ""
+        return secret_text(self.secrets, "api_token")
 
 
 def _message(answer: dict) -> str:

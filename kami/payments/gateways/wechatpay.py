@@ -20,16 +20,17 @@ from datetime import timedelta, timezone
 from decimal import Decimal
 from urllib.parse import quote, urlencode, urlsplit
 
-import httpx
-from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.translation import gettext_lazy as _
 
 from kami.core import clock, money
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
 from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
+from kami.payments.toolkit import (currency_required, http_send, no_duplicates, retry_on_trouble, rsa_private_key,
+                                   rsa_public_key, rsa_sha256_sign, rsa_sha256_verify, url_checked)
 
 API_BASE = "https://api.mch.weixin.qq.com"
 SCHEMA = "WECHATPAY2-SHA256-RSA2048"
@@ -51,16 +52,7 @@ def request_message(method: str, path: str, timestamp: str, nonce: str, body: by
     return f"{method}\n{path}\n{timestamp}\n{nonce}\n".encode() + body + b"\n"
 
 
-def rsa_sign(key: rsa.RSAPrivateKey, message: bytes) -> str:
-    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def rsa_verify(key: rsa.RSAPublicKey, message: bytes, signature: str) -> bool:
-    try:
-        key.verify(base64.b64decode(signature, validate=True), message, padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, binascii.Error, ValueError):
-        return False
-    return True
+rsa_sign, rsa_verify = rsa_sha256_sign, rsa_sha256_verify  # WECHATPAY2-SHA256-RSA2048 is SHA256withRSA
 
 
 def _pem(text: object, what: str) -> bytes:
@@ -70,35 +62,18 @@ def _pem(text: object, what: str) -> bytes:
 
 
 def load_private_key(text: object) -> rsa.RSAPrivateKey:
-    try:
-        key = serialization.load_pem_private_key(_pem(text, "merchant_private_key"), None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise BadInput("merchant_private_key does not load: paste apiclient_key.pem as downloaded") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise BadInput("merchant_private_key is not an RSA key")
-    return key
+    return rsa_private_key(_pem(text, "merchant_private_key"), pem=True, name="merchant_private_key",
+                           fix="paste apiclient_key.pem as downloaded")
 
 
 def load_public_key(text: object) -> rsa.RSAPublicKey:
-    try:
-        key = serialization.load_pem_public_key(_pem(text, "wechatpay_public_key"))
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise BadInput("wechatpay_public_key does not load: paste pub_key.pem as downloaded") from None
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise BadInput("wechatpay_public_key is not an RSA key")
-    return key
-
-
-def _no_duplicates(pairs: list) -> dict:
-    keys = [k for k, _ in pairs]
-    if len(keys) != len(set(keys)):
-        raise ValueError("a JSON field appears twice")
-    return dict(pairs)
+    return rsa_public_key(_pem(text, "wechatpay_public_key"), pem=True, name="wechatpay_public_key",
+                          fix="paste pub_key.pem as downloaded")
 
 
 class WeChatPayGateway(Gateway):
     name = "wechatpay"
-    label = "微信支付 / WeChat Pay"
+    label = _("WeChat Pay")
     notify_methods = ("POST",)
     currencies = ("CNY",)
     required_config = ("mchid", "appid", "serial_no", "public_key_id")
@@ -126,18 +101,14 @@ class WeChatPayGateway(Gateway):
                            "shown next to the WeChat Pay public key in the merchant platform")
         if config.get("serial_no"):
             config["serial_no"] = config["serial_no"].upper()
-        url = config.get("api_base")
-        if url:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-                raise BadInput(f"wechatpay: api_base {url[:80]!r} should be like {API_BASE}")
+        if config.get("api_base"):
+            url_checked(config["api_base"], gateway="wechatpay", setting="api_base", should=f"like {API_BASE}")
         return config
 
     # -- create -----------------------------------------------------------------------------
 
     def create_payment(self, order: OrderInfo, urls: Urls) -> PaymentAction:
-        if order.currency.upper() != "CNY":
-            raise BadInput(f"wechatpay charges in CNY, the order is in {order.currency}")
+        currency_required(order, "CNY", gateway="wechatpay")
         body = {"appid": self.appid, "mchid": self.mchid, "description": (order.subject or order.order_no)[:127],
                 "out_trade_no": order.order_no, "notify_url": urls.notify,
                 "amount": {"total": money.to_minor(order.amount, "CNY"), "currency": "CNY"}}
@@ -163,13 +134,13 @@ class WeChatPayGateway(Gateway):
         body = request.body
         self._check_signed(request.headers, body, public_key, what="notification")
         try:
-            envelope = json.loads(body, object_pairs_hook=_no_duplicates)
+            envelope = json.loads(body, object_pairs_hook=no_duplicates)
             resource = envelope["resource"]
             if resource.get("algorithm") != "AEAD_AES_256_GCM":
                 raise ValueError(f"algorithm {str(resource.get('algorithm'))[:30]!r}")
             plain = AESGCM(aes_key).decrypt(resource["nonce"].encode(), base64.b64decode(resource["ciphertext"]),
                                             (resource.get("associated_data") or "").encode())
-            data = json.loads(plain, object_pairs_hook=_no_duplicates)
+            data = json.loads(plain, object_pairs_hook=no_duplicates)
         except InvalidTag:
             raise VerificationFailed("the resource does not decrypt: check apiv3_key") from None
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
@@ -302,14 +273,9 @@ class WeChatPayGateway(Gateway):
                    "User-Agent": "kami"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        host = urlsplit(self.api_base).netloc
-        try:
-            response = httpx.request(method, self.api_base + path, content=content or None, headers=headers,
-                                     timeout=TIMEOUT_SECONDS)
-        except httpx.HTTPError as exc:
-            raise Retryable(f"wechatpay {what}: {type(exc).__name__} talking to {host}; will retry") from None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise Retryable(f"wechatpay {what}: {host} answered HTTP {response.status_code}; will retry")
+        response = http_send(method, self.api_base + path, what=f"wechatpay {what}", timeout=TIMEOUT_SECONDS,
+                             content=content or None, headers=headers)
+        retry_on_trouble(response, what=f"wechatpay {what}", who=urlsplit(self.api_base).netloc, also=(429,))
         if 200 <= response.status_code < 300:
             try:
                 self._check_signed(response.headers, response.content, public_key, what=f"wechatpay {what}: the answer")

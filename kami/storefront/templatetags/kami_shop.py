@@ -1,5 +1,6 @@
 """Template helpers of the storefront's pages: `money` (kami.core.templatetags.kami_money, the one
-way an amount is written, registered here too so pages load one library) and the merchant's notice.
+way an amount is written, registered here too so pages load one library), the merchant's notice,
+and a gateway's display name.
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from django.utils.safestring import SafeString
 
 from kami.core.shop import Shop
 from kami.core.templatetags.kami_money import money
+from kami.payments.registry import GATEWAYS
 from kami.storefront.markup import notice_html
 
 register = template.Library()
@@ -20,3 +22,10 @@ def shop_notice(shop: Shop) -> SafeString | str:
     if not shop or not shop.notice:
         return ""
     return notice_html(shop.notice) if shop.notice_format == "markdown" else shop.notice
+
+
+@register.filter
+def gateway_label(name: str):
+    """What the buyer sees for a gateway (its translated `label`), never the internal name."""
+    gateway = GATEWAYS.get(name)
+    return gateway.label if gateway else name

@@ -1,7 +1,9 @@
 """`kami demo`: a working shop in one command — migrate, demo products with keys, the sandbox
-gateway, then serve."""
+gateway, then serve. The sandbox is live in this process only (KAMI_SANDBOX=1, set here for the
+server and its worker): a later plain `kami serve` on the same data dir does not offer it."""
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 
 from django.conf import settings
@@ -36,6 +38,8 @@ class Command(KamiCommand):
     def handle(self, *args, host, port, no_serve, **options):
         if settings.PRODUCTION:
             raise BadInput("`kami demo` is for trying Kami out; it refuses to run with KAMI_ENV=production")
+        os.environ["KAMI_SANDBOX"] = "1"  # for the worker `kami serve` starts
+        settings.KAMI_SANDBOX = True
         call_command("migrate", interactive=False, verbosity=0)
         for slug, name, price, kind, description, count in DEMO_PRODUCTS:
             product = Product.objects.filter(slug=slug).first() or product_create(
@@ -45,6 +49,8 @@ class Command(KamiCommand):
                 keys_generate(product=product, count=missing, actor="demo")
         gateway_configure(name="sandbox", values={}, enable=True, actor="demo")
         self.stdout.write(self.style.SUCCESS("Demo shop ready: products, keys and the sandbox gateway."))
+        if no_serve:
+            self.stdout.write("The sandbox is offered only by a server started with it: KAMI_SANDBOX=1 kami serve")
         self.stdout.write(f"Open http://{host}:{port}/ , buy a product, press “Simulate payment”, and the key appears.")
         admin = f"http://{host}:{port}/{settings.KAMI_ADMIN_PATH}/"
         if owners_exist():

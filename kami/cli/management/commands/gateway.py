@@ -16,9 +16,9 @@ from rich.table import Table
 
 from kami.cli.base import KamiCommand
 from kami.core.errors import BadInput
-from kami.fulfilment.checkout import notify_url
 from kami.payments.models import GatewayAccount
-from kami.payments.registry import GATEWAYS, gateway_class, gateways_enabled, secrets_decrypt
+from kami.payments.registry import GATEWAYS, gateway_class
+from kami.payments.selectors import GatewayOverview, gateways_overview, notify_url
 from kami.payments.services import gateway_check, gateway_configure
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -53,7 +53,7 @@ class Command(KamiCommand):
         for problem in problems:
             self.stderr.write(f"{name}: {problem}")
         self.stdout.write(f"{name}: notify URL: {notify_url(name)}")
-        self.stdout.write(f"{name}: return URL: the buyer's order page, {notify_url(name).rsplit('/pay/', 1)[0]}/orders/<order no>")
+        self.stdout.write(f"{name}: return URL: the buyer's order page, {notify_url(name).rsplit('/pay/', 1)[0]}/orders/<order no>/return")
         if problems:
             raise BadInput(f"{name}: {len(problems)} problem(s) in the settings")
         self.stdout.write(f"{name}: settings look right{'' if account and account.enabled else ' (not enabled yet: --enable)'}")
@@ -64,9 +64,8 @@ class Command(KamiCommand):
         if not values and enable is None:
             raise BadInput(f"nothing to change: give KEY=VALUE settings and/or --enable/--disable (kami gateway set {name} --enable)")
         account = gateway_configure(name=name, values=values, enable=enable, actor="cli")
-        secret_names = {*cls.required_secrets, *getattr(cls, "optional_secrets", ())}
         for key in sorted(values):
-            shown = "(secret, stored encrypted)" if key in secret_names else repr(account.config.get(key, values[key]))
+            shown = "(secret, stored encrypted)" if key in cls.secret_names() else repr(account.config.get(key, values[key]))
             self.stdout.write(f"{name}: {key} = {shown}")
         self.stdout.write(f"{name}: {'enabled' if account.enabled else 'disabled'}")
         for warning in _warnings(account.config):
@@ -75,26 +74,28 @@ class Command(KamiCommand):
             self.stdout.write(f"{name}: notify URL to paste into the gateway: {notify_url(name)}")
 
     def _list(self) -> None:
-        accounts = {a.name: a for a in GatewayAccount.objects.filter(name__in=GATEWAYS)}
-        live = set(gateways_enabled())  # the registry's rule: a sandbox row says enabled, production says no
         table = Table(title="Payment gateways")
         for column in ("gateway", "enabled", "settings", "secrets", "notify URL"):
             table.add_column(column, overflow="fold")
-        for name in sorted(GATEWAYS):
-            cls, account = gateway_class(name), accounts.get(name)
-            config = dict(account.config) if account else {}
-            try:
-                stored = secrets_decrypt(account) if account else {}
-                secrets = ", ".join(f"{k}: {'set' if stored.get(k) else 'missing'}" for k in cls.required_secrets)
-            except Exception:  # a data key missing from the keyring: say so, do not crash the listing
-                secrets = "unreadable (data key missing: restore KAMI_DATA_KEY)"
-            settings_text = "\n".join(f"{k}={v}" for k, v in sorted(config.items())) or "—"
-            missing = [k for k in cls.required_config if not config.get(k)]
-            if missing:
-                settings_text += f"\nmissing: {', '.join(missing)}"
-            enabled = "yes" if name in live else "no (off in production)" if account and account.enabled else "no"
-            table.add_row(name, enabled, settings_text, secrets or "—", notify_url(name))
+        for g in gateways_overview():
+            table.add_row(g.name, _enabled_text(g), _settings_text(g), _secrets_text(g), g.notify_url)
         Console(file=self.stdout, width=max(shutil.get_terminal_size().columns, 140)).print(table)
+
+
+def _enabled_text(g: GatewayOverview) -> str:
+    # the registry's rule: a sandbox row says enabled, production says no
+    return "yes" if g.live else "no (sandbox off here)" if g.enabled else "no"
+
+
+def _settings_text(g: GatewayOverview) -> str:
+    text = "\n".join(f"{k}={v}" for k, v in sorted(g.config.items())) or "—"
+    return text + (f"\nmissing: {', '.join(g.missing)}" if g.missing else "")
+
+
+def _secrets_text(g: GatewayOverview) -> str:
+    if g.unreadable:
+        return "unreadable (data key missing: restore KAMI_DATA_KEY)"
+    return ", ".join(f"{s.name}: {'set' if s.is_set else 'missing'}" for s in g.secrets) or "—"
 
 
 def parse_pairs(pairs: list[str]) -> dict[str, str]:

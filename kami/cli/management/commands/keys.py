@@ -1,4 +1,4 @@
-"""`kami keys import|generate|export|void`: thin edges over kami.stock.services.
+"""`kami keys import|generate|export|void|reseal`: thin edges over kami.stock.services.
 
 After an import or a generation the awaiting-stock orders of the product are fulfilled at once,
 first paid first served (DESIGN.md §2, restock backfill).
@@ -21,7 +21,8 @@ from kami.fulfilment.backfill import restock_backfill
 from kami.stock.generator import DEFAULT_PATTERN, pattern_bits
 from kami.stock.report import ImportReport, line_list
 from kami.stock.selectors import awaiting_count
-from kami.stock.services import EXPORT_FORMATS, EXPORT_STATUSES, key_void, keys_export, keys_generate, keys_import
+from kami.stock.services import (EXPORT_FORMATS, EXPORT_STATUSES, key_void, keys_export, keys_generate, keys_import,
+                                 keys_reseal)
 
 ACTOR = "cli"
 
@@ -31,7 +32,7 @@ class Command(KamiCommand):
     stealth_options = ("stdin",)  # tests hand a bytes stream in place of stdin
 
     def add_arguments(self, parser):
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{import,generate,export,void}")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{import,generate,export,void,reseal}")
         imp = actions.add_parser("import", help="import keys from a file, one per line (- reads stdin)")
         imp.add_argument("slug", metavar="SLUG")
         imp.add_argument("file", metavar="FILE", help="a UTF-8 text file with one key per line, or - for stdin")
@@ -50,6 +51,9 @@ class Command(KamiCommand):
         void.add_argument("ref", metavar="FINGERPRINT_PREFIX",
                           help="the start of the key's fingerprint (at least 6 hex characters), or #ID")
         void.add_argument("--reason", default="")
+        reseal = actions.add_parser("reseal", help="re-encrypt keys stored before ciphertexts were bound to their "
+                                                   "product (and under the newest data key)")
+        reseal.add_argument("slug", metavar="SLUG")
 
     def handle(self, *args, action: str, slug: str, **options):
         product = product_get(slug=slug)
@@ -87,6 +91,10 @@ class Command(KamiCommand):
         else:
             key = key_void(product=product, fingerprint_prefix=ref, reason=reason, actor=ACTOR)
         self.stdout.write(f"voided key #{key.pk} ({key.fingerprint[:8]}) of {product.slug}")
+
+    def _reseal(self, product: Product, **_) -> None:
+        done = keys_reseal(product=product, actor=ACTOR)
+        self.stdout.write(f"resealed {done:,} keys of {product.slug} (recorded in the audit log)")
 
     def _print_report(self, report: ImportReport) -> None:
         self.stdout.write(report.summary())

@@ -1,21 +1,29 @@
-"""`kami product add SLUG …` and `kami product list`."""
+"""`kami product add SLUG …`, `kami product list` and `kami product set SLUG picture=@file.png`.
+
+`set` takes KEY=VALUE like `kami shop set`: `picture=@path` gives the product a picture (checked,
+drawn again at two sizes, see catalog.pictures), `picture=` with nothing removes it."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from rich.table import Table
 
 from kami.catalog.models import Product
+from kami.catalog.pictures import PICTURE_MAX_BYTES, product_picture_remove, product_picture_set
+from kami.catalog.selectors import product_get
 from kami.catalog.services import product_create
 from kami.cli.base import KamiCommand
 from kami.cli.progress import console_for
 from kami.core import money
+from kami.core.errors import BadInput
 from kami.stock.selectors import stock_summary
 
 
 class Command(KamiCommand):
-    help = "Add and list products."
+    help = "Add, list and change products: `kami product set SLUG picture=@photo.jpg`."
 
     def add_arguments(self, parser):
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{add,list}")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{add,list,set}")
         add = actions.add_parser("add", help="add a product")
         add.add_argument("slug", metavar="SLUG", help="short name used in URLs and commands, e.g. steam-50")
         add.add_argument("--name", required=True, help="what buyers see")
@@ -28,12 +36,28 @@ class Command(KamiCommand):
         add.add_argument("--low-stock", type=int, default=0, help="alert when available keys fall below this")
         add.add_argument("--description", default="")
         actions.add_parser("list", help="list products with their available stock")
+        put = actions.add_parser("set", help="change a product: picture=@file.png, or picture= to remove it")
+        put.add_argument("slug", metavar="SLUG")
+        put.add_argument("values", nargs="+", metavar="KEY=VALUE",
+                         help="picture=@path (PNG, JPEG, GIF or WebP); picture= removes the picture")
 
     def handle(self, *args, action: str, **options):
         if action == "add":
             self._add(**options)
+        elif action == "set":
+            self._set(slug=options["slug"], values=options["values"])
         else:
             self._list()
+
+    def _set(self, *, slug: str, values: list[str]) -> None:
+        product = product_get(slug=slug)
+        picture = _picture_arg(values)
+        if picture is None:
+            product_picture_remove(product=product, actor="cli")
+            self.stdout.write(f"{product.slug}: picture removed")
+            return
+        product_picture_set(product=product, source=picture, actor="cli")
+        self.stdout.write(f"{product.slug}: picture {product.picture} (shown at /pictures/{product.picture_page})")
 
     def _add(self, *, slug, name, price, currency, kind, min_qty, max_qty, low_stock, description, **_):
         product = product_create(
@@ -53,3 +77,22 @@ class Command(KamiCommand):
             table.add_row(p.slug, p.name, str(p.price), p.currency, p.kind, "yes" if p.active else "no",
                           f"{row.available:,}")
         console_for(self.stdout).print(table)
+
+
+def _picture_arg(pairs: list[str]) -> bytes | None:
+    """The picture's bytes from `picture=@path`, None for `picture=` (remove)."""
+    if len(pairs) != 1 or pairs[0].partition("=")[0] != "picture" or "=" not in pairs[0]:
+        raise BadInput(f"{' '.join(pairs)[:60]!r}: write picture=@path/to/picture.png (or picture= to remove it)")
+    value = pairs[0].partition("=")[2]
+    if not value:
+        return None
+    if not value.startswith("@"):
+        raise BadInput("picture: give a picture file as picture=@path/to/picture.png (or picture= to remove it)")
+    file = Path(value[1:]).expanduser()
+    try:
+        if file.stat().st_size > PICTURE_MAX_BYTES:
+            raise BadInput(f"picture: {value[1:]} is larger than {PICTURE_MAX_BYTES // (1024 * 1024)} MB; "
+                           "use a smaller picture")
+        return file.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"picture: cannot read {value[1:]!r} ({exc.__class__.__name__}); give a readable file") from None

@@ -14,6 +14,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from kami.cli.base import KamiCommand
+from kami.cli.startup import refuse_unsafe_start
 
 log = logging.getLogger("kami.serve")
 
@@ -26,14 +27,23 @@ def unapplied_migrations() -> int:
 def startup_warnings() -> list[str]:
     """What a merchant must hear before the shop takes money."""
     warnings = []
+    if settings.KAMI_SANDBOX:
+        warnings.append("KAMI_SANDBOX=1: THE SANDBOX GATEWAY IS ON. Anyone at this machine can pay sandbox orders "
+                        "for free (it answers loopback clients only). Never take real orders with it on.")
+    if not settings.EMAIL_URL:
+        warnings.append(f"EMAIL_URL is not set: emails are written to files in {settings.EMAIL_FILE_PATH} (without "
+                        "keys), not sent to buyers. Set EMAIL_URL=smtp://… to send them.")
     if settings.PRODUCTION and not settings.KAMI_BASE_URL.startswith("https://"):
         warnings.append(f"KAMI_BASE_URL is {settings.KAMI_BASE_URL}: in production it must be https, or gateway "
                         "callbacks fail (WeChat Pay refuses http) and buyers' key links travel in clear text.")
     if settings.PRODUCTION and not settings.KAMI_ADMIN_EMAIL:
         warnings.append("KAMI_ADMIN_EMAIL is not set: alerts (low stock, paid orders awaiting stock, deliveries "
                         "that need a human) only reach the log.")
+    from kami.backoffice.auth import totp_policy_warning
     from kami.backoffice.roles import owners_exist
 
+    if totp_warning := totp_policy_warning():
+        warnings.append(totp_warning)
     if not owners_exist():
         warnings.append("No back-office owner exists yet: run `kami staff setup-link` (a one-time link) or "
                         "`kami staff add NAME --role owner`. There is no default account.")
@@ -51,6 +61,7 @@ class Command(KamiCommand):
         parser.add_argument("--no-worker", action="store_true", help="do not start a delivery worker (run `kami worker` elsewhere)")
 
     def handle(self, *args, host, port, threads, no_worker, **options):
+        refuse_unsafe_start()
         if unapplied_migrations():
             raise CommandError("the database is not up to date: run `kami migrate` first", returncode=2)
         if "KAMI_BASE_URL" not in os.environ:
@@ -62,13 +73,17 @@ class Command(KamiCommand):
         self.stdout.write(f"Kami is serving on http://{host}:{port}/ (base URL {settings.KAMI_BASE_URL})"
                           + ("" if no_worker else f"; delivery worker pid {worker.pid}"))
         self.stdout.write(f"Back office: {settings.KAMI_BASE_URL}/{settings.KAMI_ADMIN_PATH}/")
+        if settings.KAMI_TRUSTED_PROXIES:
+            self.stdout.write("X-Forwarded-For/-Proto believed from: " + ", ".join(map(str, settings.KAMI_TRUSTED_PROXIES)))
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             from waitress import serve
 
             from kami.wsgi import application
 
-            serve(application, host=host, port=port, threads=threads, ident="kami", clear_untrusted_proxy_headers=True)
+            # Forwarding headers pass through waitress (it trusts one address, not a list of CIDRs);
+            # kami.core.net believes them from KAMI_TRUSTED_PROXIES only and drops them otherwise.
+            serve(application, host=host, port=port, threads=threads, ident="kami", clear_untrusted_proxy_headers=False)
         finally:
             if worker is not None:
                 worker.terminate()

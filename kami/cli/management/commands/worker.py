@@ -18,7 +18,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from kami.cli.base import KamiCommand
-from kami.delivery.worker import run_forever, run_pass
+from kami.cli.startup import refuse_unsafe_start
+from kami.delivery.worker import CONNECTION_LOST, DatabaseOutage, run_forever, run_pass
 from kami.fulfilment.backfill import sweep
 from kami.fulfilment.imports import import_jobs_run_due
 
@@ -50,12 +51,16 @@ class ImportRunner(threading.Thread):
         self.owner, self.poll_seconds, self.stop = owner, poll_seconds, stop
 
     def run(self) -> None:
+        outage = DatabaseOutage(f"import runner {self.owner}")
         try:
             while not self.stop.is_set():
                 close_old_connections()
                 ran = 0
                 try:
                     ran = import_jobs_run_due(limit=1, owner=self.owner, stop=self.stop.is_set)
+                    outage.answered()
+                except CONNECTION_LOST as exc:  # a database restart: said once, retried every poll
+                    outage.lost(exc)
                 except Exception:  # noqa: BLE001 — a database hiccup must not end the imports
                     log.exception("import runner %s: pass failed; retrying in %ss", self.owner, self.poll_seconds)
                 if not ran:
@@ -74,6 +79,7 @@ class Command(KamiCommand):
         parser.add_argument("--limit", type=int, default=50, help="messages claimed per pass (default 50)")
 
     def handle(self, *args, once, worker_id, limit, **options):
+        refuse_unsafe_start()
         worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         if once:
             imports = import_jobs_run_due(limit=100, owner=f"{worker_id}:imports")

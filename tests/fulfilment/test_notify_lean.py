@@ -1,0 +1,137 @@
+"""The lean notify path (issue 9): the WSGI application sends notifications past the middleware
+they do not need, a confirmed notification is one transaction with its raw row inside it, and
+a confirm that rolls back still leaves the raw row."""
+from __future__ import annotations
+
+import io
+import sys
+from urllib.parse import urlencode
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from kami.orders.models import Order
+from kami.payments.models import Notification, Payment
+from kami.wsgi import application
+from tests.payments.epay_play import (enable_epay, last_notification, notify, nothing_delivered, paid_params,
+                                      stocked_order)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def wsgi_post(path: str, body: bytes, *, remote_addr: str = "127.0.0.1", **headers: str) -> tuple[str, dict, bytes]:
+    """One request through kami.wsgi.application, as a WSGI server sends it."""
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "testserver",
+               "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "testserver",
+               "REMOTE_ADDR": remote_addr, "CONTENT_TYPE": "application/x-www-form-urlencoded",
+               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+               "wsgi.url_scheme": "http", "wsgi.version": (1, 0), "wsgi.multithread": True,
+               "wsgi.multiprocess": False, "wsgi.run_once": False,
+               **{f"HTTP_{k.upper()}": v for k, v in headers.items()}}
+    seen = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        seen["status"], seen["headers"] = status, dict(response_headers)
+
+    chunks = application(environ, start_response)
+    try:
+        return seen["status"], seen["headers"], b"".join(chunks)
+    finally:
+        getattr(chunks, "close", lambda: None)()
+
+
+def test_a_notification_through_the_wsgi_application_is_confirmed_without_a_session(client, make_product):
+    # given a pending order
+    enable_epay()
+    order = stocked_order(client, make_product)
+    params = paid_params(order_no=order["order_no"], money=order["amount"])
+    # when the gateway posts to the server's WSGI application
+    status, headers, body = wsgi_post("/pay/epay/notify", urlencode(params).encode())
+    # then it is confirmed, and answered with no cookie, but with the security headers
+    assert (status, body) == ("200 OK", b"success")
+    assert Order.objects.get(order_no=order["order_no"]).status == Order.Status.FULFILLED
+    assert "Set-Cookie" not in headers and "Vary" not in headers, headers
+    assert "Content-Security-Policy" in headers and headers.get("X-Content-Type-Options") == "nosniff", headers
+    assert last_notification().result == "fulfilled"
+
+
+def test_an_untrusted_forwarded_for_is_not_taken_as_the_sender_on_the_lean_path(client, make_product):
+    # given a forged notification naming another address in X-Forwarded-For, from an untrusted peer
+    enable_epay()
+    # when
+    status, _, _ = wsgi_post("/pay/epay/notify", b"out_trade_no=1&money=1.00&sign=00", remote_addr="203.0.113.9",
+                             x_forwarded_for="198.51.100.1")
+    # then it is refused and stored under the peer's own address
+    row = last_notification()
+    assert status.startswith("400") and (row.result, row.remote_addr) == ("rejected", "203.0.113.9")
+
+
+def test_an_unknown_gateway_is_a_plain_404_on_the_lean_path(db):
+    # when
+    status, _, _ = wsgi_post("/pay/nosuchgateway/notify", b"a=1")
+    # then
+    assert status.startswith("404")
+    assert not Notification.objects.exists()
+
+
+def test_a_confirmed_notification_is_written_once_inside_the_confirm_transaction(client, make_product):
+    # given
+    enable_epay()
+    order = stocked_order(client, make_product)
+    params = paid_params(order_no=order["order_no"], money=order["amount"])
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        response = notify(client, params, method="POST")
+    # then one INSERT of the raw row, no UPDATE of it, and one transaction in all
+    sql = [q["sql"] for q in queries.captured_queries]
+    writes = [s for s in sql if "payments_notification" in s]
+    assert response.content == b"success" and len(writes) == 1 and writes[0].startswith("INSERT"), writes
+    commits = [s for s in sql if s.upper().startswith(("COMMIT", "RELEASE SAVEPOINT"))]
+    assert len(commits) <= 1, commits
+
+
+def _payments_refused(on: bool) -> None:
+    """A real database failure inside the confirm: a trigger that refuses every payment row."""
+    vendor = connection.vendor
+    with connection.cursor() as cursor:
+        if not on:
+            cursor.execute("DROP TRIGGER IF EXISTS h9_refuse_payment" + (" ON payments_payment" if vendor == "postgresql" else ""))
+            return
+        if vendor == "postgresql":
+            cursor.execute("CREATE OR REPLACE FUNCTION h9_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                           "$$ BEGIN RAISE EXCEPTION 'payments refused by the test'; END $$")
+            cursor.execute("CREATE TRIGGER h9_refuse_payment BEFORE INSERT ON payments_payment "
+                           "FOR EACH ROW EXECUTE FUNCTION h9_refuse()")
+        elif vendor == "mysql":
+            cursor.execute("CREATE TRIGGER h9_refuse_payment BEFORE INSERT ON payments_payment FOR EACH ROW "
+                           "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'payments refused by the test'")
+        else:
+            cursor.execute("CREATE TRIGGER h9_refuse_payment BEFORE INSERT ON payments_payment "
+                           "BEGIN SELECT RAISE(ABORT, 'payments refused by the test'); END")
+
+
+def test_a_confirm_that_rolls_back_keeps_the_raw_notification_and_the_retry_applies_once(client, make_product):
+    # given a pending order, and a database that refuses its payment row
+    enable_epay()
+    order = stocked_order(client, make_product)
+    params = paid_params(order_no=order["order_no"], money=order["amount"])
+    _payments_refused(True)
+    try:
+        # when the gateway notifies
+        response = notify(client, params, method="POST")
+    finally:
+        _payments_refused(False)
+    # then the gateway is asked to retry, nothing is applied, and the raw row is kept with the error
+    row = last_notification()
+    assert response.content != b"success"
+    assert (row.verified, row.result, row.order_no) == (True, "error", order["order_no"])
+    assert "payments refused by the test" in row.error and row.body
+    assert nothing_delivered() and not Payment.objects.exists()
+    assert Order.objects.get(order_no=order["order_no"]).status == Order.Status.PENDING
+    # and when the gateway retries, the order is fulfilled exactly once
+    assert notify(client, params, method="POST").content == b"success"
+    assert notify(client, params, method="POST").content == b"success"
+    assert Order.objects.get(order_no=order["order_no"]).status == Order.Status.FULFILLED
+    assert Payment.objects.count() == 1
+    assert list(Notification.objects.order_by("id").values_list("result", flat=True)) == ["error", "fulfilled", "duplicate"]
