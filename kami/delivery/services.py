@@ -1,10 +1,11 @@
 """Queueing side effects, and the delivery queue's staff actions. Nothing here sends: the worker
 performs the rows after commit (DESIGN.md invariant 8).
 
-The staff actions (retry now, mark handled, resend an order's keys) change one row under its lock
+The staff actions (retry now, mark handled) change one row under its lock
 and write the audit log in the same short transaction. Closing a row by hand uses its own
 terminal status, `handled` (not `sent`): the queue still tells what the worker delivered from what
-a human took care of, and the note says how.
+a human took care of, and the note says how. Resending an order's keys crosses orders and
+delivery, so it is fulfilment's (kami.fulfilment.resend).
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from kami.core import clock
 from kami.core.errors import BadInput, NotFound
 from kami.delivery.alerts import ALERTS, admin_language, alert_channels, alert_render
 from kami.delivery.models import OutboxMessage
-from kami.orders.models import Order
 from kami.orders.selectors import orders_lookup
 from kami.orders.services import order_event
 
@@ -160,24 +160,6 @@ def delivery_mark_handled(*, message_id: int, note: str, actor: str, ip: str = "
     return row
 
 
-def order_delivery_resend(*, order_id: int, actor: str, ip: str = "") -> OutboxMessage:
-    """Queue a new key email for a fulfilled order (dedupe key `order_keys:<id>:resend:<n>`), with
-    its own Message-ID. The earlier deliveries are left as they are."""
-    with transaction.atomic():  # the order lock serialises resends of one order, so each takes the next number
-        order = Order.objects.select_for_update().filter(id=order_id).first()
-        if order is None:
-            raise NotFound(f"no order with id {order_id}")
-        if order.status != Order.Status.FULFILLED:
-            raise BadInput(f"order {order.order_no} is {order.status}, not fulfilled: it has no keys to resend"
-                           f"{_RESEND_HINTS.get(order.status, '')}")
-        n = OutboxMessage.objects.filter(dedupe_key__startswith=f"order_keys:{order.pk}:resend:").count() + 1
-        row = order_keys_enqueue(order_id=order.pk, email=order.email, resend=n)
-        order_event(order=order, kind="delivery_resent", message_id=row.pk, actor=actor)
-        audit_record(actor=actor, action="order.resend_delivery", obj_type="order", obj_id=order.order_no, ip=ip,
-                     message_id=row.pk, resend=n)
-    return row
-
-
 def order_link_request(*, email: str, order_no: str) -> None:
     """The lookup by order number and email. When both match one order, queue an email with a
     fresh order link to that order's own address: knowing the number and the email (as staff
@@ -195,13 +177,6 @@ def order_link_request(*, email: str, order_no: str) -> None:
                              dedupe_key=f"order_link:{order.pk}:{window}", payload={"order_id": order.pk})
         if row is not None:
             order_event(order=order, kind="link_sent", message_id=row.pk)
-
-
-_RESEND_HINTS = {
-    Order.Status.AWAITING_STOCK: " (import keys or fulfil it by hand first)",
-    Order.Status.REFUNDED: " (its keys were revoked by the refund)",
-    Order.Status.PENDING: " (it is not paid)",
-}
 
 
 def _locked(message_id: int) -> OutboxMessage:

@@ -95,7 +95,7 @@ class Command(KamiCommand):
         imports.start()
         try:
             run_forever(worker_id, poll_seconds=float(settings.KAMI_WORKER_POLL_SECONDS), stop_event=stop,
-                        on_pass=Sweeper(float(getattr(settings, "KAMI_SWEEP_SECONDS", 60))), limit=limit)
+                        on_pass=Sweeper(float(settings.KAMI_SWEEP_SECONDS)), limit=limit)
         except KeyboardInterrupt:
             self.stderr.write("interrupted: a message cut off mid-send is retried when its lease expires")
             raise SystemExit(130) from None
