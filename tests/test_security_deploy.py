@@ -19,7 +19,8 @@ import httpx
 import pytest
 from django.db import connections
 
-from tests.test_newcomer import csrf, free_port
+from tests.ports import free_port
+from tests.test_newcomer import csrf
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.sqlite_only, pytest.mark.slow]

@@ -15,7 +15,8 @@ from PIL import Image
 from kami.audit.models import AuditLog
 from kami.core.errors import BadInput
 from kami.core.models import ShopSettings
-from kami.core.shop import LOGO_MAX_BYTES, logo_dir, shop_settings_get, shop_settings_update
+from kami.shop.selectors import logo_dir, shop_settings_get
+from kami.shop.services import LOGO_MAX_BYTES, shop_settings_update
 
 pytestmark = pytest.mark.django_db
 

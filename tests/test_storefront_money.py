@@ -12,7 +12,7 @@ from django.template import Context, Template
 from django.utils import translation
 
 from kami.catalog.services import tier_price_set
-from kami.core.shop import shop_settings_update
+from kami.shop.services import shop_settings_update
 from kami.delivery.services import outbox_enqueue
 from kami.delivery.worker import run_once
 from kami.core.templatetags.kami_money import money_format

@@ -8,7 +8,7 @@ class BackofficeConfig(AppConfig):
     verbose_name = "Back office"
 
     def ready(self):
-        from kami.backoffice.roles import roles_sync_on_migrate
+        from kami.staff.roles import roles_sync_on_migrate
 
         # After `migrate` (and after a test flush): the role groups get their permissions, which
         # exist by then because this app comes last in INSTALLED_APPS.

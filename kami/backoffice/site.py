@@ -9,8 +9,8 @@ from django.utils.translation import gettext_lazy as _
 
 from kami.backoffice import views
 from kami.backoffice.auth import LoginForm, fully_signed_in, must_enrol
-from kami.backoffice.roles import role_of
-from kami.core.shop import shop_settings_get
+from kami.staff.roles import role_of
+from kami.shop.selectors import shop_settings_get
 
 
 class KamiAdminSite(admin.AdminSite):

@@ -8,7 +8,6 @@ import segno
 from django import forms
 from django.conf import settings
 from django.contrib.auth import login as auth_login
-from django.core import signing
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -20,26 +19,12 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kami.audit.services import audit_record
 from kami.backoffice.auth import client_ip, totp_device_of
-from kami.backoffice.roles import Role, owners_exist, staff_create
 from kami.core.errors import BadInput, Conflict
-from kami.core.shop import shop_settings_get
+from kami.shop.selectors import shop_settings_get
+from kami.staff.roles import Role, owners_exist, staff_create
+from kami.staff.setup_link import setup_token_ok
 
-SETUP_SALT = "kami.backoffice.owner-setup"
-SETUP_MAX_AGE = 24 * 3600
 SESSION_PENDING_DEVICE = "kami_totp_pending"
-
-
-def setup_link_make() -> str:
-    """A link that creates the first owner. It opens nothing once an owner exists."""
-    token = signing.TimestampSigner(salt=SETUP_SALT).sign("owner")
-    return f"{settings.KAMI_BASE_URL}/{settings.KAMI_ADMIN_PATH}/setup/{token}/"
-
-
-def _setup_token_ok(token: str) -> bool:
-    try:
-        return signing.TimestampSigner(salt=SETUP_SALT).unsign(token, max_age=SETUP_MAX_AGE) == "owner"
-    except signing.BadSignature:
-        return False
 
 
 class TokenForm(forms.Form):
@@ -101,7 +86,7 @@ def totp_setup(request: HttpRequest, site) -> HttpResponse:
 @never_cache
 def owner_setup(request: HttpRequest, token: str, site) -> HttpResponse:
     context = {**site.each_context(request), "title": _("Create the shop owner's account")}
-    if owners_exist() or not _setup_token_ok(token):
+    if owners_exist() or not setup_token_ok(token):
         return render(request, "backoffice/link_dead.html",
                       {**context, "title": _("This setup link no longer works")}, status=404)
     form = OwnerForm(request.POST or None)

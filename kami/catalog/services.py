@@ -6,11 +6,15 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils.translation import gettext
 
+from kami.audit.services import audit_record
 from kami.catalog.coupons import coupon_check, coupon_discount, coupon_for
 from kami.catalog.custom_fields import custom_fields_clean
 from kami.catalog.models import Coupon, Product, TierPrice
 from kami.core import money
 from kami.core.errors import BadInput, Conflict
+
+TIER_MIN_QUANTITY = 2  # quantity 1 always pays the product price (also a database constraint on TierPrice)
+AUDITED_FIELDS = ("price", "currency", "active", "kind", "custom_fields")  # a product change records these
 
 
 class Price(tuple):
@@ -43,9 +47,9 @@ def price_for(*, product: Product, quantity: int, coupon: Coupon | str | None = 
     rounded ROUND_HALF_UP to the currency's minor unit (cents), or a fixed amount, never leaving
     less than one minor unit to pay. A coupon that cannot be used raises CouponRefused (a
     translated BadInput naming the reason); whether a use is left is decided by coupon_redeem."""
-    # Tiers start at 2 (a database constraint), so a single item never needs the query: the
-    # home page prices every card at its minimum quantity, usually 1.
-    tier = None if quantity < 2 else (
+    # Tiers start at TIER_MIN_QUANTITY, so a single item never needs the query: the home page
+    # prices every card at its minimum quantity, usually 1.
+    tier = None if quantity < TIER_MIN_QUANTITY else (
         TierPrice.objects.filter(product_id=product.pk, min_quantity__lte=quantity)
         .order_by("-min_quantity").values_list("unit_price", flat=True).first())
     unit = money.quantize(Decimal(tier if tier is not None else product.price), product.currency)
@@ -60,20 +64,46 @@ def price_for(*, product: Product, quantity: int, coupon: Coupon | str | None = 
     return Price(unit, subtotal - discount, subtotal=subtotal, discount=discount, coupon=coupon)
 
 
-def tier_price_set(*, product: Product, min_quantity: int, unit_price: Decimal) -> TierPrice:
-    """Create or change the tier starting at `min_quantity` (one tier per minimum)."""
-    if min_quantity < 2:
-        raise BadInput("min_quantity must be at least 2: quantity 1 always pays the product price")
+def tier_price_check(*, product: Product, min_quantity: int, unit_price: Decimal) -> Decimal:
+    """The tier rules, in one place (the back office's form and `tier_price_set` both ask here;
+    the first is also a database constraint). Returns the unit price rounded to the currency.
+    A refusal is a BadInput whose `details["field"]` names the input at fault."""
+    if min_quantity < TIER_MIN_QUANTITY:
+        raise BadInput(gettext("Tiers start at 2: quantity 1 always pays the product price."), field="min_quantity")
     if min_quantity > product.max_qty:
         raise BadInput(f"min_quantity {min_quantity} is above the product's max quantity {product.max_qty}; "
-                       "raise max_qty first or pick a lower minimum")
+                       "raise max_qty first or pick a lower minimum", field="min_quantity")
     unit_price = Decimal(unit_price)
     if unit_price < 0:
-        raise BadInput("unit_price must not be negative")
-    unit_price = money.quantize(unit_price, product.currency)
+        raise BadInput("unit_price must not be negative", field="unit_price")
+    return money.quantize(unit_price, product.currency)
+
+
+def tier_price_set(*, product: Product, min_quantity: int, unit_price: Decimal) -> TierPrice:
+    """Create or change the tier starting at `min_quantity` (one tier per minimum)."""
+    unit_price = tier_price_check(product=product, min_quantity=min_quantity, unit_price=unit_price)
     tier, _ = TierPrice.objects.update_or_create(product=product, min_quantity=min_quantity,
                                                  defaults={"unit_price": unit_price})
     return tier
+
+
+def tier_prices_save(*, product: Product, tiers: dict[int, Decimal], actor: str, ip: str = "") -> dict[str, str]:
+    """Make the product's tiers exactly `tiers` (min quantity -> unit price), each one through
+    `tier_price_set`; the audit row is written when anything changed. Returns the tiers as stored."""
+    with transaction.atomic():  # the tiers and their audit row land together
+        before = _tiers_shown(product)
+        TierPrice.objects.filter(product_id=product.pk).exclude(min_quantity__in=list(tiers)).delete()
+        for min_quantity, unit_price in sorted(tiers.items()):
+            tier_price_set(product=product, min_quantity=min_quantity, unit_price=unit_price)
+        after = _tiers_shown(product)
+        if after != before:
+            audit_record(actor=actor, action="tier_prices_change", obj_type="product", obj_id=product.pk, ip=ip,
+                         tiers=after)
+    return after
+
+
+def _tiers_shown(product: Product) -> dict[str, str]:
+    return {str(t.min_quantity): str(t.unit_price) for t in tier_prices_list(product=product)}
 
 
 def tier_prices_list(*, product: Product) -> list[TierPrice]:
@@ -99,13 +129,28 @@ def product_create(*, slug: str, name: str, price: Decimal, currency: str = "CNY
     )
 
 
-def product_update(*, product: Product, fields: Iterable[str] | None = None) -> Product:
+def product_add(*, product: Product, actor: str, ip: str = "") -> Product:
+    """Store a new product the back office's form built, with its audit row."""
+    with transaction.atomic():  # the product and its audit row land together
+        product.save(force_insert=True)
+        audit_record(actor=actor, action="product_create", obj_type="product", obj_id=product.pk, ip=ip,
+                     **{f: ["None", str(getattr(product, f))] for f in AUDITED_FIELDS})
+    return product
+
+
+def product_update(*, product: Product, actor: str, ip: str = "", fields: Iterable[str] | None = None) -> Product:
     """Save an edited `product` (all fields, or `fields`). The one way a stored product changes:
-    the back office saves through it, so the catalog's rules on a change hold on every path."""
+    the back office saves through it, so the catalog's rules on a change hold on every path.
+    A change to a field of AUDITED_FIELDS is audited as [before, after], in the same transaction."""
     with transaction.atomic():  # lock the stored row: two edits of one product are checked one after the other
         stored = Product.objects.select_for_update().get(pk=product.pk)
         product_kind_check(product=stored, kind=product.kind)
         product.save(update_fields=_edited_fields(fields))
+        changed = {f: [str(getattr(stored, f)), str(getattr(product, f))] for f in AUDITED_FIELDS
+                   if getattr(stored, f) != getattr(product, f)}
+        if changed:
+            audit_record(actor=actor, action="product_change", obj_type="product", obj_id=product.pk, ip=ip,
+                         **changed)
     product.picture = stored.picture
     return product
 

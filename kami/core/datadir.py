@@ -9,7 +9,6 @@ time it is created we say so, loudly and once.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import secrets
@@ -97,13 +96,3 @@ def keyring_text() -> str:
             path,
         )
     return path.read_text().strip()
-
-
-def describe_keyring_location() -> str:
-    if os.environ.get("KAMI_DATA_KEY"):
-        return "the KAMI_DATA_KEY environment variable"
-    return str(data_dir() / "data_key")
-
-
-def dump_json(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True)

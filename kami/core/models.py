@@ -1,5 +1,5 @@
 """The shop's own presentation, set by the merchant: one row, read on every buyer page through
-`kami.core.shop.shop_settings_get` (cached) and written only by `shop_settings_update`."""
+`kami.shop.selectors.shop_settings_get` (cached) and written only by `kami.shop.services.shop_settings_update`."""
 from __future__ import annotations
 
 from django.db import models

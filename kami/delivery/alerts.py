@@ -80,7 +80,7 @@ def event_name(event: str) -> str:
 
 
 def admin_language() -> str:
-    code = getattr(settings, "KAMI_ADMIN_LANGUAGE", settings.LANGUAGE_CODE)
+    code = settings.KAMI_ADMIN_LANGUAGE
     return code if code in dict(settings.LANGUAGES) else settings.LANGUAGE_CODE
 
 
@@ -108,8 +108,8 @@ def alert_channels() -> list[tuple[str, str]]:
     found = []
     if settings.KAMI_ADMIN_EMAIL:
         found.append(("email", settings.KAMI_ADMIN_EMAIL))
-    if getattr(settings, "KAMI_TELEGRAM_BOT_TOKEN", "") and getattr(settings, "KAMI_TELEGRAM_CHAT_ID", ""):
+    if settings.KAMI_TELEGRAM_BOT_TOKEN and settings.KAMI_TELEGRAM_CHAT_ID:
         found.append(("telegram", str(settings.KAMI_TELEGRAM_CHAT_ID)))
-    if getattr(settings, "KAMI_ALERT_WEBHOOK_URL", "") and getattr(settings, "KAMI_ALERT_WEBHOOK_SECRET", ""):
+    if settings.KAMI_ALERT_WEBHOOK_URL and settings.KAMI_ALERT_WEBHOOK_SECRET:
         found.append(("webhook", webhook_host(settings.KAMI_ALERT_WEBHOOK_URL)))
     return found or [("log", "log")]

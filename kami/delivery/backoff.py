@@ -16,7 +16,7 @@ _rng = random.SystemRandom()
 
 def schedule() -> list[int]:
     """The configured schedule, in seconds (settings.KAMI_DELIVERY_BACKOFF)."""
-    return [int(s) for s in getattr(settings, "KAMI_DELIVERY_BACKOFF", [30, 60, 300, 900, 1800, 3600])]
+    return [int(s) for s in settings.KAMI_DELIVERY_BACKOFF]
 
 
 def max_attempts(plan: list[int]) -> int:

@@ -17,6 +17,14 @@ from kami.stock.claim import ShortClaim
 log = logging.getLogger("kami.fulfilment")
 
 
+def stock_added(*, product_id: int) -> int:
+    """Keys were added to a product: serve its awaiting-stock orders now, not at the next sweep.
+    Every edge that adds keys calls this right after the stock service returns (CLI import and
+    generate, the upload job, the back office's generate page and key restore, `kami demo`):
+    stock knows nothing of orders (DESIGN.md section 3). Returns how many orders were fulfilled."""
+    return restock_backfill(product_id=product_id)
+
+
 def restock_backfill(*, product_id: int) -> int:
     """Fulfil the product's awaiting-stock orders, first paid first served. Stops at the first
     order the stock cannot cover, so a small later order never jumps a large earlier one."""

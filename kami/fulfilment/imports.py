@@ -12,7 +12,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from kami.fulfilment.backfill import restock_backfill
+from kami.fulfilment.backfill import stock_added
 from kami.stock.jobs import import_job_claim_due, import_job_run
 
 log = logging.getLogger("kami.fulfilment.imports")
@@ -33,7 +33,7 @@ def import_jobs_run_due(*, limit: int = 1, owner: str | None = None, stop: Calla
         log.info("import job #%s %s: imported %s, duplicates %s, invalid %s", job.pk, job.status, job.imported,
                  job.duplicates, job.invalid)
         if job.imported:
-            fulfilled = restock_backfill(product_id=job.product_id)
+            fulfilled = stock_added(product_id=job.product_id)
             if fulfilled:
                 log.info("import job #%s: %s awaiting-stock order(s) fulfilled", job.pk, fulfilled)
     return ran

@@ -25,7 +25,7 @@ def reconcile_pending(*, limit: int = 200) -> int:
     """Query the gateway for pending orders older than KAMI_RECONCILE_AFTER_MINUTES (default 5)
     and still within their payment window; return how many were confirmed this way."""
     now = clock.now()
-    after = timedelta(minutes=getattr(settings, "KAMI_RECONCILE_AFTER_MINUTES", 5))
+    after = timedelta(minutes=settings.KAMI_RECONCILE_AFTER_MINUTES)
     pending = (Order.objects.select_related("product")
                .filter(status=Order.Status.PENDING, created_at__lt=now - after, expires_at__gt=now - payment_grace())
                .order_by("created_at")[:limit])

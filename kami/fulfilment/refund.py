@@ -93,7 +93,7 @@ def _refund_finish(order_id: int, *, reason: str, manual: bool, gateway_ref: str
 
 def refund_stale_awaiting() -> int:
     """Refund orders awaiting stock longer than KAMI_AUTO_REFUND_AFTER_HOURS (0: off, the default)."""
-    hours = getattr(settings, "KAMI_AUTO_REFUND_AFTER_HOURS", 0)
+    hours = settings.KAMI_AUTO_REFUND_AFTER_HOURS
     if not hours:
         return 0
     cutoff = clock.now() - timedelta(hours=hours)

@@ -135,7 +135,7 @@ def order_create(*, product: Product, quantity: int, email: str, gateway: str, b
 
 
 def payment_grace() -> timedelta:
-    return timedelta(seconds=getattr(settings, "KAMI_PAYMENT_GRACE_SECONDS", 300))
+    return timedelta(seconds=settings.KAMI_PAYMENT_GRACE_SECONDS)
 
 
 def orders_expire() -> list[int]:

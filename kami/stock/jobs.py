@@ -69,11 +69,11 @@ def report_path(job_id: int) -> Path:
 
 
 def max_bytes() -> int:
-    return int(getattr(settings, "KAMI_IMPORT_MAX_BYTES", 200 * 1024 * 1024))
+    return int(settings.KAMI_IMPORT_MAX_BYTES)
 
 
 def lease_seconds() -> int:
-    return int(getattr(settings, "KAMI_IMPORT_LEASE_SECONDS", 120))
+    return int(settings.KAMI_IMPORT_LEASE_SECONDS)
 
 
 def import_job_create(*, product: Product, stream, filename: str, fmt: str = "txt", column: str | int | None = None,

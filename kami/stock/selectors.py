@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, Q
+from django.db.models import Case, Count, IntegerField, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Coalesce
 
 from kami.catalog.models import Product
 from kami.core.errors import BadInput
@@ -44,6 +45,25 @@ def stock_summary() -> list[StockRow]:
                  awaiting=p.awaiting)
         for p in products.order_by("sort_order", "id")
     ]
+
+
+def available_counts_capped(*, product_ids: list[int], cap: int) -> dict[int, int]:
+    """Available keys per product, counted up to `cap` (a product with `cap` or more reads as
+    `cap`), in one query whatever the number of products; products with none are left out.
+
+    Per product the query looks for the cap-th available key (one constant for the statement);
+    only when there is none, so fewer than cap keys, does it count them. Each product thus reads
+    at most cap index entries, however big its stock (the storefront's badges ask this)."""
+    available = Key.objects.filter(product_id=OuterRef("pk"), status=Key.Status.AVAILABLE).order_by()
+    capth = Subquery(available.values("id")[cap - 1:cap])
+    count = Subquery(available.values("product_id").annotate(n=Count("id")).values("n"), output_field=IntegerField())
+    # CASE runs the count only where the cap-th key is missing (PostgreSQL, MariaDB and SQLite
+    # evaluate just the branch taken; tests/test_storefront_catalogue.py reads the analysed plan).
+    rows = (Product.objects.filter(pk__in=product_ids).order_by()
+            .alias(capth=capth)
+            .annotate(left=Case(When(capth__isnull=True, then=Coalesce(count, Value(0))), default=Value(cap)))
+            .values_list("pk", "left"))
+    return {pk: left for pk, left in rows if left}
 
 
 def awaiting_count(*, product: Product) -> int:
@@ -94,11 +114,3 @@ def keys_list(*, product: Product, status: str | None = None, fingerprint_prefix
 
 def import_job_get(*, job_id: int) -> ImportJob | None:
     return ImportJob.objects.select_related("product").filter(pk=job_id).first()
-
-
-def import_jobs_list(*, product: Product | None = None, limit: int = 50) -> list[ImportJob]:
-    """Recent import jobs, newest first."""
-    jobs = ImportJob.objects.select_related("product").order_by("-id")
-    if product is not None:
-        jobs = jobs.filter(product=product)
-    return list(jobs[:limit])

@@ -16,7 +16,7 @@ KEY_FIELD, ANSWER_FIELD = "captcha_key", "captcha"
 
 
 def captcha_enabled() -> bool:
-    return bool(getattr(settings, "KAMI_CAPTCHA", False))
+    return bool(settings.KAMI_CAPTCHA)
 
 
 def captcha_new() -> dict | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from kami.core.shop import shop_settings_get
+from kami.shop.selectors import shop_settings_get
 
 
 def shop(request: HttpRequest) -> dict:

@@ -6,7 +6,7 @@ import re
 
 from django.http import FileResponse, Http404, HttpRequest
 
-from kami.core.shop import LOGO_NAME_PATTERN, logo_dir
+from kami.shop.selectors import LOGO_NAME_PATTERN, logo_dir
 from kami.storefront.images import immutable_image
 
 _NAME = re.compile(LOGO_NAME_PATTERN)

@@ -7,12 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Case, Count, IntegerField, OuterRef, Subquery, Value, When
-from django.db.models.functions import Coalesce
-
 from kami.catalog.models import Product
 from kami.stock.claim import available_count
-from kami.stock.models import Key
+from kami.stock.selectors import available_counts_capped
 
 LOW_STOCK_SHOWN_BELOW = 10
 
@@ -39,27 +36,16 @@ def stock_state(*, product: Product) -> StockState:
 
 
 def stock_states(*, products: Iterable[Product]) -> dict[int, StockState]:
-    """Every product's state by id, in one query whatever the number of products.
-
-    Per product the query looks for the cap-th available key (cap: the largest threshold among
-    them, one constant for the statement); only when there is none, so fewer than cap keys, does
-    it count them. Each product thus reads at most cap index entries, as stock_state does."""
+    """Every product's state by id, in one query whatever the number of products
+    (stock.selectors.available_counts_capped, cap: the largest threshold among them): each
+    product reads at most cap index entries, as stock_state does."""
     products = list(products)
     counted = [p for p in products if p.needs_keys]
     states = {p.pk: ALWAYS for p in products if not p.needs_keys}
     if not counted:
         return states
     cap = max(_threshold(p) for p in counted)
-    available = Key.objects.filter(product_id=OuterRef("pk"), status=Key.Status.AVAILABLE).order_by()
-    capth = Subquery(available.values("id")[cap - 1:cap])
-    count = Subquery(available.values("product_id").annotate(n=Count("id")).values("n"), output_field=IntegerField())
-    # CASE runs the count only where the cap-th key is missing (PostgreSQL, MariaDB and SQLite
-    # evaluate just the branch taken; tests/test_storefront_catalogue.py reads the analysed plan).
-    rows = (Product.objects.filter(pk__in=[p.pk for p in counted]).order_by()
-            .alias(capth=capth)
-            .annotate(left=Case(When(capth__isnull=True, then=Coalesce(count, Value(0))), default=Value(cap)))
-            .values_list("pk", "left"))
-    left = dict(rows)
+    left = available_counts_capped(product_ids=[p.pk for p in counted], cap=cap)
     for p in counted:
         states[p.pk] = _state(p, left.get(p.pk, 0))
     return states

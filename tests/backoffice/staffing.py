@@ -7,7 +7,7 @@ from django.test import Client
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from kami.backoffice.roles import staff_create
+from kami.staff.roles import staff_create
 
 PASSWORD = "correct horse battery staple 42"
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from kami.audit.models import AuditLog
-from kami.catalog.models import Product
+from kami.catalog.models import Product, TierPrice
 from tests.backoffice.staffing import admin_url, signed_in
 
 pytestmark = pytest.mark.django_db
@@ -79,3 +79,40 @@ def test_a_tier_below_two_is_refused(make_product):
     response = client.post(admin_url(f"catalog/product/{product.pk}/change/"), data)
     assert response.status_code == 200
     assert "Tiers start at 2" in response.content.decode() or "阶梯价从 2 件起" in response.content.decode()
+
+
+def test_a_tier_above_the_max_quantity_is_refused_with_the_catalog_message(make_product):
+    # given a product sold at most 5 at a time
+    product = make_product("steam", max_qty=5)
+    client = signed_in("operator")
+    prefix = tier_prefix(client)
+    data = with_prefix(product_form(slug="steam", name="Steam", kind="unique", custom_fields="[]",
+                                    **{"tiers-TOTAL_FORMS": 1, "tiers-0-min_quantity": 6, "tiers-0-unit_price": "9.00"}),
+                       prefix)
+    # when a tier from 6 is added
+    response = client.post(admin_url(f"catalog/product/{product.pk}/change/"), data)
+    # then the catalog's rule refuses it on the page, and nothing is stored
+    assert response.status_code == 200
+    assert "is above the product&#x27;s max quantity 5" in response.content.decode()
+    assert not TierPrice.objects.filter(product=product).exists()
+
+
+def test_tiers_are_saved_through_the_catalog_and_audited_once(make_product):
+    # given a product with a tier from 3
+    product = make_product("steam", max_qty=10)
+    TierPrice.objects.create(product=product, min_quantity=3, unit_price=Decimal("9.00"))
+    client = signed_in("operator")
+    prefix = tier_prefix(client)
+    tier_id = TierPrice.objects.get(product=product).pk
+    data = with_prefix(product_form(slug="steam", name="Steam", kind="unique", custom_fields="[]", max_qty=10, **{
+        "tiers-TOTAL_FORMS": 2, "tiers-INITIAL_FORMS": 1,
+        "tiers-0-id": tier_id, "tiers-0-product": product.pk, "tiers-0-min_quantity": 4, "tiers-0-unit_price": "8.50",
+        "tiers-1-product": product.pk, "tiers-1-min_quantity": 8, "tiers-1-unit_price": "7.00"}), prefix)
+    # when the tier moves to 4 and one from 8 is added
+    response = client.post(admin_url(f"catalog/product/{product.pk}/change/"), data)
+    # then
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert dict(TierPrice.objects.filter(product=product).values_list("min_quantity", "unit_price")) == {
+        4: Decimal("8.50"), 8: Decimal("7.00")}
+    [entry] = AuditLog.objects.filter(action="tier_prices_change", object_id=str(product.pk))
+    assert entry.detail["tiers"] == {"4": "8.50", "8": "7.00"} and entry.actor == "operator-user"

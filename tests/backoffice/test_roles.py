@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 
 from kami.backoffice.perms import can
-from kami.backoffice.roles import Role, role_of, roles_sync, staff_set_role
+from kami.staff.roles import Role, role_of, roles_sync, staff_set_role
 from tests.backoffice.staffing import admin_url, make_staff, signed_in
 
 pytestmark = pytest.mark.django_db

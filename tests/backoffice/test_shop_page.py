@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from kami.audit.models import AuditLog
-from kami.core.shop import CACHE_KEY, shop_settings_get
+from kami.shop.selectors import CACHE_KEY, shop_settings_get
 from tests.backoffice.staffing import admin_url, signed_in
 
 pytestmark = pytest.mark.django_db

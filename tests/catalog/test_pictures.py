@@ -149,7 +149,7 @@ def test_an_edit_from_a_page_loaded_before_the_picture_changed_keeps_the_new_pic
     product_picture_set(product=product, source=png(), actor="cli")
     # when the edit is saved
     edited.name = "Steam Wallet"
-    product_update(product=edited)
+    product_update(product=edited, actor="test")
     # then the name changed and the picture (whose files exist) stayed
     stored_product = Product.objects.get(pk=product.pk)
     assert stored_product.name == "Steam Wallet" and stored_product.picture == product.picture

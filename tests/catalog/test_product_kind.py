@@ -21,7 +21,7 @@ REFUSED = "kind cannot change once the product has keys or orders; create a new 
 def _switch(product: Product, kind: str) -> Product:
     edited = Product.objects.get(pk=product.pk)
     edited.kind = kind
-    return product_update(product=edited)
+    return product_update(product=edited, actor="test")
 
 
 def test_kind_of_a_product_with_keys_is_fixed(make_product):
@@ -54,7 +54,7 @@ def test_kind_of_a_new_product_can_change_and_other_edits_pass(make_product):
     add_keys(Product.objects.get(pk=product.pk), ["SHARED"])
     edited = Product.objects.get(pk=product.pk)
     edited.name = "Renamed"
-    product_update(product=edited)
+    product_update(product=edited, actor="test")
     # then
     stored = Product.objects.get(pk=product.pk)
     assert (stored.kind, stored.name) == ("reusable", "Renamed")

@@ -47,7 +47,7 @@ def test_tier_price_set_changes_an_existing_tier(make_product):
 
 
 @pytest.mark.parametrize("min_quantity,unit_price,message", [
-    (1, "5.00", "at least 2"),
+    (1, "5.00", "Tiers start at 2|阶梯价从 2 件起"),
     (11, "5.00", "max quantity"),
     (2, "-1", "negative"),
 ])

@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kami.audit.models import AuditLog
-from kami.backoffice.roles import Role, role_of
+from kami.staff.roles import Role, role_of
 from tests.backoffice.staffing import PASSWORD, make_staff
 
 pytestmark = pytest.mark.django_db

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import logging
-import socket
 import threading
 from email import policy
 from email.message import EmailMessage
@@ -17,6 +16,7 @@ from kami.delivery.models import OutboxMessage
 from kami.orders.models import Order
 from tests.sandbox_play import enable_sandbox, sandbox_notify
 from tests.factories import add_keys  # noqa: F401 (re-exported for the tests here)
+from tests.ports import free_port
 
 
 class Mailbox:
@@ -49,12 +49,6 @@ class Mailbox:
         with self._lock:
             return [str(m["Message-ID"]) for m in self.messages]
 
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from kami.delivery.models import DeliveryAttempt, OutboxMessage
 from kami.delivery.services import admin_alert
 from kami.delivery.worker import run_once
 from tests.delivery.alert_play import FakeTelegram, FakeWebhookReceiver, verify
-from tests.delivery.conftest import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

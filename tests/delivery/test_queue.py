@@ -13,11 +13,12 @@ from kami.core import clock
 from kami.core.errors import BadInput, NotFound
 from kami.delivery.models import OutboxMessage
 from kami.delivery.selectors import deliveries_list
-from kami.delivery.services import (admin_alert, delivery_mark_handled, delivery_retry_now, order_delivery_resend,
-                                    outbox_enqueue)
+from kami.delivery.services import admin_alert, delivery_mark_handled, delivery_retry_now, outbox_enqueue
 from kami.delivery.worker import run_once
+from kami.fulfilment.resend import order_delivery_resend
 from kami.orders.models import Order
-from tests.delivery.conftest import free_port, keys_message
+from tests.delivery.conftest import keys_message
+from tests.ports import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,7 +15,8 @@ from kami.delivery.services import admin_alert, outbox_enqueue
 from kami.delivery.worker import (LEASE_EXPIRED, outbox_claim, outbox_perform, outbox_release, run_forever,
                                   run_once, run_pass)
 from kami.orders.models import Order
-from tests.delivery.conftest import free_port, keys_message
+from tests.delivery.conftest import keys_message
+from tests.ports import free_port
 
 
 @pytest.mark.django_db(transaction=True)

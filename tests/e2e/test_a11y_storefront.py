@@ -14,7 +14,7 @@ from django.core.cache import cache
 from PIL import Image
 
 from kami.catalog.services import tier_price_set
-from kami.core.shop import shop_settings_update
+from kami.shop.services import shop_settings_update
 from kami.stock.services import keys_generate
 from tests.payments.alipay_play import enable_alipay, fake_alipay  # noqa: F401 (fixture)
 from tests.sandbox_play import enable_sandbox

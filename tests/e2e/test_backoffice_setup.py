@@ -8,7 +8,7 @@ import base64
 import pytest
 from django_otp.oath import totp
 
-from kami.backoffice.views import setup_link_make
+from kami.staff.setup_link import setup_link_make
 from tests.backoffice.staffing import PASSWORD
 from tests.e2e.chromium import BACKOFFICE_SHOTS as SHOTS
 

@@ -23,4 +23,8 @@ def test_lint_imports_keeps_every_contract():
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "Gateway modules are independent of each other" in run.stdout
     assert "Gateway modules import no model" in run.stdout
+    # and the layers of DESIGN.md section 3
+    assert "Layers (DESIGN.md section 3)" in run.stdout
+    assert "Edges are independent of each other" in run.stdout
+    assert "Nothing imports an edge" in run.stdout
     assert "0 broken" in run.stdout

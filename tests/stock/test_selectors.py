@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from kami.stock.models import Key
-from kami.stock.selectors import awaiting_count, stock_summary
+from kami.stock.selectors import available_counts_capped, awaiting_count, stock_summary
+from tests.factories import add_keys
 from tests.stock.helpers import awaiting_order, import_lines
 
 
@@ -30,3 +31,16 @@ def test_stock_summary_counts_per_product(make_product):
     ]
     assert list(rows) == ["full", "low", "empty"]
     assert awaiting_count(product=empty) == 2
+
+
+@pytest.mark.django_db
+def test_available_counts_capped_counts_available_keys_up_to_the_cap(make_product):
+    # given: 5 keys (one sold), 2 keys, none
+    many, few, none = make_product("many"), make_product("few"), make_product("none")
+    add_keys(many, ["M1", "M2", "M3", "M4", "M5"])
+    add_keys(few, ["F1", "F2"])
+    Key.objects.filter(pk=Key.objects.filter(product=many).order_by("id").first().pk).update(status="sold")
+    # when
+    counts = available_counts_capped(product_ids=[many.pk, few.pk, none.pk], cap=3)
+    # then: the big stock reads as the cap, the short one as its count, the empty one not at all
+    assert counts == {many.pk: 3, few.pk: 2}

@@ -1,5 +1,6 @@
 """Categories, products and tier prices. Products are never deleted from here (orders and keys
-point at them): switch `active` off instead. Price changes are audited."""
+point at them): switch `active` off instead. Products and tiers are written by the catalog's
+services (its rules, its audit rows); the forms only show the catalog's refusals."""
 from __future__ import annotations
 
 from django import forms
@@ -8,17 +9,14 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from kami.audit.services import audit_record
 from kami.backoffice.perms import actor_of, ip_of
 from kami.backoffice.site import site
 from kami.catalog.custom_fields import custom_fields_clean
 from kami.catalog.models import Category, Product, TierPrice
 from kami.catalog.pictures import picture_prepare, product_picture_remove, product_picture_set
-from kami.catalog.services import product_kind_check, product_update
+from kami.catalog.services import product_add, product_kind_check, product_update, tier_price_check, tier_prices_save
 from kami.core.errors import BadInput, Conflict
 from kami.stock.claim import available_count
-
-AUDITED_FIELDS = ("price", "currency", "active", "kind", "custom_fields")
 
 
 @admin.register(Category, site=site)
@@ -36,16 +34,31 @@ class TierPriceForm(forms.ModelForm):
         model = TierPrice
         fields = ("min_quantity", "unit_price")
 
-    def clean_min_quantity(self):
-        value = self.cleaned_data["min_quantity"]
-        if value is not None and value < 2:
-            raise forms.ValidationError(_("Tiers start at 2: quantity 1 always pays the product price."))
-        return value
+    def __init__(self, *args, product: Product | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.product = product  # as edited on the same page (its new max quantity counts)
+
+    def clean(self):
+        cleaned = super().clean()
+        min_quantity, unit_price = cleaned.get("min_quantity"), cleaned.get("unit_price")
+        if self.product is None or cleaned.get("DELETE") or min_quantity is None or unit_price is None:
+            return cleaned
+        try:  # the catalog's tier rules, shown on the row; tier_prices_save applies them again
+            tier_price_check(product=self.product, min_quantity=min_quantity, unit_price=unit_price)
+        except BadInput as exc:
+            self.add_error(exc.details.get("field"), str(exc))
+        return cleaned
+
+
+class TierPriceFormSet(forms.BaseInlineFormSet):
+    def get_form_kwargs(self, index):
+        return {**super().get_form_kwargs(index), "product": self.instance}
 
 
 class TierPriceInline(admin.TabularInline):
     model = TierPrice
     form = TierPriceForm
+    formset = TierPriceFormSet
     extra = 0
 
 
@@ -119,19 +132,11 @@ class ProductAdmin(admin.ModelAdmin):
                            reverse("product-picture", args=[obj.picture_thumb]))
 
     def save_model(self, request, obj, form, change):
-        before = {}
-        if change:
-            before = dict(Product.objects.filter(pk=obj.pk).values(*AUDITED_FIELDS).first() or {})
-        if change:
-            product_update(product=obj)  # the catalog's rules on a change (a product's kind is fixed once sold)
+        if change:  # the catalog's rules on a change (a product's kind is fixed once sold) and its audit row
+            product_update(product=obj, actor=actor_of(request), ip=ip_of(request))
         else:
-            super().save_model(request, obj, form, change)
+            product_add(product=obj, actor=actor_of(request), ip=ip_of(request))
         self._picture_save(request, obj, form)
-        changed = {f: [str(before.get(f)), str(getattr(obj, f))] for f in AUDITED_FIELDS
-                   if not change or before.get(f) != getattr(obj, f)}
-        if changed:
-            audit_record(actor=actor_of(request), action="product_change" if change else "product_create",
-                         obj_type="product", obj_id=obj.pk, ip=ip_of(request), **changed)
 
     def _picture_save(self, request, obj: Product, form) -> None:
         """The picture goes through the catalog (files written, old ones deleted, audited)."""
@@ -142,8 +147,9 @@ class ProductAdmin(admin.ModelAdmin):
             product_picture_remove(product=obj, actor=actor_of(request), ip=ip_of(request))
 
     def save_formset(self, request, form, formset, change):
-        super().save_formset(request, form, formset, change)
-        if formset.model is TierPrice and formset.has_changed():
-            tiers = {str(t.min_quantity): str(t.unit_price) for t in TierPrice.objects.filter(product=form.instance)}
-            audit_record(actor=actor_of(request), action="tier_prices_change", obj_type="product",
-                         obj_id=form.instance.pk, ip=ip_of(request), tiers=tiers)
+        if formset.model is not TierPrice:
+            return super().save_formset(request, form, formset, change)
+        formset.save(commit=False)  # writes nothing: fills the lists the admin's change message reads
+        tiers = {f.cleaned_data["min_quantity"]: f.cleaned_data["unit_price"] for f in formset.forms
+                 if f.cleaned_data and not f.cleaned_data.get("DELETE")}
+        tier_prices_save(product=form.instance, tiers=tiers, actor=actor_of(request), ip=ip_of(request))

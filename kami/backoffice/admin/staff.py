@@ -10,7 +10,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kami.audit.services import audit_record
 from kami.backoffice.perms import actor_of, can, ip_of
-from kami.backoffice.roles import role_of
+from kami.staff.roles import role_of
 from kami.backoffice.site import site
 
 User = get_user_model()

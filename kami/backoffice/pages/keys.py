@@ -1,6 +1,7 @@
 """Key pages of the back office: reveal, void and restore one key; import (upload or paste, run
 by the worker, with a progress page); generate; export. Each view checks its capability, calls
-one service with the actor and IP, and renders. A key's plaintext appears on exactly one page:
+one service with the actor and IP, and renders; after generate and restore, fulfilment's
+`stock_added` serves the orders waiting for keys. A key's plaintext appears on exactly one page:
 the answer to the reveal POST, sent no-store."""
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from kami.backoffice.perms import actor_of, ip_of, require
 from kami.catalog.models import Product
 from kami.core.errors import KamiError
+from kami.fulfilment.backfill import stock_added
 from kami.stock import jobs
 from kami.stock.generator import DEFAULT_PATTERN
 from kami.stock.models import ImportJob, Key
@@ -123,6 +125,7 @@ def key_restore_page(request, key_pk: int):
     except KamiError as exc:
         messages.error(request, str(exc))
     else:
+        stock_added(product_id=key.product_id)
         messages.success(request, _("Key #%(id)s is on sale again.") % {"id": key.pk})
     return HttpResponseRedirect(keys_url(key.product_id))
 
@@ -263,6 +266,7 @@ def generate_page(request):
         except KamiError as exc:
             form.add_error(None, str(exc))
         else:
+            stock_added(product_id=data["product"].pk)
             messages.success(request, _("Generated %(n)s keys.") % {"n": f"{report.imported:,}"})
             return HttpResponseRedirect(keys_url(data["product"].pk))
     return _page(request, "generate.html", _("Generate keys"), form=form)

@@ -23,11 +23,11 @@ from kami.backoffice.site import site
 from kami.catalog.models import Product
 from kami.core.errors import KamiError
 from kami.delivery.models import DeliveryAttempt, OutboxMessage
-from kami.delivery.services import order_delivery_resend
 from kami.fulfilment.flag import NOT_FLAGGABLE, order_flag, order_unflag
 from kami.fulfilment.manual import BY_HAND, order_fulfil_manually
 from kami.fulfilment.refund import REFUNDABLE, order_refund
 from kami.fulfilment.replace import order_key_replace
+from kami.fulfilment.resend import order_delivery_resend
 from kami.orders.models import Order, OrderKey
 from kami.orders.selectors import orders_awaiting_staff
 from kami.payments.models import Notification, Payment

@@ -1,5 +1,5 @@
 """Shop settings (manage_shop; owners only): name, logo, notice banner and footer, saved through
-`kami.core.shop.shop_settings_update`, which validates, re-encodes the logo and audits."""
+`kami.shop.services.shop_settings_update`, which validates, re-encodes the logo and audits."""
 from __future__ import annotations
 
 from django.contrib import messages
@@ -12,7 +12,8 @@ from kami.backoffice.perms import actor_of, ip_of, require
 from kami.backoffice.site import site
 from kami.core.errors import BadInput
 from kami.core.models import SINGLETON_ID, ShopSettings
-from kami.core.shop import NAME_MAX, FOOTER_MAX, NOTICE_MAX, shop_settings_get, shop_settings_update
+from kami.shop.selectors import shop_settings_get
+from kami.shop.services import FOOTER_MAX, NAME_MAX, NOTICE_MAX, shop_settings_update
 
 
 def _render(request, values: dict, errors: dict, status: int = 200):

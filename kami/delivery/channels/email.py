@@ -23,7 +23,7 @@ from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext
 
-from kami.core.shop import shop_settings_get
+from kami.shop.selectors import shop_settings_get
 from kami.delivery.alerts import admin_language, event_name
 from kami.delivery.channels import PermanentFailure, TemporaryFailure
 from kami.delivery.links import link_days, lookup_url, order_link_signed

@@ -37,8 +37,8 @@ class WebhookChannel:
     def send(self, message: OutboxMessage) -> None:
         if message.kind != "admin_alert":
             raise PermanentFailure(f"the webhook channel carries admin alerts only, not {message.kind!r}")
-        url = getattr(settings, "KAMI_ALERT_WEBHOOK_URL", "")
-        secret = getattr(settings, "KAMI_ALERT_WEBHOOK_SECRET", "")
+        url = settings.KAMI_ALERT_WEBHOOK_URL
+        secret = settings.KAMI_ALERT_WEBHOOK_SECRET
         if not url or not secret:
             raise PermanentFailure("KAMI_ALERT_WEBHOOK_URL and KAMI_ALERT_WEBHOOK_SECRET must both be set: "
                                    "set them, then retry this alert")
@@ -81,7 +81,7 @@ class _HideWebhookPath(logging.Filter):
     (many chat services put one there), so only its host is logged."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        url = getattr(settings, "KAMI_ALERT_WEBHOOK_URL", "") if settings.configured else ""
+        url = settings.KAMI_ALERT_WEBHOOK_URL if settings.configured else ""
         if url and isinstance(record.args, tuple):
             record.args = tuple(f"{webhook_host(url)}/…" if str(a) == url else a for a in record.args)
         return True

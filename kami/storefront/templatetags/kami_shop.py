@@ -7,7 +7,7 @@ from __future__ import annotations
 from django import template
 from django.utils.safestring import SafeString
 
-from kami.core.shop import Shop
+from kami.shop.selectors import Shop
 from kami.core.templatetags.kami_money import money
 from kami.payments.registry import GATEWAYS
 from kami.storefront.markup import notice_html

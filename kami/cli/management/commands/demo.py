@@ -9,13 +9,14 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.management import call_command
 
-from kami.backoffice.roles import owners_exist
-from kami.backoffice.views import setup_link_make
 from kami.catalog.models import Product
 from kami.catalog.services import product_create
 from kami.cli.base import KamiCommand
 from kami.core.errors import BadInput
+from kami.fulfilment.backfill import stock_added
 from kami.payments.services import gateway_configure
+from kami.staff.roles import owners_exist
+from kami.staff.setup_link import setup_link_make
 from kami.stock.claim import available_count
 from kami.stock.services import keys_generate
 
@@ -47,6 +48,7 @@ class Command(KamiCommand):
             missing = count - available_count(product_id=product.pk)
             if missing > 0:
                 keys_generate(product=product, count=missing, actor="demo")
+                stock_added(product_id=product.pk)
         gateway_configure(name="sandbox", values={}, enable=True, actor="demo")
         self.stdout.write(self.style.SUCCESS("Demo shop ready: products, keys and the sandbox gateway."))
         if no_serve:

@@ -17,7 +17,7 @@ from kami.catalog.models import Product
 from kami.catalog.selectors import product_get
 from kami.cli.base import KamiCommand
 from kami.cli.progress import count_progress, import_progress, silence_stdout, utf8_out
-from kami.fulfilment.backfill import restock_backfill
+from kami.fulfilment.backfill import stock_added
 from kami.stock.generator import DEFAULT_PATTERN, pattern_bits
 from kami.stock.report import ImportReport, line_list
 from kami.stock.selectors import awaiting_count
@@ -106,7 +106,7 @@ class Command(KamiCommand):
             self.stdout.write(f"  already stored: lines {lines}")
 
     def _backfill(self, product: Product) -> None:
-        fulfilled = restock_backfill(product_id=product.pk)
+        fulfilled = stock_added(product_id=product.pk)
         waiting = awaiting_count(product=product)
         line = f"awaiting-stock orders fulfilled: {fulfilled:,}"
         if waiting:

@@ -10,7 +10,8 @@ from pathlib import Path
 from kami.cli.base import KamiCommand
 from kami.core.errors import BadInput
 from kami.core.models import SINGLETON_ID, ShopSettings
-from kami.core.shop import LOGO_MAX_BYTES, logo_dir, shop_settings_get, shop_settings_update
+from kami.shop.selectors import logo_dir, shop_settings_get
+from kami.shop.services import LOGO_MAX_BYTES, shop_settings_update
 
 SETTABLE = ("name", "notice", "notice_format", "footer", "logo")
 

@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from kami.audit.services import audit_record
-from kami.backoffice.roles import Role, owners_exist, role_of, staff_create, staff_set_role
-from kami.backoffice.views import setup_link_make
 from kami.cli.base import KamiCommand
 from kami.core.errors import BadInput, NotFound
+from kami.staff.roles import Role, owners_exist, role_of, staff_create, staff_set_role
+from kami.staff.setup_link import setup_link_make
 
 ROLES = ", ".join(r.value for r in Role)
 

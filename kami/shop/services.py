@@ -1,62 +1,28 @@
-"""The merchant's shop settings: name, logo, notice banner, footer.
-
-Read on every buyer page, so `shop_settings_get` serves them from the cache (one query a minute
-per process at most; shared and cleared at once with KAMI_REDIS_URL). Written only by
-`shop_settings_update`, which validates every field (the back office shows its messages as they
-are), re-encodes an uploaded logo as a PNG of our own making, and writes the audit row.
-"""
+"""Changing the shop settings: `shop_settings_update` validates every field (the back office
+shows its messages as they are), re-encodes an uploaded logo as a PNG of our own making, and
+writes the audit row in the same transaction as the settings row."""
 from __future__ import annotations
 
 import hashlib
 import io
 import os
 import unicodedata
-from dataclasses import dataclass
-from pathlib import Path
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
 from kami.audit.services import audit_record
-from kami.core import clock, datadir
+from kami.core import clock
 from kami.core.errors import BadInput
 from kami.core.models import SINGLETON_ID, ShopSettings
+from kami.shop.selectors import CACHE_KEY, Shop, logo_dir, shop_settings_get
 
-CACHE_KEY = "kami:shop-settings:v1"
-CACHE_SECONDS = 60
 NAME_MAX, NOTICE_MAX, FOOTER_MAX = 80, 2000, 500
 LOGO_MAX_BYTES = 1024 * 1024
 LOGO_MAX_SOURCE_SIDE = 4096  # refuse bigger pictures before decoding them (decompression bombs)
 LOGO_BOX = (512, 256)  # the stored logo fits in this box: plenty for a header at 2x
 LOGO_FORMATS = {"PNG", "JPEG", "GIF", "WEBP"}
-LOGO_NAME_PATTERN = r"logo-[0-9a-f]{16}\.png"
 FIELDS = ("name", "notice", "notice_format", "footer", "logo", "logo_remove")
-
-
-@dataclass(frozen=True)
-class Shop:
-    name: str  # never empty: the merchant's name, else KAMI_SHOP_NAME
-    logo: str  # file name under logo_dir(), "" when none
-    notice: str
-    notice_format: str  # "text" | "markdown"
-    footer: str
-
-
-def logo_dir() -> Path:
-    return datadir.data_dir() / "shop"
-
-
-def shop_settings_get() -> Shop:
-    row = cache.get(CACHE_KEY)
-    if row is None:
-        found = ShopSettings.objects.filter(pk=SINGLETON_ID).values(
-            "name", "logo", "notice", "notice_format", "footer").first()
-        row = found or {"name": "", "logo": "", "notice": "", "notice_format": "text", "footer": ""}
-        cache.set(CACHE_KEY, row, CACHE_SECONDS)
-    # The default name is applied here, not cached: it follows the environment.
-    return Shop(name=row["name"] or settings.KAMI_SHOP_NAME, logo=row["logo"], notice=row["notice"],
-                notice_format=row["notice_format"], footer=row["footer"])
 
 
 def shop_settings_update(*, actor: str, ip: str = "", **fields) -> Shop:
