@@ -20,9 +20,11 @@ pytestmark = pytest.mark.django_db
 
 SHOWN = {
     "en": {"alipay": "Alipay", "wechatpay": "WeChat Pay", "epay": "Epay", "stripe": "Card (Stripe)",
-           "paypal": "PayPal", "epusdt": "USDT (TRC-20)", "tokenpay": "USDT / TRX", "sandbox": "Sandbox (demo)"},
+           "paypal": "PayPal", "epusdt": "USDT (TRC-20)", "tokenpay": "USDT / TRX", "sandbox": "Sandbox (demo)",
+           "stars": "Telegram Stars"},
     "zh-hans": {"alipay": "支付宝", "wechatpay": "微信支付", "epay": "易支付", "stripe": "银行卡 (Stripe)",
-                "paypal": "PayPal", "epusdt": "USDT (TRC-20)", "tokenpay": "USDT / TRX", "sandbox": "模拟支付（演示）"},
+                "paypal": "PayPal", "epusdt": "USDT (TRC-20)", "tokenpay": "USDT / TRX", "sandbox": "模拟支付（演示）",
+                "stars": "Telegram Stars"},
 }
 
 

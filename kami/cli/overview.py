@@ -11,6 +11,9 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("Catalogue & stock", ("product", "keys", "stock", "shop")),
     ("Payments", ("gateway", "reconcile", "order")),
     ("Staff", ("staff",)),
+    ("Integrations", ("api",)),
+    ("Telegram", ("telegram",)),
+    ("Operations", ("doctor", "backup", "restore")),
 ]
 # Django's own command that every shop runs; its help text speaks to Django developers.
 SUMMARIES = {"migrate": "Create or update the database tables: run it first, and after every upgrade."}

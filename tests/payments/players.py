@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from urllib.parse import urlencode
@@ -154,6 +155,27 @@ class UsdtPlayer(Player):
         return Sent("POST", f"/pay/{self.name}/notify", usdt_play.to_json(fields))
 
 
+class TelegramStarsPlayer(Player):
+    """Telegram Stars: the notification is the bot's successful_payment update, authenticated by
+    the secret-token header Telegram sends with every update (tests/telegram has the bot's side)."""
+
+    TOKEN = "7012345678:AAH-stars-bot-token-0123456789abcdef"
+
+    def enable(self, request):
+        gateway_configure(name="stars", values={"stars_per_unit": "7", "bot_token": self.TOKEN}, enable=True,
+                          actor="test")
+
+    def notification(self, *, order_no, amount, trade_no, merchant=None, forged=False, method=None):
+        from kami.payments.gateways.telegram_stars import stars_for, webhook_secret
+        from tests.telegram.bot_play import paid_update
+
+        update = paid_update(user_id=555, payload=f"{order_no}|{amount}|{self.currency}",
+                             total=stars_for(Decimal(amount), Decimal(7)), charge_id=trade_no)
+        secret = webhook_secret("7012345678:AAH-forged" if forged else self.TOKEN)
+        return Sent("POST", "/pay/stars/notify", json.dumps(update).encode(),
+                    headers={"HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN": secret})
+
+
 TEXT_FAIL = (400, b"fail")
 PLAYERS: dict[str, Player] = {p.name: p for p in [
     SandboxPlayer("sandbox", ("POST",), ok=(200, b"ok"), fail=TEXT_FAIL),
@@ -165,4 +187,5 @@ PLAYERS: dict[str, Player] = {p.name: p for p in [
     PayPalPlayer("paypal", ("POST",), ok=(200, b"ok"), fail=TEXT_FAIL),
     UsdtPlayer("epusdt", ("POST",), ok=(200, b"ok"), fail=TEXT_FAIL),
     UsdtPlayer("tokenpay", ("POST",), ok=(200, b"ok"), fail=TEXT_FAIL),
+    TelegramStarsPlayer("stars", ("POST",), ok=(200, b""), fail=(400, b"retry")),
 ]}

@@ -1,4 +1,5 @@
-"""The Telegram channel: admin alerts through a bot's `sendMessage` (Bot API), to one chat.
+"""The Telegram channel: admin alerts through a bot's `sendMessage` (Bot API), to one chat; and
+`bot_call`, the Bot API plumbing every Telegram use shares (telegram_chat, kami.telegram).
 
 Settings: KAMI_TELEGRAM_BOT_TOKEN (from @BotFather), KAMI_TELEGRAM_CHAT_ID (a user, group or
 channel id the bot may write to), KAMI_TELEGRAM_API_BASE (default https://api.telegram.org; tests
@@ -14,7 +15,7 @@ import re
 import httpx
 from django.conf import settings
 
-from kami.core.shop import shop_settings_get
+from kami.shop.selectors import shop_settings_get
 from kami.delivery.channels import PermanentFailure, TemporaryFailure
 from kami.delivery.models import OutboxMessage
 
@@ -28,18 +29,38 @@ class TelegramChannel:
     def send(self, message: OutboxMessage) -> None:
         if message.kind != "admin_alert":
             raise PermanentFailure(f"the telegram channel carries admin alerts only, not {message.kind!r}")
-        token = getattr(settings, "KAMI_TELEGRAM_BOT_TOKEN", "")
-        chat_id = message.target or getattr(settings, "KAMI_TELEGRAM_CHAT_ID", "")
+        token = settings.KAMI_TELEGRAM_BOT_TOKEN
+        chat_id = message.target or settings.KAMI_TELEGRAM_CHAT_ID
         if not token:
             raise PermanentFailure("KAMI_TELEGRAM_BOT_TOKEN is not set any more: set it, then retry this alert")
-        base = getattr(settings, "KAMI_TELEGRAM_API_BASE", "https://api.telegram.org").rstrip("/")
-        form = {"chat_id": chat_id, "text": alert_text(message), "disable_web_page_preview": "true"}
-        try:
-            response = httpx.post(f"{base}/bot{token}/sendMessage", data=form, timeout=TIMEOUT_SECONDS)
-        except httpx.HTTPError as exc:
-            raise TemporaryFailure(_scrub(f"telegram: {type(exc).__name__} talking to {base}: {exc}", token)) from None
-        if response.status_code // 100 != 2 or not _ok(response):
-            raise TemporaryFailure(_scrub(f"telegram answered HTTP {response.status_code}: {_description(response)}", token))
+        bot_call(token=token, method="sendMessage",
+                 data={"chat_id": chat_id, "text": alert_text(message), "disable_web_page_preview": "true"})
+
+
+class BotApiFailure(TemporaryFailure):
+    """The Bot API refused a call or could not be reached; `status` is its HTTP status (0: no answer).
+    The text has the token scrubbed."""
+
+    def __init__(self, text: str, *, status: int = 0, description: str = ""):
+        super().__init__(text)
+        self.status, self.description = status, description
+
+
+def bot_call(*, token: str, method: str, data: dict | None = None, files: dict | None = None,
+             timeout: float = TIMEOUT_SECONDS) -> object:
+    """One Bot API call (form-encoded, multipart with `files`); its `result`. Shared by the alert
+    channel, the buyer's chat channel and the bot storefront (the Stars gateway module calls
+    through kami.payments.toolkit instead: gateway modules import no model, and this one does)."""
+    base = settings.KAMI_TELEGRAM_API_BASE.rstrip("/")
+    try:
+        response = httpx.post(f"{base}/bot{token}/{method}", data=data or {}, files=files, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise BotApiFailure(_scrub(f"telegram: {type(exc).__name__} talking to {base}: {exc}", token)) from None
+    if response.status_code // 100 != 2 or not _ok(response):
+        description = _scrub(_description(response), token)
+        raise BotApiFailure(f"telegram answered HTTP {response.status_code}: {description}",
+                            status=response.status_code, description=description)
+    return response.json().get("result")
 
 
 def alert_text(message: OutboxMessage) -> str:

@@ -1,0 +1,201 @@
+"""The buyer's side of the bot: catalogue, product, quantity, email, gateway, payment link or QR,
+and /orders. Every order goes through checkout_start, the web's own path: same prices, coupons,
+limits and stock rules. A chat's progress is kept in BotChat.state between messages."""
+from __future__ import annotations
+
+import io
+
+import segno
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.urls import reverse
+from django.utils.translation import gettext
+
+from kami.catalog.coupons import CouponRefused
+from kami.catalog.models import Product
+from kami.catalog.services import price_for
+from kami.core.errors import BadInput, KamiError, SoldOut
+from kami.delivery.channels.telegram_chat import keys_texts
+from kami.fulfilment.checkout import checkout_start
+from kami.orders.models import Order
+from kami.orders.selectors import order_keys_plaintext
+from kami.orders.services import TOO_MANY_UNPAID
+from kami.payments.registry import gateway_class, gateways_enabled
+from kami.stock.claim import available_count
+from kami.telegram.api import Bot, keyboard
+from kami.telegram.selectors import user_order, user_orders
+from kami.telegram.services import chat_state_get, chat_state_set, order_chat_record
+from kami.telegram.stars import GATEWAY as STARS, invoice_send
+
+
+def catalogue(bot: Bot, chat_id: int) -> None:
+    products = list(Product.objects.filter(active=True).order_by("sort_order", "id")[:50])
+    if not products:
+        bot.say(chat_id, gettext("Nothing is on sale right now."))
+        return
+    rows = [[(f"{p.name} · {price_for(product=p, quantity=p.min_qty).unit} {p.currency}", f"p:{p.pk}")]
+            for p in products]
+    bot.say(chat_id, gettext("Choose a product:"), keyboard=keyboard(rows))
+
+
+def product_show(bot: Bot, chat_id: int, product_id: str) -> None:
+    product = _on_sale(product_id)
+    if product is None:
+        bot.say(chat_id, gettext("This product is not on sale any more."))
+        return
+    left = available_count(product_id=product.pk, at_most=product.max_qty) if product.needs_keys else None
+    price = price_for(product=product, quantity=product.min_qty).unit
+    lines = [product.name, gettext("Price: %(price)s %(currency)s") % {"price": price, "currency": product.currency}]
+    if left is not None and left < product.min_qty:
+        lines.append(gettext("Sold out."))
+    elif left is not None and left < product.max_qty:
+        lines.append(gettext("In stock: %(left)s") % {"left": left})
+    else:
+        lines.append(gettext("In stock"))
+    if product.description:
+        lines += ["", product.description[:1500]]
+    if left is not None and left < product.min_qty:
+        bot.say(chat_id, "\n".join(lines))
+        return
+    if product.custom_fields:
+        lines += ["", gettext("This product asks for details the bot cannot take: buy it on the website: %(url)s")
+                  % {"url": f"{settings.KAMI_BASE_URL}{reverse('product', args=[product.slug])}"}]
+        bot.say(chat_id, "\n".join(lines))
+        return
+    top = product.max_qty if left is None else min(product.max_qty, left)
+    choices = list(range(product.min_qty, min(top, product.min_qty + 4) + 1))
+    lines += ["", gettext("How many?")]
+    bot.say(chat_id, "\n".join(lines), keyboard=keyboard([[(str(n), f"q:{product.pk}:{n}") for n in choices]]))
+
+
+def quantity_chosen(bot: Bot, chat_id: int, user_id: int, product_id: str, quantity: str) -> None:
+    product = _on_sale(product_id)
+    if product is None or not quantity.isdigit():
+        bot.say(chat_id, gettext("This product is not on sale any more."))
+        return
+    state = chat_state_get(user_id=user_id)
+    chat_state_set(user_id=user_id, state={"product": product.pk, "quantity": int(quantity),
+                                           "coupon": state.get("coupon", "")})
+    bot.say(chat_id, gettext("Send your email address: your keys are sent there too, and it finds your order "
+                             "on the website."))
+
+
+def coupon_given(bot: Bot, chat_id: int, user_id: int, code: str) -> None:
+    state = chat_state_get(user_id=user_id)
+    state["coupon"] = code.strip()[:64]
+    chat_state_set(user_id=user_id, state=state)
+    bot.say(chat_id, gettext("Coupon noted: it is checked when the order is made."))
+
+
+def text_received(bot: Bot, chat_id: int, user_id: int, text: str) -> None:
+    """Free text is the email, when the chat is at that step; otherwise the catalogue."""
+    state = chat_state_get(user_id=user_id)
+    if not state.get("product"):
+        catalogue(bot, chat_id)
+        return
+    email = text.strip()
+    try:
+        validate_email(email)
+    except ValidationError:
+        bot.say(chat_id, gettext("That is not an email address. Send one like name@example.com."))
+        return
+    state["email"] = email[:254]
+    chat_state_set(user_id=user_id, state=state)
+    rows = [[(str(gateway_class(name).label), f"g:{name}")] for name in gateways_enabled()]
+    if not rows:
+        bot.say(chat_id, gettext("No payment method is available right now. Please try again later."))
+        return
+    bot.say(chat_id, gettext("Choose how to pay:"), keyboard=keyboard(rows))
+
+
+def gateway_chosen(bot: Bot, chat_id: int, user_id: int, gateway: str, locale: str) -> None:
+    state = chat_state_get(user_id=user_id)
+    product = Product.objects.filter(pk=state.get("product")).first()
+    if product is None or not state.get("email"):
+        catalogue(bot, chat_id)
+        return
+    try:
+        checkout = checkout_start(product_slug=product.slug, quantity=state.get("quantity"), email=state["email"],
+                                  gateway=gateway, locale=locale, coupon=state.get("coupon", ""))
+    except SoldOut:
+        bot.say(chat_id, gettext("Sold out: not enough stock for this quantity."))
+        return
+    except BadInput as exc:
+        bot.say(chat_id, _refusal(exc))
+        return
+    except KamiError:  # the gateway refused or was down: nothing to pay yet (logged by the gateway's caller)
+        bot.say(chat_id, gettext("The payment could not be started. Please try again in a moment."))
+        return
+    order_chat_record(order=checkout.order, user_id=user_id, chat_id=chat_id)
+    chat_state_set(user_id=user_id, state={})
+    if gateway == STARS:
+        invoice_send(bot, chat_id, checkout.order)  # the invoice itself, inline in the chat
+        return
+    _pay(bot, chat_id, checkout)
+
+
+def _pay(bot: Bot, chat_id: int, checkout) -> None:
+    order, action = checkout.order, checkout.payment
+    text = gettext("Order %(order_no)s: %(amount)s %(currency)s. Pay within %(minutes)s minutes; your keys "
+                   "arrive here when the payment is confirmed.") % {
+        "order_no": order.order_no, "amount": order.amount, "currency": order.currency,
+        "minutes": settings.KAMI_ORDER_TTL_MINUTES}
+    page = gettext("Order page: %(url)s") % {"url": checkout.order_url}
+    if action.type == "qr" and action.qr:
+        image = io.BytesIO()
+        segno.make(action.qr, error="m").save(image, kind="png", scale=8, border=2)
+        bot.call("sendPhoto", chat_id=chat_id, caption=f"{text}\n{gettext('Scan to pay.')}",
+                 files={"photo": ("pay.png", image.getvalue(), "image/png")})
+        bot.say(chat_id, page)
+    elif action.type == "redirect" and action.url:
+        bot.say(chat_id, f"{text}\n\n{gettext('Pay here: %(url)s') % {'url': action.url}}\n\n{page}")
+    else:  # a form post: the order page carries it
+        bot.say(chat_id, f"{text}\n\n{gettext('Pay on the order page: %(url)s') % {'url': checkout.order_url}}")
+
+
+def orders_list(bot: Bot, chat_id: int, user_id: int) -> None:
+    orders = list(user_orders(user_id=user_id))
+    if not orders:
+        bot.say(chat_id, gettext("You have no orders yet. /start shows the catalogue."))
+        return
+    lines = [gettext("Your orders:")]
+    rows = []
+    for order in orders:
+        lines.append(f"{order.order_no} · {order.product.name} × {order.quantity} · {order.get_status_display()}")
+        if order.status == Order.Status.FULFILLED:
+            rows.append([(gettext("Keys of %(order_no)s") % {"order_no": order.order_no}, f"o:{order.order_no}")])
+    bot.say(chat_id, "\n".join(lines), keyboard=keyboard(rows) if rows else None)
+
+
+def order_keys_show(bot: Bot, chat_id: int, user_id: int, order_no: str) -> None:
+    """The keys again, only to the Telegram user who made the order."""
+    order = user_order(user_id=user_id, order_no=order_no)
+    if order is None:
+        bot.say(chat_id, gettext("No such order."))
+        return
+    if order.status != Order.Status.FULFILLED:
+        bot.say(chat_id, f"{order.order_no} · {order.get_status_display()}")
+        return
+    for text in keys_texts(order, [k.reveal() for k in order_keys_plaintext(order=order)]):
+        bot.call("sendMessage", chat_id=chat_id, text=text, parse_mode="HTML")
+
+
+def _on_sale(product_id: str) -> Product | None:
+    return Product.objects.filter(pk=int(product_id), active=True).first() if product_id.isdigit() else None
+
+
+def _refusal(exc: BadInput) -> str:
+    """A refused order, in the buyer's words: coupon refusals come translated; the others are mapped."""
+    if isinstance(exc, CouponRefused):
+        return str(exc)
+    fields = exc.details.get("fields") or {}
+    if TOO_MANY_UNPAID in (str(exc), *map(str, fields.values())):
+        return gettext("Too many unpaid orders: pay or wait for them to expire.")
+    if "quantity" in fields:
+        return gettext("This quantity cannot be bought: choose the product again.")
+    if "gateway" in fields:
+        return gettext("This payment method is not available for this product.")
+    if "email" in fields:
+        return gettext("That is not an email address. Send one like name@example.com.")
+    return gettext("The order could not be made. Please start again with /start.")

@@ -1,0 +1,75 @@
+"""Telegram Stars in the bot: the invoice sent in the chat, the pre-checkout question answered
+(within Telegram's 10 seconds, after checking the order, its price and the stock), and the
+`successful_payment` update handed to the gateways' one notification path (stored raw, verified
+by the stars module, confirmed once: the charge id is the trade number)."""
+from __future__ import annotations
+
+import json
+
+from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext
+
+from kami.catalog.models import Product
+from kami.core import clock
+from kami.core.errors import NotFound
+from kami.fulfilment.checkout import order_info
+from kami.fulfilment.notify import notification_handle
+from kami.orders.models import Order
+from kami.orders.services import payment_grace
+from kami.payments.gateways.telegram_stars import SECRET_HEADER, stars_for, webhook_secret
+from kami.payments.registry import gateway_get
+from kami.stock.claim import available_count
+from kami.telegram.api import Bot
+
+GATEWAY = "stars"
+
+
+def is_payment(data: dict) -> bool:
+    message = data.get("message")
+    return isinstance(message, dict) and "successful_payment" in message
+
+
+def payment_take(request: HttpRequest) -> HttpResponse:
+    """A successful_payment update, as a notification of the stars gateway."""
+    return notification_handle(gateway_name=GATEWAY, request=request)
+
+
+def payment_take_polled(data: dict, *, token: str) -> HttpResponse:
+    """The same for an update fetched by long polling: the request Telegram would have posted."""
+    request = HttpRequest()
+    request.method = "POST"
+    request._body = json.dumps(data).encode()
+    request.META.update({"CONTENT_TYPE": "application/json", "REMOTE_ADDR": "127.0.0.1",
+                         f"HTTP_{SECRET_HEADER.upper().replace('-', '_')}": webhook_secret(token)})
+    return payment_take(request)
+
+
+def invoice_send(bot: Bot, chat_id: int, order: Order) -> None:
+    gateway = gateway_get(GATEWAY)
+    bot.call("sendInvoice", chat_id=chat_id, **gateway.invoice(order_info(order)))
+
+
+def pre_checkout(bot: Bot, query) -> None:
+    """Yes only for a pending, unexpired order, at its price in Stars, with the stock to fill it."""
+    problem = _problem(query.invoice_payload, query.currency, query.total_amount)
+    if problem:
+        bot.call("answerPreCheckoutQuery", pre_checkout_query_id=query.id, ok="false", error_message=problem)
+    else:
+        bot.call("answerPreCheckoutQuery", pre_checkout_query_id=query.id, ok="true")
+
+
+def _problem(payload: str, currency: str, total: int) -> str:
+    order_no = payload.split("|", 1)[0]
+    order = Order.objects.select_related("product").filter(order_no=order_no[:32]).first()
+    if order is None or order.status != Order.Status.PENDING or clock.now() > order.expires_at + payment_grace():
+        return gettext("This order cannot be paid any more: order again with /start.")
+    try:
+        rate = gateway_get(GATEWAY).rate()
+    except NotFound:
+        return gettext("Paying with Stars is not available right now.")
+    if currency != "XTR" or total != stars_for(order.amount, rate):
+        return gettext("The price has changed: order again with /start.")
+    needed = 1 if order.product.kind == Product.Kind.REUSABLE else order.quantity
+    if order.product.needs_keys and available_count(product_id=order.product_id, at_most=needed) < needed:
+        return gettext("Sold out: not enough stock for this quantity.")
+    return ""
