@@ -31,6 +31,16 @@ def _client_ip(request: HttpRequest) -> str | None:
     return client_ip(request) or None
 
 
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 @csrf_exempt
 @require_POST
 def orders_create(request: HttpRequest) -> JsonResponse:
@@ -42,6 +52,9 @@ def orders_create(request: HttpRequest) -> JsonResponse:
             raise ValueError
     except ValueError:
         return JsonResponse({"error": "invalid", "message": "the body must be a JSON object", "fields": {}}, status=400)
+    if _has_nul(data):  # PostgreSQL refuses NUL in text: say so here, not with a 500 from the database
+        return JsonResponse({"error": "invalid", "message": "text must not contain NUL characters", "fields": {}},
+                            status=400)
     try:
         checkout = checkout_start(
             product_slug=data.get("product"), quantity=data.get("quantity", 1), email=data.get("email"),
@@ -71,6 +84,8 @@ def orders_create(request: HttpRequest) -> JsonResponse:
 @require_GET
 def orders_detail(request: HttpRequest, order_no: str) -> JsonResponse:
     token = request.headers.get("X-Order-Token") or request.GET.get("token", "")
+    if "\x00" in order_no or "\x00" in token:
+        return _no_store(JsonResponse({"error": "not_found"}, status=404))
     try:
         order = order_get_for_buyer(order_no=order_no, token=token)
     except NotFound:
