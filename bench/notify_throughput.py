@@ -1,10 +1,11 @@
 """Notifications confirmed per second on PostgreSQL, through the real HTTP server (`kami serve`),
 against `pgbench -N` with the same client count in the same run.
 
-    .venv/bin/python bench/notify_throughput.py [--keys 30000] [--seconds 10] [--clients 16 64]
+    .venv/bin/python bench/notify_throughput.py [--keys 30000] [--seconds 10] [--clients 16 64] \
+        [--serve-args '--threads 4'] [--db-prefix kami_bench]
 
 Needs a local PostgreSQL (postgres@127.0.0.1:5432, trust auth) and pgbench. Creates and drops
-its own databases (kami_bench_notify, kami_bench_pgbench). Prints figures; asserts nothing.
+its own databases (<prefix>_notify, <prefix>_pgbench). Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import base64
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,16 +26,13 @@ import httpx
 
 PG = "postgres://postgres@127.0.0.1:5432"
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the helpers tests and benchmarks share
+from tests.ports import free_port  # noqa: E402
 
 
 def psql(sql: str) -> None:
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True, capture_output=True)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def setup_shop(env: dict, keys: int, orders: int) -> list[tuple[str, str, str, str]]:
@@ -91,10 +88,24 @@ async def send_all(url: str, jobs: list, clients: int, seconds: float) -> tuple[
         return len(latencies), latencies + [time.perf_counter() - t0]
 
 
-def pgbench(clients: int, seconds: int) -> float:
+def pgbench_init(db: str = "kami_bench_pgbench") -> None:
+    psql(f"DROP DATABASE IF EXISTS {db}")
+    psql(f"CREATE DATABASE {db}")
+    subprocess.run(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "10", "-q", db],
+                   check=True, capture_output=True)
+
+
+def pgbench(clients: int, seconds: int, db: str = "kami_bench_pgbench") -> float:
     out = subprocess.run(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-N", "-c", str(clients), "-j", "2",
-                          "-T", str(seconds), "kami_bench_pgbench"], check=True, capture_output=True, text=True).stdout
+                          "-T", str(seconds), db], check=True, capture_output=True, text=True).stdout
     return float(re.search(r"tps = ([\d.]+)", out).group(1))
+
+
+def base_env(db: str) -> dict:
+    return {**os.environ, "DATABASE_URL": f"{PG}/{db}", "DJANGO_SETTINGS_MODULE": "kami.settings",
+            "KAMI_DATA_DIR": tempfile.mkdtemp(prefix="kami-bench-"), "KAMI_LOG_LEVEL": "WARNING",
+            "KAMI_DATA_KEY": "kb:" + base64.b64encode(os.urandom(32)).decode(), "KAMI_SECRET_KEY": "bench",
+            "KAMI_SANDBOX": "1"}  # the sandbox plays the gateway: live only where asked for
 
 
 def main() -> None:
@@ -102,27 +113,25 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=30000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--server-threads", type=int, default=4, help="waitress threads (= database connections)")
+    parser.add_argument("--serve-args", default="--threads 4",
+                        help="passed to `kami serve --no-worker` (e.g. '--server waitress --threads 4')")
+    parser.add_argument("--db-prefix", default="kami_bench", help="names of the databases made and dropped")
     args = parser.parse_args()
-    psql("DROP DATABASE IF EXISTS kami_bench_pgbench")
-    psql("CREATE DATABASE kami_bench_pgbench")
-    subprocess.run(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "10", "-q", "kami_bench_pgbench"],
-                   check=True, capture_output=True)
+    notify_db, pgbench_db = f"{args.db_prefix}_notify", f"{args.db_prefix}_pgbench"
+    pgbench_init(pgbench_db)
     print(f"machine: {os.cpu_count()} cores · keys {args.keys} · {args.seconds}s per run · "
-          f"kami serve --threads {args.server_threads}")
+          f"kami serve {args.serve_args}")
     for clients in args.clients:
-        psql("DROP DATABASE IF EXISTS kami_bench_notify")
-        psql("CREATE DATABASE kami_bench_notify")
-        env = {**os.environ, "DATABASE_URL": f"{PG}/kami_bench_notify", "DJANGO_SETTINGS_MODULE": "kami.settings",
-               "KAMI_DATA_DIR": tempfile.mkdtemp(prefix="kami-bench-"), "KAMI_LOG_LEVEL": "WARNING",
-               "KAMI_DATA_KEY": "kb:" + base64.b64encode(os.urandom(32)).decode(), "KAMI_SECRET_KEY": "bench",
-               "KAMI_SANDBOX": "1"}  # the sandbox plays the gateway: live only where asked for
+        psql(f"DROP DATABASE IF EXISTS {notify_db}")
+        psql(f"CREATE DATABASE {notify_db}")
+        env = base_env(notify_db)
         jobs = setup_shop(env, args.keys, args.keys)
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "kami", "serve", "--no-worker", "--port", str(port),
-                                   "--threads", str(args.server_threads)], env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+                                   *args.serve_args.split()], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
         try:
-            for _ in range(100):
+            for _ in range(150):
                 try:
                     httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
                     break
@@ -134,11 +143,12 @@ def main() -> None:
             server.wait()
         wall, lat = lat[-1], sorted(lat[:-1])
         rate = n / wall
-        tps = pgbench(clients, args.seconds)
+        tps = pgbench(clients, args.seconds, pgbench_db)
         print(f"{clients:>3} senders: {rate:8.0f} notifications/s  p50 {statistics.median(lat) * 1000:6.1f} ms  "
-              f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:7.1f} ms | pgbench -N {tps:8.0f} tps | ratio {rate / tps:.2f}x")
-    psql("DROP DATABASE IF EXISTS kami_bench_notify")
-    psql("DROP DATABASE IF EXISTS kami_bench_pgbench")
+              f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:7.1f} ms | pgbench -N {tps:8.0f} tps | ratio {rate / tps:.3f}x",
+              flush=True)
+    psql(f"DROP DATABASE IF EXISTS {notify_db}")
+    psql(f"DROP DATABASE IF EXISTS {pgbench_db}")
 
 
 if __name__ == "__main__":

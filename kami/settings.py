@@ -100,6 +100,8 @@ KAMI_IMPORT_LEASE_SECONDS = int(os.environ.get("KAMI_IMPORT_LEASE_SECONDS", "120
 KAMI_LOOKUP_LIMIT_IP = int(os.environ.get("KAMI_LOOKUP_LIMIT_IP", "10"))
 KAMI_LOOKUP_LIMIT_EMAIL = int(os.environ.get("KAMI_LOOKUP_LIMIT_EMAIL", "5"))
 KAMI_LOOKUP_WINDOW_SECONDS = int(os.environ.get("KAMI_LOOKUP_WINDOW_SECONDS", "600"))
+# Merchant API (docs/api.md): requests per minute each token may make (0: no limit).
+KAMI_API_RATE_LIMIT = int(os.environ.get("KAMI_API_RATE_LIMIT", "120"))
 # How long the signed order link in emails opens the order page (kami.delivery.links).
 KAMI_ORDER_LINK_DAYS = int(os.environ.get("KAMI_ORDER_LINK_DAYS", "7"))
 # Anti-abuse at checkout: unpaid, unexpired orders allowed per email and per buyer IP (0: off).
@@ -142,6 +144,7 @@ INSTALLED_APPS = [
     "kami.audit",
     "kami.fulfilment",
     "kami.api",
+    "ninja",  # serves the merchant API's docs page (Swagger UI) from its static files, not a CDN
     "kami.storefront",
     "kami.telegram",
     "kami.cli",
@@ -299,11 +302,11 @@ STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = PRODUCTION and KAMI_BASE_URL.startswith("https")
+# A shop whose address is https (production or not) marks its cookies Secure and sends HSTS, on
+# secure requests only (SecurityMiddleware; behind a TLS-terminating proxy set KAMI_TRUSTED_PROXIES).
+SESSION_COOKIE_SECURE = KAMI_BASE_URL.startswith("https://")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
-# HSTS only when the shop is served over https in production (SecurityMiddleware sends it on
-# secure requests; behind a TLS-terminating proxy set KAMI_BEHIND_PROXY=1).
 SECURE_HSTS_SECONDS = 31536000 if SESSION_COOKIE_SECURE else 0
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"

@@ -10,6 +10,8 @@ urlpatterns = [
     path(f"{settings.KAMI_ADMIN_PATH}/", backoffice.urls),
     path("", include("kami.api.urls")),
     path("", include("kami.storefront.urls")),
+    # The Telegram bot's webhook (docs/telegram.md): refuses requests without its secret-token header.
+    path("", include("kami.telegram.urls")),
     # The optional self-hosted captcha (KAMI_CAPTCHA=1): its pictures, drawn by this server.
     path("captcha/", include("captcha.urls")),
     # The language switcher. CSRF-exempt on purpose: pages that show keys send no referrer, so a

@@ -8,10 +8,10 @@ the row, written again on its own with the error.
 The acknowledgement says success only once the outcome is committed; a transient failure asks
 the gateway to retry; a forgery is refused.
 
-What a forgery can cost is bounded: the row stored before verification holds at most
+What a forgery can cost is bounded: the row of a notification that does not verify holds at most
 `STORED_BODY_MAX` characters of the body (with a note of the full size; a notification that
 verifies is kept whole), and a sender IP past KAMI_NOTIFY_REJECTED_LIMIT
-rejections in 10 minutes is no longer stored first: its notifications are still verified (so a
+rejections in 10 minutes is no longer stored when refused: its notifications are still verified (so a
 real gateway behind the same address is never locked out) and stored only if they verify. The
 worker's sweep prunes rejected rows after KAMI_NOTIFY_REJECTED_KEEP_DAYS.
 """

@@ -10,7 +10,7 @@ from importlib import import_module
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_delete, post_migrate, post_save
 from django.dispatch import receiver
 
 from kami.core.crypto import keyring
@@ -76,7 +76,7 @@ class _Account:
 
 # name → (monotonic deadline, account or None). Read on every notification, written by an
 # operator a few times a year: each process keeps what it read for KAMI_GATEWAY_CACHE_SECONDS.
-# A change made in this process (gateway_configure) drops the entry at once and again at commit;
+# A save made in this process (gateway_configure) drops the entry at once and again at commit;
 # other processes see it within the TTL. A version check would cost a round trip, which is what
 # the row read costs: the TTL is the cheaper bound (docs/performance.md). Only reads made in
 # autocommit are kept: a read inside a transaction may see rows that roll back.
@@ -104,9 +104,17 @@ def gateway_cache_clear(name: str | None = None) -> None:
     transaction.on_commit(clear)
 
 
+# Not domain flow, only this process's copy: any save of an account here (gateway_configure, the
+# back office, a test) drops it; `migrate` and `flush` (tests) replace the rows wholesale.
+@receiver(post_save, sender=GatewayAccount)
+@receiver(post_delete, sender=GatewayAccount)
+def _forget_saved(*, instance: GatewayAccount, **kwargs) -> None:
+    gateway_cache_clear(instance.name)
+
+
 @receiver(post_migrate)
 def _forget_after_migrate(**kwargs) -> None:
-    _accounts.clear()  # `migrate` and `flush` (tests) replace the rows wholesale
+    _accounts.clear()
 
 
 def _allowed(name: str) -> bool:

@@ -23,11 +23,11 @@ class ShortClaim(Exception):
 
 def claim_order() -> tuple[str, ...]:
     """The ORDER BY that lets each engine read its claim index in order: PostgreSQL and SQLite
-    drop the constant `status` from the sort keys and read `key_claim_available (product_id,
-    reusable, id) WHERE status = 'available'`; MariaDB (no partial indexes), given `status, id`,
-    sorts all available rows (filesort, locking them all) but reads `key_claim (product_id,
-    status, id)` in order for plain `id`. Both are checked with EXPLAIN, after ANALYZE, in
-    tests/concurrency/test_claim_plan.py."""
+    drop the constant `status` from the sort keys and read `key_claim (product_id, status, id)`
+    (PostgreSQL may read the partial `key_claim_available`; with plain `id` it may walk the
+    primary key instead). MariaDB, given `status, id`, sorts all available rows (filesort,
+    locking them all) but reads `key_claim` in order for plain `id`. Both are checked with
+    EXPLAIN, after ANALYZE, in tests/concurrency/test_claim_plan.py."""
     return ("id",) if connection.vendor == "mysql" else ("status", "id")
 
 

@@ -62,11 +62,12 @@ class Key(models.Model):
         verbose_name = _("key")
         verbose_name_plural = _("keys")
         constraints = [models.UniqueConstraint(fields=["product", "fingerprint"], name="key_unique_per_product")]
-        # The claim filters product, status and reusable, and reads in id order. `key_claim` serves it
-        # on MariaDB (no partial indexes there: Django skips `key_claim_available`); PostgreSQL and
-        # SQLite read `key_claim_available`, which holds only available keys, so a claim never
-        # re-reads sold ones whatever the statistics say (after ANALYZE PostgreSQL preferred the
-        # primary key over `key_claim`, re-reading every sold key: DESIGN.md §7, issue 9).
+        # The claim filters product, status and reusable, and reads in id order: both indexes hold a
+        # product's available keys together, so a claim never re-reads sold ones (DESIGN.md §7).
+        # `key_claim` serves every engine; `key_claim_available` (available keys only; a sale writes
+        # no entry to it) is PostgreSQL's alternative: SQLite uses a partial index only for a literal,
+        # MariaDB has none (Django skips it there). What kept PostgreSQL off the primary key after
+        # ANALYZE is the joint statistics of migration 0007 (issue 9; concurrency.md).
         indexes = [
             models.Index(fields=["product", "status", "id"], name="key_claim"),
             models.Index(fields=["product", "reusable", "id"], name="key_claim_available",

@@ -59,8 +59,13 @@ class Command(KamiCommand):
         parser.add_argument("--threads", type=int, default=int(os.environ.get("KAMI_THREADS", "4")),
                             help="worker threads (each holds one database connection); more threads mostly add GIL contention")
         parser.add_argument("--no-worker", action="store_true", help="do not start a delivery worker (run `kami worker` elsewhere)")
+        parser.add_argument("--server", choices=SERVERS, default=os.environ.get("KAMI_SERVER", DEFAULT_SERVER),
+                            help=f"the HTTP server (default {DEFAULT_SERVER}; docs/performance.md has them side by side)")
+        parser.add_argument("--processes", type=int, default=int(os.environ.get("KAMI_PROCESSES", "0")),
+                            help="server processes (granian only; 0: one per core when KAMI_REDIS_URL gives the "
+                                 "processes a shared cache, else 1: rate limits and cached settings live in the cache)")
 
-    def handle(self, *args, host, port, threads, no_worker, **options):
+    def handle(self, *args, host, port, threads, no_worker, server, processes, **options):
         refuse_unsafe_start()
         if unapplied_migrations():
             raise CommandError("the database is not up to date: run `kami migrate` first", returncode=2)
@@ -69,6 +74,10 @@ class Command(KamiCommand):
             os.environ["KAMI_BASE_URL"] = settings.KAMI_BASE_URL = f"http://{host}:{port}"
         for warning in startup_warnings():
             log.warning(warning)
+        from kami.telegram.runner import serve_hook  # the bot's webhook, when `kami telegram set … webhook` asked
+
+        if telegram := serve_hook():
+            self.stdout.write(telegram)
         worker = None if no_worker else subprocess.Popen([sys.executable, "-m", "kami", "worker"], env=os.environ.copy())
         self.stdout.write(f"Kami is serving on http://{host}:{port}/ (base URL {settings.KAMI_BASE_URL})"
                           + ("" if no_worker else f"; delivery worker pid {worker.pid}"))
@@ -77,13 +86,10 @@ class Command(KamiCommand):
             self.stdout.write("X-Forwarded-For/-Proto believed from: " + ", ".join(map(str, settings.KAMI_TRUSTED_PROXIES)))
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
-            from waitress import serve
-
-            from kami.wsgi import application
-
-            # Forwarding headers pass through waitress (it trusts one address, not a list of CIDRs);
-            # kami.core.net believes them from KAMI_TRUSTED_PROXIES only and drops them otherwise.
-            serve(application, host=host, port=port, threads=threads, ident="kami", clear_untrusted_proxy_headers=False)
+            if server == "granian":
+                _granian(host=host, port=port, threads=threads, processes=processes or _processes_default())
+            else:
+                _waitress(host=host, port=port, threads=threads)
         finally:
             if worker is not None:
                 worker.terminate()
@@ -91,3 +97,36 @@ class Command(KamiCommand):
                     worker.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     worker.kill()
+
+
+SERVERS = ("waitress", "granian")
+DEFAULT_SERVER = "waitress"
+
+
+def _processes_default() -> int:
+    """One per core, but only when the processes share a cache (KAMI_REDIS_URL): with the default
+    per-process cache, N processes would keep N rate-limit counters and N copies of the shop's
+    cached settings."""
+    return (os.cpu_count() or 1) if settings.KAMI_REDIS_URL else 1
+
+
+def _waitress(*, host: str, port: int, threads: int) -> None:
+    from waitress import serve
+
+    from kami.wsgi import application
+
+    # Forwarding headers pass through waitress (it trusts one address, not a list of CIDRs);
+    # kami.core.net believes them from KAMI_TRUSTED_PROXIES only and drops them otherwise.
+    serve(application, host=host, port=port, threads=threads, ident="kami", clear_untrusted_proxy_headers=False)
+
+
+def _granian(*, host: str, port: int, threads: int, processes: int) -> None:
+    """granian passes headers through as sent: kami.core.net decides about X-Forwarded-*."""
+    try:
+        from granian import Granian
+        from granian.constants import Interfaces
+    except ImportError:
+        raise CommandError("--server granian needs granian: pip install 'kami-shop[server]'", returncode=2) from None
+
+    Granian("kami.wsgi:application", address=host, port=port, interface=Interfaces.WSGI, workers=processes,
+            blocking_threads=threads, websockets=False, log_access=False).serve()
