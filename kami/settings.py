@@ -178,7 +178,7 @@ ROOT_URLCONF = "kami.urls"
 # generated once per data dir: a shop's admin is never at a guessable /admin/.
 KAMI_ADMIN_PATH = datadir.admin_path()
 # Who must use two-factor: `all` staff (default: operators refund, change prices, make coupons),
-# or `owners` only, an explicit opt-out (kami.backoffice.auth.totp_policy_warning).
+# or `owners` only, an explicit opt-out (kami.staff.policy.totp_policy_warning).
 KAMI_ADMIN_TOTP = os.environ.get("KAMI_ADMIN_TOTP", "all")
 if KAMI_ADMIN_TOTP not in ("all", "owners"):
     raise ImproperlyConfigured(f"KAMI_ADMIN_TOTP={KAMI_ADMIN_TOTP!r}: use all (every staff member) or owners")

@@ -33,16 +33,6 @@ def must_enrol(user) -> bool:
     return required and totp_device_of(user) is None
 
 
-def totp_policy_warning() -> str:
-    """A start-up warning when two-factor is required of owners only ("" when it is not): an
-    operator's password alone then refunds orders, changes prices and creates 100 % coupons."""
-    if settings.KAMI_ADMIN_TOTP != "owners":
-        return ""
-    return ("KAMI_ADMIN_TOTP=owners: operators and support sign in with a password alone, and operators can "
-            "refund orders, change prices and create 100 % coupons. Unset it (the default, all) to require "
-            "two-factor of every staff member.")
-
-
 def fully_signed_in(user) -> bool:
     """Password done, and the second factor done wherever the user has (or must have) one."""
     if not (user.is_authenticated and user.is_active and user.is_staff):

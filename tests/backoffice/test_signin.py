@@ -13,7 +13,7 @@ from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kami.audit.models import AuditLog
-from kami.backoffice.auth import totp_policy_warning
+from kami.staff.policy import totp_policy_warning
 from kami.staff.setup_link import setup_link_make
 from tests.backoffice.staffing import PASSWORD, admin_url, code_for, make_staff, sign_in
 

@@ -39,8 +39,8 @@ def startup_warnings() -> list[str]:
     if settings.PRODUCTION and not settings.KAMI_ADMIN_EMAIL:
         warnings.append("KAMI_ADMIN_EMAIL is not set: alerts (low stock, paid orders awaiting stock, deliveries "
                         "that need a human) only reach the log.")
-    from kami.backoffice.auth import totp_policy_warning
-    from kami.backoffice.roles import owners_exist
+    from kami.staff.policy import totp_policy_warning
+    from kami.staff.roles import owners_exist
 
     if totp_warning := totp_policy_warning():
         warnings.append(totp_warning)
