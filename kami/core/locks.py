@@ -56,3 +56,16 @@ def named_locks(*names: str):
         with connection.cursor() as cursor:
             for name in reversed(held):
                 _give(cursor, name)
+
+
+# A deadlock's victim is rolled back whole by the database (InnoDB error 1213; PostgreSQL SQLSTATE
+# 40P01): the transaction may simply run again from its start.
+_DEADLOCK_MYSQL, _DEADLOCK_POSTGRES = 1213, "40P01"
+
+
+def deadlock_victim(exc: BaseException) -> bool:
+    """True when `exc` says the database broke a deadlock by rolling this transaction back."""
+    cause = exc.__cause__ or exc
+    if getattr(cause, "sqlstate", None) == _DEADLOCK_POSTGRES:
+        return True
+    return bool(getattr(cause, "args", None)) and cause.args[0] == _DEADLOCK_MYSQL

@@ -11,10 +11,11 @@ import enum
 import logging
 from collections.abc import Callable
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from kami.catalog.models import Product
 from kami.core import clock, money
+from kami.core.locks import deadlock_victim
 from kami.delivery.services import admin_alert, order_keys_enqueue
 from kami.orders.locks import orders_for_update
 from kami.orders.models import Order, OrderKey
@@ -24,6 +25,7 @@ from kami.payments.models import Payment
 from kami.stock.claim import ShortClaim, available_count, keys_claim
 
 log = logging.getLogger("kami.fulfilment")
+DEADLOCK_RETRIES = 3
 
 
 class Outcome(str, enum.Enum):
@@ -41,6 +43,22 @@ def payment_confirm(*, gateway: str, notice: Notice, record: Callable[[Outcome],
 
     `record(outcome)` runs inside the confirm transaction, last, and commits with it: notify.py
     writes the raw notification row there, so a confirmed notification costs one transaction."""
+    # Confirms of one product run side by side (each locks its order, then its keys). MariaDB can
+    # still pick one of two claims as a deadlock victim (secondary-index locks of keys changing
+    # status): the victim was rolled back whole, so it runs again, a few times, before the gateway
+    # is asked to retry. Inside a caller's transaction it cannot: that transaction is gone too.
+    retries = 0 if transaction.get_connection().in_atomic_block else DEADLOCK_RETRIES
+    for _ in range(retries):
+        try:
+            return _confirm_claiming(gateway, notice, record)
+        except OperationalError as exc:
+            if not deadlock_victim(exc):
+                raise
+            log.info("order %s: confirm chosen as a deadlock victim; running it again", notice.order_no)
+    return _confirm_claiming(gateway, notice, record)
+
+
+def _confirm_claiming(gateway: str, notice: Notice, record: Callable[[Outcome], None] | None) -> Outcome:
     try:
         return _confirm(gateway, notice, wait=False, record=record)
     except ShortClaim:
