@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from urllib.parse import urlencode
@@ -49,7 +50,7 @@ class Sent:
 
 
 @dataclass
-class Player:
+class Player(ABC):
     name: str
     methods: tuple[str, ...]  # how the protocol notifies; any other method is refused
     ok: tuple[int, bytes]  # the acknowledgement of a notification taken (status, body)
@@ -57,12 +58,14 @@ class Player:
     merchant_field: str | None = None  # the field naming the merchant, where the protocol has one
     currency: str = "CNY"
 
+    @abstractmethod
     def enable(self, request: pytest.FixtureRequest) -> None:
-        raise NotImplementedError
+        """Configure and enable the gateway for this test (fakes started through `request`)."""
 
+    @abstractmethod
     def notification(self, *, order_no: str, amount: Decimal, trade_no: str, merchant: str | None = None,
                      forged: bool = False, method: str | None = None) -> Sent:
-        raise NotImplementedError
+        """The gateway's notification that `order_no` was paid `amount` (forged: signed wrongly)."""
 
 
 class SandboxPlayer(Player):
