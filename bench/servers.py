@@ -27,6 +27,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notify_throughput import REPO, base_env, free_port, pgbench, pgbench_init, psql, send_all, setup_shop  # noqa: E402
+from pages_throughput import hammer  # noqa: E402
 
 
 def commands(port: int, processes: int, threads: int) -> dict[str, list[str]]:
@@ -54,25 +55,6 @@ def wait_up(port: int) -> None:
         except httpx.HTTPError:
             time.sleep(0.2)
     raise SystemExit(f"server on {port} did not come up")
-
-
-async def pages(url: str, clients: int, seconds: float) -> tuple[int, list[float]]:
-    latencies: list[float] = []
-    stop = time.perf_counter() + seconds
-
-    async def reader(client: httpx.AsyncClient):
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            r = await client.get(url)
-            latencies.append(time.perf_counter() - t0)
-            if r.status_code != 200:
-                raise SystemExit(f"page answered {r.status_code}")
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(reader(client) for _ in range(clients)))
-        return len(latencies), latencies + [time.perf_counter() - t0]
 
 
 def line(name: str, n: int, lat: list[float], baseline: float) -> str:
@@ -110,18 +92,20 @@ def main() -> None:
             wait_up(port)
             share, jobs = jobs[: args.keys // 5], jobs[args.keys // 5:]
             notify = asyncio.run(send_all(f"http://127.0.0.1:{port}/pay/sandbox/notify", share, args.clients, args.seconds))
-            page = asyncio.run(pages(f"http://127.0.0.1:{port}/", args.clients, args.seconds))
+            static = asyncio.run(hammer(f"http://127.0.0.1:{port}/static/storefront/kami.css", args.clients, args.seconds))
+            page = asyncio.run(hammer(f"http://127.0.0.1:{port}/", args.clients, args.seconds))
         finally:
             server.terminate()
             server.wait()
-        runs.append((name, notify, page))
+        runs.append((name, notify, static, page))
     pgbench_init(f"{args.db}_pgbench")
     tps = pgbench(args.clients, args.seconds, f"{args.db}_pgbench")
     print(f"machine: {os.cpu_count()} cores (shared) · {args.clients} clients · {args.seconds}s per run · "
           f"{args.processes} processes × {args.threads} threads · pgbench -N {tps:.0f} tps")
-    for name, notify, page in runs:
-        print(line(f"{name} notify", *notify, tps))
-        print(line(f"{name} home page", *page, tps) + "  (ratio to pgbench -N)")
+    for name, notify, (static_rate, _), (page_rate, page_lat) in runs:
+        print(line(f"{name} notify", *notify, tps) + "  (ratio to pgbench -N)")
+        print(f"{name + ' home page':<28} {page_rate:8.0f}/s  p50 {statistics.median(page_lat) * 1000:6.1f} ms  "
+              f"ratio {page_rate / static_rate:.3f}x  (to a static file from the same server: {static_rate:.0f}/s)")
     psql(f"DROP DATABASE IF EXISTS {args.db}")
     psql(f"DROP DATABASE IF EXISTS {args.db}_pgbench")
 
