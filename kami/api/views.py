@@ -5,11 +5,12 @@ import json
 import logging
 
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils import translation
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from kami.core.edge import inbound_from, response_from
 from kami.core.errors import BadInput, KamiError, NotFound, Retryable, SoldOut
 from kami.core.net import client_ip
 from kami.fulfilment.checkout import checkout_start
@@ -103,7 +104,11 @@ def orders_detail(request: HttpRequest, order_no: str) -> JsonResponse:
 
 @csrf_exempt
 def pay_notify(request: HttpRequest, gateway: str) -> HttpResponse:
-    return notification_handle(gateway_name=gateway, request=request)
+    try:
+        reply = notification_handle(gateway_name=gateway, inbound=inbound_from(request))
+    except NotFound:
+        raise Http404("no such gateway") from None
+    return response_from(reply)
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

@@ -1,7 +1,9 @@
 """The one interface every gateway module implements (DESIGN.md §4).
 
 Gateway modules import nothing from the models: they receive plain values (`OrderInfo`), the
-settings they were configured with, and the raw request, and give back plain values.
+settings they were configured with, and the notification as plain values (`Inbound`: method,
+headers, query, body, sender), and give back plain values (`Notice`, and `Reply` for the
+acknowledgement). Nothing here or in a gateway module speaks Django's HTTP.
 """
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import ClassVar
 
-from django.http import HttpRequest, HttpResponse
 from django.utils.functional import Promise
 
 from kami.core.errors import KamiError
+from kami.core.inbound import Inbound, Reply
+
+__all__ = ["Gateway", "Inbound", "Notice", "OrderInfo", "PaymentAction", "RefundResult", "Reply", "Urls"]
 
 
 @dataclass(frozen=True)
@@ -119,12 +123,14 @@ class Gateway(ABC):
         ...
 
     @abstractmethod
-    def parse_notification(self, request: HttpRequest) -> Notice:
-        """Verify and normalise; raise `VerificationFailed` on anything that does not check out."""
+    def parse_notification(self, inbound: Inbound) -> Notice:
+        """Verify and normalise; raise `VerificationFailed` on anything that does not check out.
+        Header names are looked up in any case (`inbound.headers` folds them)."""
         ...
 
     @abstractmethod
-    def acknowledge(self, ok: bool) -> HttpResponse:
+    def acknowledge(self, ok: bool) -> Reply:
+        """The exact status and body the gateway expects for a notification taken (ok) or not."""
         ...
 
     def query(self, order: OrderInfo) -> Notice | None:

@@ -1,6 +1,7 @@
 """The plumbing every gateway module would otherwise write again: checking a URL setting,
 talking HTTP with trouble mapped to Kami's errors, MD5 and RSA-SHA256 signatures, reading a
-notification's fields as single values, keeping secrets out of httpx's log.
+notification's fields as single values, the plain-text acknowledgement, keeping secrets out
+of httpx's log.
 
 Each gateway keeps its protocol (field names, recipes, messages naming the fix, acknowledgement
 bodies) and calls these for the rest. Gateway modules import this module and `interface`,
@@ -23,12 +24,10 @@ import httpx
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from django.http import HttpRequest
-
 from kami.core import money
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
 from kami.payments.https import api_url_problem
-from kami.payments.interface import Notice, OrderInfo, PaymentAction
+from kami.payments.interface import Inbound, Notice, OrderInfo, PaymentAction, Reply
 
 TIMEOUT_SECONDS = 10
 
@@ -53,6 +52,26 @@ def api_url_checked(url: str, *, gateway: str, setting: str, should: str) -> str
     if problem:
         raise BadInput(problem)
     return url
+
+
+def config_stripped(config: dict, names: Collection[str] | None = None) -> dict:
+    """A copy of settings being saved, the text of `names` (of every text value when None) stripped
+    of the blanks a paste brings along."""
+    return {k: (str(v).strip() if (k in names if names is not None else isinstance(v, str)) else v)
+            for k, v in config.items()}
+
+
+def instance_config_clean(config: dict, *, gateway: str, text: Collection[str], should: str,
+                          currency: str = "currency") -> dict:
+    """What a self-hosted instance's settings share (Epusdt, TokenPay): `text` stripped, `url` its
+    API address (https, `api_url_checked`) with no trailing slash, `currency` (the setting of
+    that name) a currency code. The gateway checks its own settings after."""
+    config = config_stripped(config, text)
+    if config.get("url"):
+        config["url"] = api_url_checked(config["url"], gateway=gateway, setting="url", should=should).rstrip("/")
+    if config.get(currency):
+        config[currency] = money.parse_currency(config[currency])
+    return config
 
 
 def api_url_problems(url: str, *, gateway: str, setting: str = "url") -> list[str]:
@@ -190,19 +209,17 @@ def rsa_public_key(data: bytes, *, pem: bool, name: str, fix: str) -> rsa.RSAPub
 # -- reading notifications -------------------------------------------------------------------
 
 
-def single_values(request: HttpRequest, *, arrays_refused_by: str = "") -> dict[str, str]:
+def single_values(inbound: Inbound, *, arrays_refused_by: str = "") -> dict[str, str]:
     """Query and (for a POST) form parameters as one flat dict. A name sent twice (or in both the
     query and the form) is refused: picking one of the values is how an amount check gets
     bypassed. With `arrays_refused_by` (the sender's name), PHP array names (`money[]`) too."""
-    sources = [request.GET] + ([request.POST] if request.method == "POST" else [])
     params: dict[str, str] = {}
-    for source in sources:
-        for name, values in source.lists():
-            if arrays_refused_by and ("[" in name or "]" in name):
-                raise VerificationFailed(f"field {name[:40]!r} is an array: {arrays_refused_by} sends single values only")
-            if name in params or len(values) != 1:
-                raise VerificationFailed(f"field {name[:40]!r} was sent more than once")
-            params[name] = values[0]
+    for name, value in inbound.params():
+        if arrays_refused_by and ("[" in name or "]" in name):
+            raise VerificationFailed(f"field {name[:40]!r} is an array: {arrays_refused_by} sends single values only")
+        if name in params:
+            raise VerificationFailed(f"field {name[:40]!r} was sent more than once")
+        params[name] = value
     return params
 
 
@@ -260,6 +277,15 @@ def currency_required(order: OrderInfo, currency: str, *, gateway: str) -> None:
     """A gateway that charges in one currency refuses an order in another, saying which."""
     if order.currency.upper() != currency:
         raise BadInput(f"{gateway} charges in {currency}, the order is in {order.currency}")
+
+
+# -- acknowledging --------------------------------------------------------------------------
+
+
+def text_reply(ok: bool, *, success: str) -> Reply:
+    """The acknowledgement most protocols want: `success` (their word: "ok", "success") with
+    HTTP 200 when taken, "fail" with HTTP 400 when not, as plain text."""
+    return Reply(status_code=200 if ok else 400, content=(success if ok else "fail").encode(), content_type="text/plain")
 
 
 # -- logs ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from kami.catalog.models import Product
 from kami.core import clock
 from kami.stock.models import Key
+from kami.stock.selectors import available_count
 
 
 class ShortClaim(Exception):
@@ -74,9 +75,3 @@ def claim_queryset(*, product: Product, wait: bool = False) -> QuerySet[Key]:
     return available.order_by(*claim_order()).only("id")
 
 
-def available_count(*, product_id: int, at_most: int | None = None) -> int:
-    """Available keys of a product; with `at_most`, stop counting there (cheap on big stock)."""
-    qs = Key.objects.filter(product_id=product_id, status=Key.Status.AVAILABLE)
-    if at_most is not None:
-        return qs.order_by()[:at_most].count()
-    return qs.count()

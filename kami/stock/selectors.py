@@ -47,6 +47,15 @@ def stock_summary() -> list[StockRow]:
     ]
 
 
+def available_count(*, product_id: int, at_most: int | None = None) -> int:
+    """Available keys of a product; with `at_most`, stop counting there (cheap on big stock):
+    the count the claim, the checkout's sold-out check and the low-stock alert all read."""
+    qs = Key.objects.filter(product_id=product_id, status=Key.Status.AVAILABLE)
+    if at_most is not None:
+        return qs.order_by()[:at_most].count()
+    return qs.count()
+
+
 def available_counts_capped(*, product_ids: list[int], cap: int) -> dict[int, int]:
     """Available keys per product, counted up to `cap` (a product with `cap` or more reads as
     `cap`), in one query whatever the number of products; products with none are left out.

@@ -8,8 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kami.catalog.models import Product
-from kami.stock.claim import available_count
-from kami.stock.selectors import available_counts_capped
+from kami.stock.selectors import available_count, available_counts_capped
 
 LOW_STOCK_SHOWN_BELOW = 10
 

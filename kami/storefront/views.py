@@ -15,12 +15,14 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 
 from kami.core.errors import BadInput, KamiError, NotFound, SoldOut
+from kami.core.inbound import Inbound
 from kami.core.net import client_ip, loopback_client
 from kami.delivery.links import link_days, order_link_expired, order_link_verify
 from kami.fulfilment.checkout import Checkout, checkout_start
 from kami.fulfilment.notify import notification_handle
 from kami.orders.models import Order
 from kami.orders.selectors import order_get_for_buyer, order_keys_plaintext
+from kami.payments.gateways.sandbox import SIGNATURE_HEADER as SANDBOX_SIGNATURE_HEADER
 from kami.payments.registry import gateway_get
 from kami.storefront import product as product_pages
 from kami.storefront.buy_form import custom_values_from, shown_on_product_page
@@ -165,10 +167,7 @@ def sandbox_checkout(request: HttpRequest, order_no: str) -> HttpResponse:
         page["Cache-Control"] = "no-store"
         return page
     body = gateway.notification_body(order_no=order_no, trade_no="SBX" + secrets.token_hex(8), amount=amount, currency=currency)
-    notify = HttpRequest()
-    notify.method = "POST"
-    notify._body = body
-    notify.META = {"CONTENT_TYPE": "application/json", "HTTP_X_SANDBOX_SIGNATURE": gateway.sign(body),
-                   "REMOTE_ADDR": client_ip(request)}
-    notification_handle(gateway_name="sandbox", request=notify)
+    notification_handle(gateway_name="sandbox", inbound=Inbound(
+        method="POST", body=body, remote_addr=client_ip(request),
+        headers={"Content-Type": "application/json", SANDBOX_SIGNATURE_HEADER: gateway.sign(body)}))
     return HttpResponseRedirect(back or "/")

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import json
 
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.translation import gettext
 
 from kami.catalog.models import Product
 from kami.core import clock
+from kami.core.edge import inbound_from, response_from
 from kami.core.errors import NotFound
+from kami.core.inbound import Inbound, Reply
 from kami.fulfilment.checkout import order_info
 from kami.fulfilment.notify import notification_handle
 from kami.orders.models import Order
 from kami.orders.services import payment_grace
 from kami.payments.gateways.telegram_stars import SECRET_HEADER, stars_for, webhook_secret
 from kami.payments.registry import gateway_get
-from kami.stock.claim import available_count
+from kami.stock.selectors import available_count
 from kami.telegram.api import Bot
 
 GATEWAY = "stars"
@@ -30,18 +32,19 @@ def is_payment(data: dict) -> bool:
 
 
 def payment_take(request: HttpRequest) -> HttpResponse:
-    """A successful_payment update, as a notification of the stars gateway."""
-    return notification_handle(gateway_name=GATEWAY, request=request)
+    """A successful_payment update posted to the webhook, as a notification of the stars gateway."""
+    try:
+        return response_from(notification_handle(gateway_name=GATEWAY, inbound=inbound_from(request)))
+    except NotFound:
+        raise Http404("the stars gateway is not enabled") from None
 
 
-def payment_take_polled(data: dict, *, token: str) -> HttpResponse:
-    """The same for an update fetched by long polling: the request Telegram would have posted."""
-    request = HttpRequest()
-    request.method = "POST"
-    request._body = json.dumps(data).encode()
-    request.META.update({"CONTENT_TYPE": "application/json", "REMOTE_ADDR": "127.0.0.1",
-                         f"HTTP_{SECRET_HEADER.upper().replace('-', '_')}": webhook_secret(token)})
-    return payment_take(request)
+def payment_take_polled(data: dict, *, token: str) -> Reply:
+    """The same for an update fetched by long polling: what Telegram would have posted, as plain
+    values. NotFound when the stars gateway is not enabled."""
+    inbound = Inbound(method="POST", body=json.dumps(data).encode(), remote_addr="127.0.0.1",
+                      headers={"Content-Type": "application/json", SECRET_HEADER: webhook_secret(token)})
+    return notification_handle(gateway_name=GATEWAY, inbound=inbound)
 
 
 def invoice_send(bot: Bot, chat_id: int, order: Order) -> None:

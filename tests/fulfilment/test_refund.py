@@ -15,8 +15,8 @@ from kami.delivery.models import OutboxMessage
 from kami.fulfilment.backfill import sweep
 from kami.fulfilment.refund import order_refund
 from kami.orders.models import Order, OrderKey
-from kami.stock.claim import available_count
 from kami.stock.models import Key
+from kami.stock.selectors import available_count
 from tests.factories import add_keys, make_orders
 from tests.payments.epay_play import enable_epay, notify, paid_params
 from tests.sandbox_play import enable_sandbox, sandbox_notify

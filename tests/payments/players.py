@@ -3,7 +3,9 @@ enable the gateway, sign a notification for (order, amount) exactly as the gatew
 forge one: same shape, the wrong key), and say what the protocol promises: the methods it
 notifies with, its acknowledgement bodies, the field naming the merchant.
 
-The signing itself is each gateway's own play module's; a player only adapts it."""
+The signing itself is each gateway's own play module's; a player only adapts it. A `Sent`
+travels through the test client (the notify view) or, as `Sent.inbound()`, straight into the
+notification path as the plain values an edge hands it."""
 from __future__ import annotations
 
 import hashlib
@@ -19,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.test import Client
 
 from kami.core import money
+from kami.core.inbound import Inbound
 from kami.payments.registry import gateway_get
 from kami.payments.services import gateway_configure
 from tests.payments import alipay_play, epay_play, paypal_play, stripe_play, usdt_play, wechat_play
@@ -43,6 +46,14 @@ class Sent:
         path = f"{self.path}?{self.query}" if self.query else self.path
         return client.generic(method or self.method, path, data=self.body, content_type=self.content_type,
                               **self.headers)
+
+    def inbound(self, *, case=str.title, method: str | None = None) -> Inbound:
+        """The same notification as the plain values an edge hands the notification path, its
+        header names written with `case` (HTTP names are case-insensitive)."""
+        headers = {"Content-Type": self.content_type,
+                   **{name.removeprefix("HTTP_").replace("_", "-"): value for name, value in self.headers.items()}}
+        return Inbound(method=method or self.method, headers={case(name): value for name, value in headers.items()},
+                       query=self.query, body=self.body, remote_addr="192.0.2.10")
 
     def cut(self) -> Sent:
         """The same notification cut off halfway: what a broken proxy or a truncated retry sends."""

@@ -23,6 +23,7 @@ from tests.payments.alipay_play import (ALIPAY_KEY, APP_ID, APP_KEY, SELLER_ID, 
 from tests.payments.alipay_play import fake_alipay  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
+# Tests marked sqlite_only talk to the gateway's loopback fake or parse alone: the same on every engine.
 
 ORDER = OrderInfo(order_no="261127120012345678", amount=Decimal("29.90"), currency="CNY", subject="Steam 50",
                   email="buyer@example.com")
@@ -86,6 +87,7 @@ def test_a_usd_product_cannot_be_paid_with_alipay(client, make_product, shop):
     assert "USD" in response.json()["fields"]["gateway"]
 
 
+@pytest.mark.sqlite_only
 def test_a_precreate_refused_by_alipay_names_the_reason(fake_alipay):
     gateway = AlipayGateway(config={"app_id": "2021000000009999", "gateway_url": fake_alipay.url},
                             secrets=gateway_for(fake_alipay).secrets)
@@ -241,6 +243,7 @@ def test_keys_in_pkcs1_and_pem_form_are_accepted_and_never_stored(client, make_p
 
 # -- query and refund ---------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only
 def test_query_gives_a_paid_notice_verified_over_the_raw_answer(fake_alipay):
     # given: the answer carries escaped slashes and Chinese, as Alipay's does
     fake_alipay.trades[ORDER.order_no] = {"out_trade_no": ORDER.order_no, "trade_no": "2026112722001400001",
@@ -254,16 +257,19 @@ def test_query_gives_a_paid_notice_verified_over_the_raw_answer(fake_alipay):
     assert fake_alipay.received[-1]["method"] == "alipay.trade.query"
 
 
+@pytest.mark.sqlite_only
 def test_query_of_a_waiting_trade_is_not_paid(fake_alipay):
     fake_alipay.trades[ORDER.order_no] = {"out_trade_no": ORDER.order_no, "trade_no": "2026112722001400002",
                                           "trade_status": "WAIT_BUYER_PAY", "total_amount": "29.90"}
     assert gateway_for(fake_alipay).query(ORDER).paid is False
 
 
+@pytest.mark.sqlite_only
 def test_query_of_a_trade_alipay_does_not_know_is_none(fake_alipay):
     assert gateway_for(fake_alipay).query(ORDER) is None
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("mode", ["error500", "drop", "busy"])
 def test_query_trouble_is_retryable(fake_alipay, mode):
     fake_alipay.mode = mode
@@ -271,6 +277,7 @@ def test_query_trouble_is_retryable(fake_alipay, mode):
         gateway_for(fake_alipay).query(ORDER)
 
 
+@pytest.mark.sqlite_only
 def test_query_to_nowhere_is_retryable():
     gateway = AlipayGateway(config={"app_id": APP_ID, "gateway_url": "http://127.0.0.1:9/gateway.do"},
                             secrets={"app_private_key": private_pem(APP_KEY), "alipay_public_key": public_pem(ALIPAY_KEY)})
@@ -278,6 +285,7 @@ def test_query_to_nowhere_is_retryable():
         gateway.query(ORDER)
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("mode, message", [("bad_sign", "signature does not verify"), ("unsigned_refusal", "isv.invalid-app-id")])
 def test_an_answer_not_signed_by_alipay_is_not_believed(fake_alipay, mode, message):
     fake_alipay.mode = mode
@@ -288,6 +296,7 @@ def test_an_answer_not_signed_by_alipay_is_not_believed(fake_alipay, mode, messa
     assert not isinstance(caught.value, Retryable)
 
 
+@pytest.mark.sqlite_only
 def test_refund_sends_our_refund_number_as_the_idempotency_key(fake_alipay):
     # when: the same refund asked twice (a retry after a timeout)
     gateway = gateway_for(fake_alipay)
@@ -301,6 +310,7 @@ def test_refund_sends_our_refund_number_as_the_idempotency_key(fake_alipay):
     assert fake_alipay.received[-1]["method"] == "alipay.trade.refund"
 
 
+@pytest.mark.sqlite_only
 def test_a_refund_alipay_cannot_do_now_is_retryable(fake_alipay):
     fake_alipay.mode = "busy"
     with pytest.raises(Retryable):
@@ -324,6 +334,7 @@ def test_the_shop_page_draws_the_qr_code_itself(client, make_product, shop):
 
 # -- close --------------------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only
 def test_close_closes_the_waiting_trade_with_a_signed_request(fake_alipay):
     # given: the buyer scanned the code but did not pay
     fake_alipay.trades[ORDER.order_no] = {"out_trade_no": ORDER.order_no, "trade_no": "2026112722001400009",
@@ -338,6 +349,7 @@ def test_close_closes_the_waiting_trade_with_a_signed_request(fake_alipay):
     assert AlipayGateway.supports_close is True
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("status", [None, "TRADE_CLOSED", "TRADE_SUCCESS"])
 def test_close_of_a_trade_alipay_does_not_know_or_cannot_close_is_done(fake_alipay, status):
     # given: never scanned (no trade), already closed, or paid meanwhile (the notification flags that)
@@ -350,6 +362,7 @@ def test_close_of_a_trade_alipay_does_not_know_or_cannot_close_is_done(fake_alip
     assert fake_alipay.closed == []
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("mode", ["error500", "drop", "busy"])
 def test_close_trouble_is_retryable(fake_alipay, mode):
     fake_alipay.mode = mode
@@ -357,6 +370,7 @@ def test_close_trouble_is_retryable(fake_alipay, mode):
         gateway_for(fake_alipay).close(order=ORDER)
 
 
+@pytest.mark.sqlite_only
 def test_a_close_refused_by_alipay_names_the_reason(fake_alipay):
     fake_alipay.mode = "unsigned_refusal"
     with pytest.raises(KamiError, match="isv.invalid-app-id") as caught:

@@ -17,6 +17,8 @@ from kami.payments.interface import OrderInfo
 from kami.payments.registry import gateway_get
 from tests.payments.epay_play import KEY, PID, enable_epay, fixture, last_notification, notify, paid_params, stocked_order
 
+# Tests marked sqlite_only talk to the gateway's loopback fake or parse alone: the same on every engine.
+
 ORDER = OrderInfo(order_no="261127120012345678", amount=Decimal("29.90"), currency="CNY", subject="Steam 50",
                   email="buyer@example.com")
 
@@ -31,6 +33,7 @@ def gateway_for(site, **config) -> EpayGateway:
     return EpayGateway(config={"pid": PID, "url": site.url, **config}, secrets={"key": KEY})
 
 
+@pytest.mark.sqlite_only
 def test_a_paid_order_comes_back_as_a_paid_notice(fake_epay):
     # given
     fake_epay.orders[ORDER.order_no] = site_answer(ORDER.order_no)
@@ -43,22 +46,26 @@ def test_a_paid_order_comes_back_as_a_paid_notice(fake_epay):
     assert path.startswith("/api.php?") and "act=order" in path and f"pid={PID}" in path and f"key={KEY}" in path
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("status, paid", [("0", False), (0, False), (1, True), ("1", True), ("2", False)])
 def test_status_one_alone_means_paid(fake_epay, status, paid):
     fake_epay.orders[ORDER.order_no] = site_answer(ORDER.order_no, status=status)
     assert gateway_for(fake_epay).query(ORDER).paid is paid
 
 
+@pytest.mark.sqlite_only
 def test_an_amount_sent_as_a_json_number_is_read_exactly(fake_epay):
     fake_epay.orders[ORDER.order_no] = site_answer(ORDER.order_no, money=29.9, trade_no=2026112712001234567)
     notice = gateway_for(fake_epay).query(ORDER)
     assert (notice.amount, notice.trade_no) == (Decimal("29.9"), "2026112712001234567")
 
 
+@pytest.mark.sqlite_only
 def test_an_order_the_site_does_not_know_is_none(fake_epay):
     assert gateway_for(fake_epay).query(ORDER) is None
 
 
+@pytest.mark.sqlite_only
 def test_a_refused_key_is_an_error_that_says_what_to_fix_without_the_key(fake_epay):
     # given
     site = EpayGateway(config={"pid": PID, "url": fake_epay.url}, secrets={"key": "wrong-key-1234"})
@@ -69,6 +76,7 @@ def test_a_refused_key_is_an_error_that_says_what_to_fix_without_the_key(fake_ep
     assert "wrong-key-1234" not in str(caught.value)
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("answer", [{"out_trade_no": "someone-else"}, {"pid": "2002"}, {"pid": None}, {"money": "1e3"},
                                     {"money": None}, {"trade_no": ""}, {"trade_no": "T\x00"}, {"trade_no": True}])
 def test_an_answer_that_does_not_fit_the_question_is_an_error(fake_epay, answer):
@@ -77,6 +85,7 @@ def test_an_answer_that_does_not_fit_the_question_is_an_error(fake_epay, answer)
         gateway_for(fake_epay).query(ORDER)
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("mode", ["error500", "not_json", "drop"])
 def test_a_site_in_trouble_is_retryable(fake_epay, mode):
     fake_epay.mode = mode
@@ -85,6 +94,7 @@ def test_a_site_in_trouble_is_retryable(fake_epay, mode):
     assert KEY not in str(caught.value)
 
 
+@pytest.mark.sqlite_only
 def test_a_redirect_is_not_followed_and_says_where_it_points_without_the_key(fake_epay):
     # given: the site moved to https and redirects, query and all
     fake_epay.mode = "redirect"
@@ -96,6 +106,7 @@ def test_a_redirect_is_not_followed_and_says_where_it_points_without_the_key(fak
     assert KEY not in str(caught.value)
 
 
+@pytest.mark.sqlite_only
 def test_a_wrong_url_is_an_error_that_names_the_setting(fake_epay):
     fake_epay.mode = "missing"
     with pytest.raises(KamiError, match="check url") as caught:
@@ -103,6 +114,7 @@ def test_a_wrong_url_is_an_error_that_names_the_setting(fake_epay):
     assert not isinstance(caught.value, Retryable)
 
 
+@pytest.mark.sqlite_only
 def test_a_slow_site_times_out_as_retryable(fake_epay, monkeypatch):
     monkeypatch.setattr(epay, "QUERY_TIMEOUT_SECONDS", 0.3)
     fake_epay.mode = "slow"
@@ -110,6 +122,7 @@ def test_a_slow_site_times_out_as_retryable(fake_epay, monkeypatch):
         gateway_for(fake_epay).query(ORDER)
 
 
+@pytest.mark.sqlite_only
 def test_a_site_that_is_not_there_is_retryable(fake_epay):
     url = fake_epay.url
     fake_epay.stop()
@@ -117,6 +130,7 @@ def test_a_site_that_is_not_there_is_retryable(fake_epay):
         EpayGateway(config={"pid": PID, "url": url}, secrets={"key": KEY}).query(ORDER)
 
 
+@pytest.mark.sqlite_only
 def test_the_key_in_the_query_url_never_reaches_the_log(fake_epay, caplog):
     # given: everything logged, down to httpx's and httpcore's debug lines
     fake_epay.orders[ORDER.order_no] = site_answer(ORDER.order_no)
@@ -147,6 +161,7 @@ def test_a_lost_notification_is_made_good_by_the_query_once(client, make_product
     assert json.loads(client.get(f"/api/v1/orders/{row.order_no}", HTTP_X_ORDER_TOKEN=order["token"]).content)["status"] == "fulfilled"
 
 
+@pytest.mark.sqlite_only
 def test_the_key_never_goes_out_over_plain_http_to_another_machine_or_in_production(fake_epay, settings):
     # given a site stored as http before the rule, and the loopback fake once production is on
     stored_earlier = EpayGateway(config={"pid": PID, "url": "http://pay.example/", "refund": "1"}, secrets={"key": KEY})

@@ -17,6 +17,8 @@ from kami.payments.registry import gateway_get
 from kami.stock.models import Key
 from tests.payments.epay_play import KEY, PID, enable_epay, notify, paid_params, stocked_order
 
+# Tests marked sqlite_only talk to the gateway's loopback fake or parse alone: the same on every engine.
+
 ORDER = OrderInfo(order_no="261127120012345678", amount=Decimal("29.90"), currency="CNY", subject="Steam 50",
                   email="buyer@example.com")
 TRADE_NO = "2026112712001234567"
@@ -38,6 +40,7 @@ def refund(site, **config):
 
 # -- the call -------------------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("success_code", [1, 0])
 def test_refund_posts_pid_key_trade_and_money_and_is_done(fake_epay, success_code):
     # given: a paid order at a site answering code 1 (V1) or code 0 with msg 退款成功 (some forks)
@@ -54,6 +57,7 @@ def test_refund_posts_pid_key_trade_and_money_and_is_done(fake_epay, success_cod
                                                                                    True, False)
 
 
+@pytest.mark.sqlite_only
 def test_a_repeat_of_a_refund_the_site_already_made_is_done(fake_epay):
     paid_at_site(fake_epay)
     refund(fake_epay)
@@ -61,6 +65,7 @@ def test_a_repeat_of_a_refund_the_site_already_made_is_done(fake_epay):
     assert len(fake_epay.refunds) == 1
 
 
+@pytest.mark.sqlite_only
 def test_a_site_without_the_refund_api_says_refund_by_hand(fake_epay):
     # given: an older site, answering {"code":-4,"msg":"No Act!"}
     paid_at_site(fake_epay)
@@ -72,6 +77,7 @@ def test_a_site_without_the_refund_api_says_refund_by_hand(fake_epay):
     assert KEY not in str(caught.value)
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("answer_for, message", [("unpaid", "未支付"), ("wrong_key", "KEY校验失败"),
                                                  ("unknown", "订单号不存在")])
 def test_a_refused_refund_says_why_without_the_key(fake_epay, answer_for, message):
@@ -89,6 +95,7 @@ def test_a_refused_refund_says_why_without_the_key(fake_epay, answer_for, messag
     assert fake_epay.refunds == []
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("mode", ["error500", "drop", "not_json"])
 def test_a_site_in_trouble_is_retryable(fake_epay, mode):
     paid_at_site(fake_epay)
@@ -98,6 +105,7 @@ def test_a_site_in_trouble_is_retryable(fake_epay, mode):
     assert KEY not in str(caught.value)
 
 
+@pytest.mark.sqlite_only
 def test_the_key_in_the_refund_body_never_reaches_the_log(fake_epay, caplog):
     # given: everything logged, down to httpx's and httpcore's debug lines
     paid_at_site(fake_epay)

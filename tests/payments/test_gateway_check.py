@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from tests.payments.alipay_play import APP_KEY, enable_alipay, public_base64
 from tests.payments.wechat_play import enable_wechatpay
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite_only]  # offline key checks: the same on every engine
 
 
 def check(name: str, capsys) -> tuple[int, str]:

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 
+from kami.fulfilment.notify import notification_handle
 from kami.orders.models import Order, OrderKey
 from kami.payments.models import Notification, Payment
 from kami.payments.registry import GATEWAYS
@@ -63,6 +64,19 @@ def test_a_paid_notification_fulfils_the_order_and_is_acknowledged_as_the_gatewa
     assert answer(response) == player.ok
     assert status_of(order) == "fulfilled"
     assert OrderKey.objects.filter(order=order).count() == 2
+
+
+@pytest.mark.parametrize("case", [str.lower, str.upper], ids=["lower", "upper"])
+def test_header_names_are_read_in_any_case_from_plain_values(make_product, player, case):
+    # given: the notification as an edge hands it over (no HttpRequest), header names re-cased
+    order = pending_order(make_product, player)
+    inbound = paid(player, order).inbound(case=case)
+    # when
+    reply = notification_handle(gateway_name=player.name, inbound=inbound)
+    # then: taken exactly as through the notify view, and the sender kept
+    assert (reply.status_code, reply.content) == player.ok
+    assert status_of(order) == "fulfilled"
+    assert Notification.objects.get().remote_addr == "192.0.2.10"
 
 
 def test_a_forged_notification_is_refused_and_changes_nothing(client, make_product, player):

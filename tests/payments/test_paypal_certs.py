@@ -3,14 +3,20 @@ fetch: PayPal's certificate path only, sandbox hosts only for a sandbox account,
 not fetched again for a while, and a small budget of new URLs a minute."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import RequestFactory
 
+from kami.core import clock
+from kami.core.edge import inbound_from
 from kami.core.errors import VerificationFailed
 from kami.payments.gateways import paypal
 from kami.payments.gateways.paypal import PayPalGateway
 from tests.payments.paypal_play import CLIENT_ID, CLIENT_SECRET, WEBHOOK_ID, capture_event, signed_headers
 from tests.payments.paypal_play import fake_paypal  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.sqlite_only  # where certificates come from: the same on every engine
 
 BODY = capture_event(order_no="261127120000000009", value="5.00")
 
@@ -21,8 +27,8 @@ def gateway(api_base: str = "https://api-m.paypal.com") -> PayPalGateway:
 
 
 def notification(cert_url: str, body: bytes = BODY):
-    return RequestFactory().post("/pay/paypal/notify", data=body, content_type="application/json",
-                                 **signed_headers(body, cert_url=cert_url))
+    return inbound_from(RequestFactory().post("/pay/paypal/notify", data=body, content_type="application/json",
+                                              **signed_headers(body, cert_url=cert_url)))
 
 
 def cert_fetches(fake) -> int:
@@ -78,3 +84,17 @@ def test_at_most_a_few_new_certificates_are_fetched_a_minute(fake_paypal):
             gateway().parse_notification(notification(fake_paypal.cert_url(f"CERT-forged-{i}")))
     # then
     assert cert_fetches(fake_paypal) == paypal.CERT_FETCHES_PER_MINUTE
+
+
+def test_certificate_validity_is_judged_by_the_shop_s_clock(fake_paypal):
+    # given: a notification verified (and its year-long certificate cached) today
+    assert gateway().parse_notification(notification(fake_paypal.cert_url())).paid
+    try:
+        # when: kami.core.clock says it is 400 days later (the system clock has not moved)
+        clock.travel(timedelta(days=400))
+        # then: the cached certificate has expired, is fetched again, and is refused
+        with pytest.raises(VerificationFailed, match="expired or not yet valid"):
+            gateway().parse_notification(notification(fake_paypal.cert_url()))
+    finally:
+        clock.travel(None)
+    assert cert_fetches(fake_paypal) == 2

@@ -5,9 +5,11 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import timedelta
 
 import pytest
 
+from kami.core import clock
 from kami.delivery.models import OutboxMessage
 from kami.orders.models import Order
 from kami.payments.models import GatewayAccount
@@ -63,6 +65,24 @@ def test_a_timestamp_outside_five_minutes_is_refused(client, make_product, age):
     response = sandbox_notify(client, order_no=order["order_no"], amount=order["amount"], timestamp=int(time.time()) - age)
     # then
     refused(response, error="5-minute window")
+
+
+def test_the_window_is_the_shop_s_clock_not_the_system_s(client, make_product):
+    # given: two notifications stamped by the system clock, now and ten minutes ahead of it
+    enable_sandbox()
+    first, second = sandbox_order(client, make_product), sandbox_order(client, make_product)
+    now = int(time.time())
+    try:
+        # when: kami.core.clock is moved ten minutes ahead
+        clock.travel(timedelta(minutes=10))
+        stale = sandbox_notify(client, order_no=first["order_no"], amount=first["amount"], timestamp=now)
+        fresh = sandbox_notify(client, order_no=second["order_no"], amount=second["amount"], timestamp=now + 600)
+    finally:
+        clock.travel(None)
+    # then: the window followed the shop's clock
+    assert (stale.status_code, fresh.status_code) == (400, 200)
+    assert Order.objects.get(order_no=second["order_no"]).status == "fulfilled"
+    assert Order.objects.get(order_no=first["order_no"]).status == "pending"
 
 
 @pytest.mark.parametrize("stored", [{"secret": ""}, {}], ids=["empty-secret", "no-secret"])

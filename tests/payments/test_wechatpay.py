@@ -23,6 +23,7 @@ from tests.payments.wechat_play import (APIV3_KEY, APPID, MCHID, MERCHANT_KEY, P
                                         signed_headers, stocked_order, stored_text, transaction)
 
 pytestmark = pytest.mark.django_db(transaction=True)
+# Tests marked sqlite_only talk to the gateway's loopback fake or parse alone: the same on every engine.
 
 ORDER = OrderInfo(order_no="261127120012345678", amount=Decimal("29.90"), currency="CNY", subject="Steam 50",
                   email="buyer@example.com")
@@ -80,6 +81,7 @@ def test_an_order_gets_the_code_url_from_a_signed_native_call(client, make_produ
     assert sent["time_expire"].endswith("+08:00")
 
 
+@pytest.mark.sqlite_only
 def test_an_answer_not_signed_by_wechat_is_not_believed(fake_wechat):
     fake_wechat.mode = "bad_sign"
     with pytest.raises(KamiError, match="bad signature") as caught:
@@ -87,12 +89,14 @@ def test_an_answer_not_signed_by_wechat_is_not_believed(fake_wechat):
     assert not isinstance(caught.value, Retryable)
 
 
+@pytest.mark.sqlite_only
 def test_an_answer_under_another_key_id_is_not_believed(fake_wechat):
     fake_wechat.mode = "wrong_serial"
     with pytest.raises(KamiError, match="public_key_id"):
         gateway_for(fake_wechat).create_payment(ORDER, URLS)
 
 
+@pytest.mark.sqlite_only
 def test_a_request_wechat_cannot_verify_is_a_refusal_naming_the_fix(fake_wechat):
     gateway = gateway_for(fake_wechat)
     gateway.serial_no = "0000"
@@ -217,6 +221,7 @@ def test_an_empty_or_broken_key_refuses_everything(client, make_product, shop, s
 
 # -- query and refund ---------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only
 def test_query_gives_a_paid_notice_from_a_signed_answer(fake_wechat):
     fake_wechat.trades[ORDER.order_no] = transaction(order_no=ORDER.order_no, total=2990, transaction_id="4200001")
     notice = gateway_for(fake_wechat).query(ORDER)
@@ -226,6 +231,7 @@ def test_query_gives_a_paid_notice_from_a_signed_answer(fake_wechat):
     assert (method, path) == ("GET", f"/v3/pay/transactions/out-trade-no/{ORDER.order_no}?mchid={MCHID}")
 
 
+@pytest.mark.sqlite_only
 def test_query_of_an_unpaid_order_is_not_paid(fake_wechat):
     trade = transaction(order_no=ORDER.order_no, total=2990, state="NOTPAY")
     del trade["transaction_id"]
@@ -233,10 +239,12 @@ def test_query_of_an_unpaid_order_is_not_paid(fake_wechat):
     assert gateway_for(fake_wechat).query(ORDER).paid is False
 
 
+@pytest.mark.sqlite_only
 def test_query_of_an_order_wechat_does_not_know_is_none(fake_wechat):
     assert gateway_for(fake_wechat).query(ORDER) is None
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("mode", ["error500", "drop", "busy"])
 def test_query_trouble_is_retryable(fake_wechat, mode):
     fake_wechat.mode = mode
@@ -244,6 +252,7 @@ def test_query_trouble_is_retryable(fake_wechat, mode):
         gateway_for(fake_wechat).query(ORDER)
 
 
+@pytest.mark.sqlite_only
 def test_refund_sends_our_refund_number_as_the_idempotency_key(fake_wechat):
     result = gateway_for(fake_wechat).refund(order=ORDER, trade_no="4200001", amount=Decimal("10"), refund_no="R-0001",
                                              reason="buyer asked")
@@ -252,6 +261,7 @@ def test_refund_sends_our_refund_number_as_the_idempotency_key(fake_wechat):
     assert (result.refund_no, result.gateway_ref, result.done, result.pending) == ("R-0001", "50300001", False, True)
 
 
+@pytest.mark.sqlite_only
 def test_a_refund_wechat_cannot_do_now_is_retryable(fake_wechat):
     fake_wechat.mode = "busy"
     with pytest.raises(Retryable):
@@ -260,6 +270,7 @@ def test_a_refund_wechat_cannot_do_now_is_retryable(fake_wechat):
 
 # -- close --------------------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only
 def test_close_closes_the_unpaid_transaction_with_a_signed_request(fake_wechat):
     # given: the buyer scanned the code and did not pay
     fake_wechat.trades[ORDER.order_no] = transaction(order_no=ORDER.order_no, total=2990, state="NOTPAY")
@@ -273,6 +284,7 @@ def test_close_closes_the_unpaid_transaction_with_a_signed_request(fake_wechat):
     assert WeChatPayGateway.supports_close is True
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("state", [None, "CLOSED", "SUCCESS"])
 def test_close_of_an_order_wechat_does_not_know_or_cannot_close_is_done(fake_wechat, state):
     # given: never scanned, already closed, or paid meanwhile (the notification path flags that)
@@ -284,6 +296,7 @@ def test_close_of_an_order_wechat_does_not_know_or_cannot_close_is_done(fake_wec
     assert fake_wechat.closed == []
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("mode", ["error500", "drop", "busy"])
 def test_close_trouble_is_retryable(fake_wechat, mode):
     fake_wechat.mode = mode
@@ -291,6 +304,7 @@ def test_close_trouble_is_retryable(fake_wechat, mode):
         gateway_for(fake_wechat).close(order=ORDER)
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("mode, message", [("bad_sign", "bad signature"), ("wrong_serial", "Wechatpay-Serial")])
 def test_a_close_answer_not_signed_by_wechat_is_not_believed(fake_wechat, mode, message):
     fake_wechat.trades[ORDER.order_no] = transaction(order_no=ORDER.order_no, total=2990, state="NOTPAY")

@@ -1,12 +1,29 @@
-"""stock_summary: counts per product and status, and orders waiting for keys."""
+"""stock_summary: counts per product and status, and orders waiting for keys; available_count,
+the one count of keys left to sell."""
 from __future__ import annotations
 
 import pytest
 
 from kami.stock.models import Key
-from kami.stock.selectors import available_counts_capped, awaiting_count, stock_summary
+from kami.stock.selectors import available_count, available_counts_capped, awaiting_count, stock_summary
 from tests.factories import add_keys
 from tests.stock.helpers import awaiting_order, import_lines
+
+
+@pytest.mark.django_db(transaction=True)
+def test_available_count_counts_only_keys_left_to_sell_and_stops_at_at_most(make_product):
+    # given: five keys, one sold and one void; another product's keys beside them
+    product, other = make_product("counted"), make_product("other")
+    import_lines(product, ["A", "B", "C", "D", "E"])
+    import_lines(other, ["F", "G"])
+    first, second = Key.objects.filter(product=product).order_by("id").values_list("pk", flat=True)[:2]
+    Key.objects.filter(pk=first).update(status="sold")
+    Key.objects.filter(pk=second).update(status="void")
+    # when / then
+    assert available_count(product_id=product.pk) == 3
+    assert available_count(product_id=product.pk, at_most=2) == 2
+    assert available_count(product_id=product.pk, at_most=10) == 3
+    assert available_count(product_id=other.pk) == 2
 
 
 @pytest.mark.django_db(transaction=True)

@@ -16,7 +16,7 @@ from kami.catalog.models import Category, Product, TierPrice
 from kami.catalog.pictures import picture_prepare, product_picture_remove, product_picture_set
 from kami.catalog.services import product_add, product_kind_check, product_update, tier_price_check, tier_prices_save
 from kami.core.errors import BadInput, Conflict
-from kami.stock.claim import available_count
+from kami.stock.selectors import available_count
 
 
 @admin.register(Category, site=site)

@@ -23,14 +23,14 @@ from decimal import Decimal
 from urllib.parse import urlencode, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 
 from kami.core import clock, money
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
-from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
-from kami.payments.toolkit import (currency_required, flat_notice, http_send, retry_on_trouble, rsa_private_key,
-                                   rsa_public_key, rsa_sha256_sign, rsa_sha256_verify, single_values, url_checked)
+from kami.payments.interface import Gateway, Inbound, Notice, OrderInfo, PaymentAction, RefundResult, Reply, Urls
+from kami.payments.toolkit import (config_stripped, currency_required, flat_notice, http_send, retry_on_trouble, rsa_private_key,
+                                   rsa_public_key, rsa_sha256_sign, rsa_sha256_verify, single_values, text_reply,
+                                   url_checked)
 
 GATEWAY_URL = "https://openapi.alipay.com/gateway.do"
 PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
@@ -125,7 +125,7 @@ class AlipayGateway(Gateway):
     @classmethod
     def config_clean(cls, config: dict) -> dict:
         """Normalise and check settings as they are saved (`kami gateway set alipay …`)."""
-        config = {k: (str(v).strip() if isinstance(v, str) else v) for k, v in config.items()}
+        config = config_stripped(config)
         if config.get("app_id") and not config["app_id"].isdigit():
             raise BadInput(f"alipay: app_id {config['app_id'][:40]!r} should be the APPID the open platform shows (digits)")
         if config.get("seller_id") and not config["seller_id"].isdigit():
@@ -157,8 +157,8 @@ class AlipayGateway(Gateway):
 
     # -- notify -----------------------------------------------------------------------------
 
-    def parse_notification(self, request: HttpRequest) -> Notice:
-        params = single_values(request)
+    def parse_notification(self, inbound: Inbound) -> Notice:
+        params = single_values(inbound)
         try:
             public_key = load_public_key(self.secrets.get("alipay_public_key", ""))
         except BadInput as exc:
@@ -193,8 +193,8 @@ class AlipayGateway(Gateway):
             problems.append(f"alipay_public_key: {exc}")
         return problems
 
-    def acknowledge(self, ok: bool) -> HttpResponse:
-        return HttpResponse("success" if ok else "fail", status=200 if ok else 400, content_type="text/plain")
+    def acknowledge(self, ok: bool) -> Reply:
+        return text_reply(ok, success="success")
 
     # -- query and refund -------------------------------------------------------------------
 

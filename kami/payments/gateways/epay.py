@@ -19,15 +19,14 @@ from decimal import Decimal
 from urllib.parse import urlencode, urlsplit
 
 import httpx
-from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 
 from kami.core import money
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
-from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
-from kami.payments.toolkit import (api_url_checked, api_url_problems, api_url_required, currency_required, flat_notice,
-                                   http_send, httpx_log_redact, md5_hex, retry_on_trouble, same_signature, secret_text,
-                                   signed_pairs, single_values)
+from kami.payments.interface import Gateway, Inbound, Notice, OrderInfo, PaymentAction, RefundResult, Reply, Urls
+from kami.payments.toolkit import (api_url_checked, api_url_problems, api_url_required, config_stripped,
+                                   currency_required, flat_notice, http_send, httpx_log_redact, md5_hex, retry_on_trouble, same_signature, secret_text,
+                                   signed_pairs, single_values, text_reply)
 
 PAID = "TRADE_SUCCESS"
 QUERY_TIMEOUT_SECONDS = 10
@@ -67,7 +66,7 @@ class EpayGateway(Gateway):
     @classmethod
     def config_clean(cls, config: dict) -> dict:
         """Normalise and check settings as they are saved (`kami gateway set epay …`)."""
-        config = {k: (str(v).strip() if k in ("pid", "url", "type", "currency") else v) for k, v in config.items()}
+        config = config_stripped(config, ("pid", "url", "type", "currency"))
         if config.get("url"):
             config["url"] = _base_url(config["url"])
         if config.get("pid") and (len(config["pid"]) > 32 or not config["pid"].isalnum()):
@@ -102,12 +101,12 @@ class EpayGateway(Gateway):
 
     # -- notify -----------------------------------------------------------------------------
 
-    def parse_notification(self, request: HttpRequest) -> Notice:
+    def parse_notification(self, inbound: Inbound) -> Notice:
         key = self._key()
         if not key:
             raise VerificationFailed("epay key is empty: every notification is refused until "
                                      "`kami gateway set epay key=…` stores the merchant key")
-        params = single_values(request, arrays_refused_by="Epay")
+        params = single_values(inbound, arrays_refused_by="Epay")
         if params.get("sign_type", "MD5").upper() != "MD5":
             raise VerificationFailed(f"unsupported sign_type {params['sign_type'][:20]!r}: only MD5 is accepted")
         if not same_signature(epay_sign(params, key), params.get("sign")):
@@ -117,8 +116,8 @@ class EpayGateway(Gateway):
         return flat_notice(params, order_field="out_trade_no", trade_field="trade_no", amount_field="money",
                            currency=self.currency, paid=params.get("trade_status") == PAID)
 
-    def acknowledge(self, ok: bool) -> HttpResponse:
-        return HttpResponse("success" if ok else "fail", status=200 if ok else 400, content_type="text/plain")
+    def acknowledge(self, ok: bool) -> Reply:
+        return text_reply(ok, success="success")
 
     # -- query ------------------------------------------------------------------------------
 

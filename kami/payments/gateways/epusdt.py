@@ -16,14 +16,14 @@ from __future__ import annotations
 from decimal import Decimal
 from urllib.parse import quote
 
-from django.http import HttpRequest, HttpResponse
 
 from kami.core import money
 from kami.core.errors import BadInput, KamiError, VerificationFailed
-from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, Urls
-from kami.payments.toolkit import (api_url_checked, api_url_problems, api_url_required, currency_required, flat_notice,
-                                   http_send, json_answer, json_fields, json_with_number, md5_hex, redirect_action,
-                                   retry_on_trouble, same_signature, secret_required, secret_text, signed_pairs)
+from kami.payments.interface import Gateway, Inbound, Notice, OrderInfo, PaymentAction, Reply, Urls
+from kami.payments.toolkit import (api_url_problems, api_url_required, currency_required, flat_notice, http_send,
+                                   instance_config_clean, json_answer, json_fields, json_with_number, md5_hex,
+                                   redirect_action, retry_on_trouble, same_signature, secret_required, secret_text,
+                                   signed_pairs, text_reply)
 
 PAID = "2"  # 1 waiting, 2 paid, 3 expired
 CREATE_PATH = "/api/v1/order/create-transaction"
@@ -66,18 +66,13 @@ class EpusdtGateway(Gateway):
     @classmethod
     def config_clean(cls, config: dict) -> dict:
         """Normalise and check settings as they are saved (`kami gateway set epusdt …`)."""
-        config = {k: (str(v).strip() if k in ("url", "create_path", "currency") else v) for k, v in config.items()}
-        if config.get("url"):
-            config["url"] = api_url_checked(config["url"], gateway="epusdt", setting="url",
-                                            should="your Epusdt instance's address, like https://usdt.example.com"
-                                            ).rstrip("/")
+        config = instance_config_clean(config, gateway="epusdt", text=("url", "create_path", "currency"),
+                                       should="your Epusdt instance's address, like https://usdt.example.com")
         if config.get("create_path"):
             path = config["create_path"]
             if not path.startswith("/") or "?" in path or "#" in path or " " in path:
                 raise BadInput(f"epusdt: create_path {path!r} should be a path like {CREATE_PATH} "
                                "(GMwallet: /payments/epusdt/v1/order/create-transaction)")
-        if config.get("currency"):
-            config["currency"] = money.parse_currency(config["currency"])
         return config
 
     def check(self) -> list[str]:
@@ -100,20 +95,20 @@ class EpusdtGateway(Gateway):
 
     # -- notify -----------------------------------------------------------------------------
 
-    def parse_notification(self, request: HttpRequest) -> Notice:
+    def parse_notification(self, inbound: Inbound) -> Notice:
         token = self._token()
         if not token:
             raise VerificationFailed("epusdt api_auth_token is empty: every notification is refused until "
                                      "`kami gateway set epusdt api_auth_token=…` stores it")
-        fields = json_fields(request.body, sender="Epusdt")
+        fields = json_fields(inbound.body, sender="Epusdt")
         if not same_signature(epusdt_sign(fields, token), fields.get("signature")):
             raise VerificationFailed("bad signature")
         return flat_notice(fields, order_field="order_id", trade_field="trade_id", amount_field="amount",
                            currency=self.currency, paid=fields.get("status") == PAID)
 
-    def acknowledge(self, ok: bool) -> HttpResponse:
+    def acknowledge(self, ok: bool) -> Reply:
         # Exactly `ok` with HTTP 200: Epusdt wants the body, its fork and BEpusdt also the status.
-        return HttpResponse("ok" if ok else "fail", status=200 if ok else 400, content_type="text/plain")
+        return text_reply(ok, success="ok")
 
     # -- query ------------------------------------------------------------------------------
 

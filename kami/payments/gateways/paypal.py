@@ -14,6 +14,7 @@ everything checkable without it passed. Certificates are cached; a failed fetch 
 for `CERT_FAILURE_SECONDS` and at most `CERT_FETCHES_PER_MINUTE` new URLs are fetched a minute,
 so a flood of forgeries does not turn into a flood of fetches. No time window: PayPal documents
 none and retries for three days; a replay can only repeat a capture id, which is applied once.
+A certificate's validity (and its cache) is judged by the one clock, `kami.core.clock`.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import re
 import threading
 import time
 import zlib
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from urllib.parse import urlsplit
 
@@ -36,12 +37,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
-from django.http import HttpRequest, HttpResponse
 
-from kami.core import money
+from kami.core import clock, money
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
-from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
-from kami.payments.toolkit import http_send, retry_on_trouble, url_checked
+from kami.payments.interface import Gateway, Inbound, Notice, OrderInfo, PaymentAction, RefundResult, Reply, Urls
+from kami.payments.toolkit import config_stripped, http_send, retry_on_trouble, text_reply, url_checked
 
 log = logging.getLogger("kami.payments.paypal")
 
@@ -103,7 +103,7 @@ class PayPalGateway(Gateway):
     @classmethod
     def config_clean(cls, config: dict) -> dict:
         """Check settings as they are saved (`kami gateway set paypal …`)."""
-        config = {k: (str(v).strip() if k in ("client_id", "webhook_id", "api_base") else v) for k, v in config.items()}
+        config = config_stripped(config, ("client_id", "webhook_id", "api_base"))
         if config.get("api_base"):
             config["api_base"] = url_checked(config["api_base"].rstrip("/"), gateway="paypal", setting="api_base",
                                              should=f"{API_BASE} (live) or https://api-m.sandbox.paypal.com (sandbox)")
@@ -134,19 +134,19 @@ class PayPalGateway(Gateway):
 
     # -- notify -----------------------------------------------------------------------------
 
-    def parse_notification(self, request: HttpRequest) -> Notice:
+    def parse_notification(self, inbound: Inbound) -> Notice:
         if not self.webhook_id:
             raise VerificationFailed("paypal webhook_id is empty: every notification is refused until "
                                      "`kami gateway set paypal webhook_id=…` stores the webhook's ID")
-        headers = {name: request.headers.get(f"PAYPAL-{name}", "") for name in _HEADERS}
+        headers = {name: inbound.headers.get(f"PAYPAL-{name}", "") for name in _HEADERS}
         try:  # read before the signature is checked (and nothing acted on): no fetch for a non-event
-            event = json.loads(request.body)
+            event = json.loads(inbound.body)
             kind, resource = event["event_type"], event["resource"]
             if not isinstance(kind, str) or not isinstance(resource, dict):
                 raise TypeError("event_type and resource")
         except (ValueError, KeyError, TypeError) as exc:
             raise VerificationFailed(f"malformed event: {type(exc).__name__} {str(exc)[:80]}") from None
-        self._verify(request.body, headers)
+        self._verify(inbound.body, headers)
         if kind == ORDER_APPROVED:
             return self._capture_approved(resource, event)
         if kind.startswith("PAYMENT.CAPTURE."):
@@ -154,8 +154,8 @@ class PayPalGateway(Gateway):
             return _capture_notice(resource, paid=paid, raw=event, strict=paid)
         return _ignored(event, resource)
 
-    def acknowledge(self, ok: bool) -> HttpResponse:
-        return HttpResponse("ok" if ok else "fail", status=200 if ok else 400, content_type="text/plain")
+    def acknowledge(self, ok: bool) -> Reply:
+        return text_reply(ok, success="ok")
 
     def _verify(self, body: bytes, headers: dict[str, str]) -> None:
         missing = [f"PAYPAL-{name.upper()}" for name in _HEADERS if not headers[name]]
@@ -184,7 +184,7 @@ class PayPalGateway(Gateway):
                                      f"({'sandbox' if self.sandbox else 'live'} account)")
         if not self.CERT_PATH.match(parts.path) or parts.query or parts.fragment:
             raise VerificationFailed(f"PAYPAL-CERT-URL {url[:100]!r} is not on PayPal's certificate path")
-        now = datetime.now(timezone.utc)
+        now = clock.now()  # certificate validity by the one clock (tests move it)
         with _lock:
             cached, failed = _certs.get(url), _cert_failures.get(url)
             if not (cached and cached[1] > now):

@@ -10,17 +10,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from decimal import Decimal
 from urllib.parse import urlencode
 
-from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
-from kami.core import money
+from kami.core import clock, money
 from kami.core.errors import BadInput, VerificationFailed
-from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
+from kami.payments.interface import Gateway, Inbound, Notice, OrderInfo, PaymentAction, RefundResult, Reply, Urls
+from kami.payments.toolkit import text_reply
 
 SIGNATURE_HEADER = "X-Sandbox-Signature"
 WINDOW_SECONDS = 300
@@ -44,19 +43,19 @@ class SandboxGateway(Gateway):
     def notification_body(self, *, order_no: str, trade_no: str, amount: str, currency: str, status: str = "paid",
                           timestamp: int | None = None) -> bytes:
         return json.dumps({"order_no": order_no, "trade_no": trade_no, "amount": amount, "currency": currency,
-                           "status": status, "timestamp": int(time.time()) if timestamp is None else timestamp},
+                           "status": status, "timestamp": _now() if timestamp is None else timestamp},
                           separators=(",", ":")).encode()
 
-    def parse_notification(self, request: HttpRequest) -> Notice:
+    def parse_notification(self, inbound: Inbound) -> Notice:
         secret = self.secrets.get("secret", "")
-        given = request.headers.get(SIGNATURE_HEADER, "")
+        given = inbound.headers.get(SIGNATURE_HEADER, "")
         if not secret:
             raise VerificationFailed("sandbox secret is empty: run `kami gateway set sandbox --enable`")
         # As bytes: compare_digest refuses non-ASCII str, and a header is whatever the sender put there.
-        if not given or not hmac.compare_digest(self.sign(request.body).encode(), given.encode("utf-8", "replace")):
+        if not given or not hmac.compare_digest(self.sign(inbound.body).encode(), given.encode("utf-8", "replace")):
             raise VerificationFailed("bad signature")
         try:
-            data = json.loads(request.body)
+            data = json.loads(inbound.body)
             amount = money.parse_amount(data["amount"])
             currency = money.parse_currency(data["currency"])
             stamp = data["timestamp"]
@@ -65,7 +64,7 @@ class SandboxGateway(Gateway):
             raise VerificationFailed(f"malformed notification: {exc}") from None
         if not all(isinstance(f, str) and f for f in fields) or not isinstance(stamp, int):
             raise VerificationFailed("malformed notification: order_no, trade_no, status must be text")
-        if abs(time.time() - stamp) > WINDOW_SECONDS:
+        if abs(_now() - stamp) > WINDOW_SECONDS:
             raise VerificationFailed("timestamp outside the 5-minute window (replayed or clock skew)")
         return Notice(order_no=fields[0], trade_no=fields[1], amount=Decimal(amount), currency=currency,
                       paid=fields[2] == "paid", raw=data)
@@ -76,5 +75,10 @@ class SandboxGateway(Gateway):
         """The sandbox moves no money: a refund always succeeds, under our own refund number."""
         return RefundResult(refund_no=refund_no, gateway_ref=f"SBX-{refund_no}")
 
-    def acknowledge(self, ok: bool) -> HttpResponse:
-        return HttpResponse("ok" if ok else "fail", status=200 if ok else 400, content_type="text/plain")
+    def acknowledge(self, ok: bool) -> Reply:
+        return text_reply(ok, success="ok")
+
+
+def _now() -> int:
+    """Unix seconds by the one clock (`kami.core.clock`), so a test that moves it moves the window."""
+    return int(clock.now().timestamp())

@@ -20,13 +20,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 import stripe
-from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 
 from kami.core import clock, money
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
-from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
-from kami.payments.toolkit import url_checked
+from kami.payments.interface import Gateway, Inbound, Notice, OrderInfo, PaymentAction, RefundResult, Reply, Urls
+from kami.payments.toolkit import text_reply, url_checked
 
 API_BASE = "https://api.stripe.com"
 SIGNATURE_HEADER = "Stripe-Signature"
@@ -109,14 +108,14 @@ class StripeGateway(Gateway):
 
     # -- notify -----------------------------------------------------------------------------
 
-    def parse_notification(self, request: HttpRequest) -> Notice:
+    def parse_notification(self, inbound: Inbound) -> Notice:
         secret = self._secret("webhook_secret")
         if not secret:
             raise VerificationFailed("stripe webhook_secret is empty: every notification is refused until "
                                      "`kami gateway set stripe webhook_secret=whsec_…` stores the endpoint's secret")
-        _verify(request.body, request.headers.get(SIGNATURE_HEADER, ""), secret)
+        _verify(inbound.body, inbound.headers.get(SIGNATURE_HEADER, ""), secret)
         try:
-            event = json.loads(request.body)
+            event = json.loads(inbound.body)
             kind, obj = event["type"], event["data"]["object"]
             if not isinstance(kind, str) or not isinstance(obj, dict):
                 raise TypeError("type and data.object")
@@ -128,8 +127,8 @@ class StripeGateway(Gateway):
         paid = kind in PAID_EVENTS and obj.get("payment_status") == "paid"
         return _session_notice(obj, paid=paid, raw=event, strict=paid)
 
-    def acknowledge(self, ok: bool) -> HttpResponse:
-        return HttpResponse("ok" if ok else "fail", status=200 if ok else 400, content_type="text/plain")
+    def acknowledge(self, ok: bool) -> Reply:
+        return text_reply(ok, success="ok")
 
     def _same_mode(self, event: dict) -> None:
         """A test-mode event never pays a live shop (nor the reverse): the endpoints share a URL."""

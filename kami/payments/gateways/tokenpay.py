@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import re
 
-from django.http import HttpRequest, HttpResponse
 
 from kami.core import money
 from kami.core.errors import BadInput, KamiError, VerificationFailed
-from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, Urls
-from kami.payments.toolkit import (api_url_checked, api_url_problems, api_url_required, flat_notice, http_send,
+from kami.payments.interface import Gateway, Inbound, Notice, OrderInfo, PaymentAction, Reply, Urls
+from kami.payments.toolkit import (api_url_problems, api_url_required, flat_notice, http_send, instance_config_clean,
                                    json_answer, json_fields, json_with_number, md5_hex, redirect_action,
-                                   retry_on_trouble, same_signature, secret_required, secret_text, signed_pairs)
+                                   retry_on_trouble, same_signature, secret_required, secret_text, signed_pairs,
+                                   text_reply)
 
 PAID = "1"  # 0 pending, 1 paid, 2 expired
 TIMEOUT_SECONDS = 10
@@ -53,16 +53,11 @@ class TokenPayGateway(Gateway):
     @classmethod
     def config_clean(cls, config: dict) -> dict:
         """Normalise and check settings as they are saved (`kami gateway set tokenpay …`)."""
-        config = {k: (str(v).strip() if k in ("url", "currency", "fiat") else v) for k, v in config.items()}
-        if config.get("url"):
-            config["url"] = api_url_checked(config["url"], gateway="tokenpay", setting="url",
-                                            should="your TokenPay site's address, like https://tokenpay.example.com"
-                                            ).rstrip("/")
+        config = instance_config_clean(config, gateway="tokenpay", text=("url", "currency", "fiat"), currency="fiat",
+                                       should="your TokenPay site's address, like https://tokenpay.example.com")
         if config.get("currency") and not _COIN_RE.match(config["currency"]):
             raise BadInput(f"tokenpay: currency {config['currency']!r} should be the coin the buyer pays in, "
                            "as TokenPay names it: USDT_TRC20, TRX, EVM_BSC_USDT_BEP20…")
-        if config.get("fiat"):
-            config["fiat"] = money.parse_currency(config["fiat"])
         return config
 
     def check(self) -> list[str]:
@@ -91,18 +86,18 @@ class TokenPayGateway(Gateway):
 
     # -- notify -----------------------------------------------------------------------------
 
-    def parse_notification(self, request: HttpRequest) -> Notice:
+    def parse_notification(self, inbound: Inbound) -> Notice:
         token = self._token()
         if not token:
             raise VerificationFailed("tokenpay api_token is empty: every notification is refused until "
                                      "`kami gateway set tokenpay api_token=…` stores it")
-        fields = json_fields(request.body, sender="TokenPay")
+        fields = json_fields(inbound.body, sender="TokenPay")
         if not same_signature(tokenpay_sign(fields, token), fields.get("Signature")):
             raise VerificationFailed("bad signature")
         return self._notice(fields, what="notification")
 
-    def acknowledge(self, ok: bool) -> HttpResponse:
-        return HttpResponse("ok" if ok else "fail", status=200 if ok else 400, content_type="text/plain")
+    def acknowledge(self, ok: bool) -> Reply:
+        return text_reply(ok, success="ok")
 
     # -- query ------------------------------------------------------------------------------
 

@@ -23,13 +23,12 @@ from urllib.parse import quote, urlencode, urlsplit
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.translation import gettext_lazy as _
 
 from kami.core import clock, money
 from kami.core.errors import BadInput, KamiError, Retryable, VerificationFailed
-from kami.payments.interface import Gateway, Notice, OrderInfo, PaymentAction, RefundResult, Urls
-from kami.payments.toolkit import (currency_required, http_send, no_duplicates, retry_on_trouble, rsa_private_key,
+from kami.payments.interface import Gateway, Inbound, Notice, OrderInfo, PaymentAction, RefundResult, Reply, Urls
+from kami.payments.toolkit import (config_stripped, currency_required, http_send, no_duplicates, retry_on_trouble, rsa_private_key,
                                    rsa_public_key, rsa_sha256_sign, rsa_sha256_verify, url_checked)
 
 API_BASE = "https://api.mch.weixin.qq.com"
@@ -93,7 +92,7 @@ class WeChatPayGateway(Gateway):
 
     @classmethod
     def config_clean(cls, config: dict) -> dict:
-        config = {k: (str(v).strip() if isinstance(v, str) else v) for k, v in config.items()}
+        config = config_stripped(config)
         if config.get("mchid") and not config["mchid"].isdigit():
             raise BadInput(f"wechatpay: mchid {config['mchid'][:40]!r} should be the 商户号 (digits)")
         if config.get("public_key_id") and not config["public_key_id"].startswith("PUB_KEY_ID_"):
@@ -124,15 +123,15 @@ class WeChatPayGateway(Gateway):
 
     # -- notify -----------------------------------------------------------------------------
 
-    def parse_notification(self, request: HttpRequest) -> Notice:
+    def parse_notification(self, inbound: Inbound) -> Notice:
         try:
             public_key = load_public_key(self.secrets.get("wechatpay_public_key", ""))
         except BadInput as exc:
             raise VerificationFailed(f"{exc}; every notification is refused until "
                                      "`kami gateway set wechatpay wechatpay_public_key=…` stores it") from None
         aes_key = self._apiv3_key()
-        body = request.body
-        self._check_signed(request.headers, body, public_key, what="notification")
+        body = inbound.body
+        self._check_signed(inbound.headers, body, public_key, what="notification")
         try:
             envelope = json.loads(body, object_pairs_hook=no_duplicates)
             resource = envelope["resource"]
@@ -168,11 +167,11 @@ class WeChatPayGateway(Gateway):
             problems.append("public_key_id should start with PUB_KEY_ID_ (shown beside the WeChat Pay public key)")
         return problems
 
-    def acknowledge(self, ok: bool) -> HttpResponse:
+    def acknowledge(self, ok: bool) -> Reply:
         if ok:
-            return HttpResponse(status=204)
-        return JsonResponse({"code": "FAIL", "message": "rejected or not processed; see the shop's notification log"},
-                            status=400)
+            return Reply(status_code=204)
+        return Reply(status_code=400, content_type="application/json", content=json.dumps(
+            {"code": "FAIL", "message": "rejected or not processed; see the shop's notification log"}).encode())
 
     # -- query and refund -------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from kami.fulfilment.backfill import stock_added
 from kami.payments.services import gateway_configure
 from kami.staff.roles import owners_exist
 from kami.staff.setup_link import setup_link_make
-from kami.stock.claim import available_count
+from kami.stock.selectors import available_count
 from kami.stock.services import keys_generate
 
 DEMO_PRODUCTS = [
