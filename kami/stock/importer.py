@@ -2,36 +2,52 @@
 
 Field lesson: imports that choke on large files (dujiaoka #100, card-system #142). So nothing
 here holds the whole file or a set of every fingerprint: lines are read one at a time (a line
-too long is skipped without being read into memory), sealed at once, and written in batches.
-Each batch dedupes itself with a set, then asks the database which of its fingerprints the
-product already has; a hit on a key of *this* import is a duplicate inside the file.
+too long is skipped without being read into memory), checked, sealed a chunk at a time
+(`keys_seal_bulk`) and written a chunk at a time (`write_chunk`, SQL per engine in
+kami.stock.bulk). Each chunk dedupes itself with a dict; the database says which of its keys
+the product already has; a hit on a key of *this* import is a duplicate inside the file.
+
+Reading and sealing run in a thread one chunk ahead of the writing (`ahead`): the Python CPU of
+one chunk overlaps the database's work on the one before. docs/performance.md ("Import") has
+the figures and the reasons.
 
 The lines come from a reader: `read_lines` (one key per line) or `kami.stock.csvsource` (one
-column of a CSV file); both feed the one loop below, `keys_import_into`.
+column of a CSV file); both feed the one loop below, `keys_import_into`, which the CLI, the API
+and the back office's background job (kami.stock.jobs) all run.
 """
 from __future__ import annotations
 
+import queue
 import re
+import threading
+import unicodedata
 from collections.abc import Callable, Iterator
-from typing import BinaryIO, NamedTuple
+from contextlib import closing
+from typing import BinaryIO, NamedTuple, TypeVar
 
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection
 
 from kami.audit.services import audit_record
 from kami.catalog.models import Product
 from kami.core import clock
 from kami.core.crypto import normalise_key
-from kami.core.errors import Conflict
+from kami.core.errors import BadInput, Conflict
+from kami.stock.bulk import StoreRace, chunk_size, keys_store, keys_stored
 from kami.stock.claim import available_count
 from kami.stock.models import ImportBatch, Key
 from kami.stock.report import ImportReport
-from kami.stock.vault import key_seal
+from kami.stock.vault import keys_seal_bulk
 
 MAX_CHARS = 1024
 # The longest acceptable line in bytes: 1,024 four-byte characters plus a line ending and some
 # padding. A line longer than this is surely too long and is skipped unread.
 _READ_LIMIT = MAX_CHARS * 4 + 64
 _BOM = b"\xef\xbb\xbf"
+# Magic bytes of the packed formats a distributor might send (each holds a byte a key line cannot).
+_PACKED = ((re.compile(rb"\x1f\x8b"), "compressed (gzip)"), (re.compile(rb"PK\x03\x04"), "a zip archive"),
+           (re.compile(rb"BZh[1-9]1AY&SY"), "compressed (bzip2)"), (re.compile(rb"\xfd7zXZ\x00"), "compressed (xz)"),
+           (re.compile(rb"\x28\xb5\x2f\xfd"), "compressed (zstd)"), (re.compile(rb"7z\xbc\xaf\x27\x1c"), "a 7z archive"),
+           (re.compile(rb"Rar!\x1a\x07"), "a RAR archive"))
 # Control characters other than tab (a key may be "account<TAB>password"): a CR left inside a
 # line (old Mac line endings), form feeds, DEL, C1 controls all mean a damaged file.
 _CONTROL = re.compile(r"[\x01-\x08\x0a-\x1f\x7f-\x9f]")
@@ -40,6 +56,7 @@ Progress = Callable[[ImportReport], None]
 # (line number, raw key bytes | None: line too long | str: a problem the reader found)
 Row = tuple[int, "bytes | None | str"]
 Reader = Callable[[BinaryIO, ImportReport], Iterator[Row]]
+T = TypeVar("T")
 
 
 class Sealed(NamedTuple):
@@ -52,7 +69,7 @@ class Sealed(NamedTuple):
 
 
 def keys_import(*, product: Product, stream: BinaryIO, source: str, actor: str = "cli", ip: str = "",
-                batch_size: int = 2000, on_progress: Progress | None = None) -> ImportReport:
+                batch_size: int | None = None, on_progress: Progress | None = None) -> ImportReport:
     """Import one key per line from a binary stream (a file or stdin) into `product`.
 
     Blank lines are skipped; invalid lines (bad UTF-8, NUL, control characters, over 1,024
@@ -66,25 +83,110 @@ def keys_import(*, product: Product, stream: BinaryIO, source: str, actor: str =
 
 
 def keys_import_into(*, batch: ImportBatch, report: ImportReport, stream: BinaryIO, reader: Reader | None = None,
-                     batch_size: int = 2000, on_progress: Progress | None = None) -> None:
+                     batch_size: int | None = None, on_progress: Progress | None = None) -> None:
     """The import loop: read, check, seal, write a chunk at a time. A chunk is written (and
     `on_progress` called) every `batch_size` keys or `batch_size` lines, whichever comes first,
     so progress moves even through a run of invalid lines. Continues `report` where it stands
-    (a resumed import passes the counts and line number of its last checkpoint)."""
-    chunk: list[Sealed] = []
-    flushed_at = report.lines
-    for line, raw in (reader or read_lines)(stream, report):
-        sealed = _seal_line(line, raw, report, product_id=batch.product_id)
-        if sealed is not None:
-            chunk.append(sealed)
-        if len(chunk) >= batch_size or line - flushed_at >= batch_size:
-            write_chunk(batch=batch, chunk=chunk, report=report)
-            chunk, flushed_at = [], line
+    (a resumed import passes the counts and line number of its last checkpoint).
+
+    Reading, checking and sealing (Python CPU) run in a thread one chunk ahead of the writing
+    (mostly waiting on the database, GIL released), so the two overlap on two cores. The
+    reader's thread touches no database connection and no `report`: each chunk carries its
+    problems and its end position, applied here, so `report` (the job's checkpoint) always
+    describes exactly what was written."""
+    size = batch_size or chunk_size()
+    parcels = _parcels(reader or read_lines, stream, lines=report.lines, bytes_read=report.bytes_read,
+                       size=size, product_id=batch.product_id)
+    with closing(ahead(parcels)) as chunks:  # an error here stops the reading thread at once
+        for parcel in chunks:
+            for line, problem in parcel.problems:
+                report.note_invalid(line, problem)
+            report.blank += parcel.blank
+            report.lines, report.bytes_read = parcel.lines, parcel.bytes_read
+            write_chunk(batch=batch, chunk=parcel.sealed, report=report)
             if on_progress:
                 on_progress(report)
-    write_chunk(batch=batch, chunk=chunk, report=report)
-    if on_progress:
-        on_progress(report)
+
+
+class Parcel(NamedTuple):
+    """One chunk as read: its keys sealed, its problem lines, and where the reading stood after it."""
+
+    sealed: list[Sealed]
+    problems: list[tuple[int, str]]
+    blank: int
+    lines: int
+    bytes_read: int
+
+
+def _parcels(read: Reader, stream: BinaryIO, *, lines: int, bytes_read: int, size: int,
+             product_id: int) -> Iterator[Parcel]:
+    """The file as chunks; always ends with one more (maybe empty) chunk at the end of the file."""
+    position = ImportReport(lines=lines, bytes_read=bytes_read)  # the reader's own counter
+    numbers: list[int] = []
+    texts: list[str] = []
+    problems: list[tuple[int, str]] = []
+    blank, flushed_at = 0, lines
+
+    def parcel() -> Parcel:
+        sealed = [Sealed(n, *s) for n, s in zip(numbers, keys_seal_bulk(texts, product_id=product_id))]
+        return Parcel(sealed, problems, blank, position.lines, position.bytes_read)
+
+    for line, raw in read(stream, position):
+        problem, text = (raw, "") if isinstance(raw, str) else line_check(raw)
+        if problem:
+            problems.append((line, problem))
+        elif text:
+            numbers.append(line)
+            texts.append(text)
+        else:
+            blank += 1
+        if len(texts) >= size or line - flushed_at >= size:
+            yield parcel()
+            numbers, texts, problems, blank, flushed_at = [], [], [], 0, line
+    yield parcel()
+
+
+def ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """`items`, produced in a thread of their own up to `depth` ahead of the consumer. An
+    exception in the thread is raised here; leaving the loop early stops the thread."""
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    halt = threading.Event()
+
+    def put(entry) -> bool:
+        while not halt.is_set():
+            try:
+                box.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    break
+            else:
+                put((False, None))
+        except BaseException as exc:  # noqa: BLE001 — handed to the consumer, raised there
+            put((False, exc))
+        finally:
+            if hasattr(items, "close"):
+                items.close()  # a generator left early ends in the thread that ran it
+
+    thread = threading.Thread(target=produce, name="kami-import-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = box.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        halt.set()
+        thread.join()
 
 
 def read_lines(stream: BinaryIO, report: ImportReport, limit: int = _READ_LIMIT) -> Iterator[tuple[int, bytes | None]]:
@@ -98,27 +200,24 @@ def read_lines(stream: BinaryIO, report: ImportReport, limit: int = _READ_LIMIT)
         number += 1
         report.lines = number
         report.bytes_read += len(raw)
-        if number == 1 and raw.startswith(_BOM):
-            raw = raw[len(_BOM):]  # Windows editors mark UTF-8 files this way
+        if number == 1:
+            _refuse_packed(raw)
         if len(raw) == limit and not raw.endswith(b"\n"):
             while raw and not raw.endswith(b"\n"):  # drain the rest of the line without keeping it
                 raw = stream.readline(limit)
                 report.bytes_read += len(raw)
             raw = None
+        elif number == 1 and raw.startswith(_BOM):  # after the length check: the BOM counts towards it
+            raw = raw[len(_BOM):]  # Windows editors mark UTF-8 files this way
         yield number, raw
 
 
-def _seal_line(line: int, raw: bytes | None | str, report: ImportReport, *, product_id: int) -> Sealed | None:
-    """Check one line; seal it for `product_id` when it holds a key, else count it as blank or invalid."""
-    problem, text = (raw, "") if isinstance(raw, str) else line_check(raw)
-    if problem:
-        report.note_invalid(line, problem)
-        return None
-    if not text:
-        report.blank += 1
-        return None
-    key_id, blob, fingerprint = key_seal(text, product_id=product_id)
-    return Sealed(line, key_id, blob, fingerprint)
+def _refuse_packed(first: bytes) -> None:
+    """A compressed or archived file is refused by its magic bytes: read as text, the lines of
+    a .gz that happen to be UTF-8 would be imported as keys."""
+    for magic, kind in _PACKED:
+        if magic.match(first):
+            raise BadInput(f"this file is {kind}, not a text file of keys: unpack it and import the text file inside")
 
 
 def line_check(raw: bytes | None) -> tuple[str, str]:
@@ -136,6 +235,10 @@ def line_check(raw: bytes | None) -> tuple[str, str]:
     bad = _CONTROL.search(text)
     if bad:
         return f"contains control character U+{ord(bad.group()):04X}", ""
+    if not text.isascii():  # invisible format characters (U+200B, U+202E, a BOM…) would make look-alike keys
+        hidden = next((c for c in text if unicodedata.category(c) == "Cf"), None)
+        if hidden:
+            return f"contains invisible character U+{ord(hidden):04X} (remove it)", ""
     return "", text
 
 
@@ -147,9 +250,10 @@ def batch_start(*, product: Product, source: str, actor: str) -> tuple[ImportBat
 def write_chunk(*, batch: ImportBatch, chunk: list[Sealed], report: ImportReport, attempts: int = 3) -> int:
     """Store the chunk's new keys; report its duplicates. Returns how many keys were stored.
 
-    A concurrent import of the same key can win between our look-up and our insert; the unique
-    constraint then refuses the whole chunk, and we look again (the winner has committed).
-    Call it outside any transaction: each chunk commits on its own.
+    A concurrent import of the same key can win between our look-up and our insert (MariaDB,
+    SQLite); the unique constraint then refuses the whole chunk, and we look again (the winner
+    has committed). Call it outside any transaction: each chunk commits on its own
+    (kami.stock.bulk holds the SQL per engine).
     """
     fresh: dict[str, Sealed] = {}
     for item in chunk:
@@ -159,13 +263,15 @@ def write_chunk(*, batch: ImportBatch, chunk: list[Sealed], report: ImportReport
             fresh[item.fingerprint] = item
     if not fresh:
         return 0
+    counts = {"imported": report.imported, "duplicates": report.duplicates, "invalid": report.invalid}
     for attempt in range(1, attempts + 1):
         try:
-            existing, stored = _insert_new(batch, fresh, report)
-        except (IntegrityError, OperationalError) as exc:
+            existing, stored, report.direct = keys_store(batch=batch, fresh=list(fresh.values()), counts=counts,
+                                                         direct=report.direct)
+        except (IntegrityError, OperationalError, StoreRace) as exc:
             # Lost a race on the unique constraint, or a deadlock/lock timeout against a
-            # concurrent import of the same keys (MariaDB): the chunk rolled back whole; look again.
-            if attempt == attempts and not isinstance(exc, IntegrityError):
+            # concurrent import of the same keys: the chunk rolled back whole; look again.
+            if attempt == attempts and isinstance(exc, OperationalError):
                 raise
             continue
         carried = 0
@@ -185,79 +291,17 @@ def write_chunk(*, batch: ImportBatch, chunk: list[Sealed], report: ImportReport
     raise Conflict("another import of the same keys keeps colliding with this one; run the import again")
 
 
-def _insert_new(batch: ImportBatch, fresh: dict[str, Sealed],
-                report: ImportReport) -> tuple[dict[str, tuple[int, int | None]], int]:
-    """({fingerprint: (key id, batch id)} of keys already stored, number inserted). The batch row's counts
-    move with each chunk, so an import cut short still says what it did."""
-    with transaction.atomic():  # one short transaction per chunk: look up, insert, count
-        existing = _stored(batch.product_id, list(fresh))
-        new = [s for fp, s in fresh.items() if fp not in existing]
-        _insert_keys(batch, new)
-        ImportBatch.objects.filter(pk=batch.pk).update(
-            imported=report.imported + len(new), duplicates=report.duplicates + len(existing), invalid=report.invalid)
-    return existing, len(new)
-
-
 def _refresh_statistics() -> None:
     """After an import's first chunk, let PostgreSQL see the product's keys. With statistics
     gathered before the product had keys, the planner takes `product_id = X` for one row and
-    may probe fingerprints through key_claim, scanning the product's every key per lookup (a
-    1M-key import went from about a minute to over ten). ANALYZE samples: tens of ms."""
+    may probe fingerprints through key_claim, scanning the product's every key per lookup, and
+    plan the product's claims badly. ANALYZE samples: tens of ms."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(Key._meta.db_table)}")
 
 
-def _stored(product_id: int, fingerprints: list[str]) -> dict[str, tuple[int, int | None]]:
-    """{fingerprint: (key id, batch id)} of the product's keys among `fingerprints`.
-
-    On PostgreSQL the plain `fingerprint IN (…)` query trusts the statistics about the product,
-    and those are stale exactly when it matters (a new product's first big import): it then
-    scanned every key of the product for each chunk, 60% of a million-key import. One probe of
-    the unique index per fingerprint (LIMIT 1 keeps the planner from flattening it) is immune.
-    """
-    if connection.vendor != "postgresql":
-        keys = Key.objects.filter(product_id=product_id, fingerprint__in=fingerprints)
-        return {fp: (pk, batch_id) for fp, pk, batch_id in keys.values_list("fingerprint", "id", "batch_id")}
-    meta, quote = Key._meta, connection.ops.quote_name
-    column = {name: quote(meta.get_field(name).column) for name in ("product", "fingerprint", "batch")}
-    sql = (f"SELECT f.fp, k.id, k.b FROM unnest(%s::text[]) AS f(fp) CROSS JOIN LATERAL "
-           f"(SELECT {quote('id')} AS id, {column['batch']} AS b FROM {quote(meta.db_table)} "
-           f"WHERE {column['product']} = %s AND {column['fingerprint']} = f.fp LIMIT 1) AS k")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [fingerprints, product_id])
-        return {fp: (pk, batch_id) for fp, pk, batch_id in cursor.fetchall()}
-
-
-_COLUMNS = ("product", "batch", "key_id", "ciphertext", "fingerprint", "status", "created_at", "void_reason",
-            "reusable", "seal")
-
-
-def _insert_keys(batch: ImportBatch, sealed: list[Sealed]) -> None:
-    """Insert keys without the ORM's per-field work: bulk_create spent 70% of a large import
-    preparing values one field at a time (in 111-row statements on SQLite). PostgreSQL takes the
-    rows by COPY (executemany there costs a round trip per row); the others by executemany,
-    which PyMySQL folds into multi-row INSERTs. Values pass through each field's
-    get_db_prep_save, so every engine receives what the ORM would send. Each key records what
-    it is imported as (`reusable`, from the product's kind now) and its sealing format."""
-    if not sealed:
-        return
-    meta, quote = Key._meta, connection.ops.quote_name
-    fields = [meta.get_field(name) for name in _COLUMNS]
-    columns = f"{quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
-    product, batch_id, _, binary, _, status, created, void, reusable, seal = (f.get_db_prep_save for f in fields)
-    fixed = (product(batch.product_id, connection), batch_id(batch.pk, connection))
-    tail = (status(Key.Status.AVAILABLE.value, connection), created(clock.now(), connection), void("", connection),
-            reusable(batch.product.kind == Product.Kind.REUSABLE, connection), seal(Key.Seal.BOUND.value, connection))
-    rows = ((*fixed, s.key_id, binary(s.ciphertext, connection), s.fingerprint, *tail) for s in sealed)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # The driver's own cursor, so Django's error mapping (IntegrityError…) is put back by hand.
-            with connection.wrap_database_errors, cursor.cursor.copy(f"COPY {columns} FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            cursor.executemany(f"INSERT INTO {columns} VALUES ({', '.join(['%s'] * len(fields))})", list(rows))
+_stored = keys_stored  # the duplicate look-up, under the name tests/concurrency/test_claim_plan.py knows
 
 
 def batch_finish(*, batch: ImportBatch, report: ImportReport, action: str, ip: str = "", **detail) -> None:

@@ -34,6 +34,9 @@ class ImportReport:
     # Fingerprints an earlier, interrupted run of this same import stored past its last
     # checkpoint: met again, they count as imported, not as duplicates (kami.stock.jobs resumes).
     carried: set[str] = field(default_factory=set, repr=False)
+    # PostgreSQL's write path: chunks go straight into the key table until one meets a stored
+    # key, then through a staging table (kami.stock.bulk).
+    direct: bool = field(default=True, repr=False, compare=False)
 
     @property
     def duplicates(self) -> int:

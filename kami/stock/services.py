@@ -1,15 +1,10 @@
 """Stock services: import, generate, export, reveal, void and restore keys. Every one writes an
 audit row (a fingerprint prefix, never the key).
 
-Import and generation live in `importer` and `generator` (they share the batch path); they are
-re-exported here so callers need one module.
+Import, generation and export live in `importer`, `generator` (they share the batch path) and
+`export`; they are re-exported here so callers need one module.
 """
 from __future__ import annotations
-
-import csv
-import io
-from collections.abc import Iterator
-from typing import TextIO
 
 from django.db import transaction
 
@@ -17,96 +12,18 @@ from kami.audit.services import audit_record
 from kami.catalog.models import Product
 from kami.core.crypto import Secret
 from kami.core.errors import BadInput, Conflict, NotFound
+from kami.stock.export import EXPORT_FORMATS, EXPORT_STATUSES, csv_cells, keys_export, keys_export_chunks
 from kami.stock.generator import keys_generate
 from kami.stock.importer import keys_import, low_stock_rearm
 from kami.stock.models import Key
 from kami.stock.report import ImportReport
 from kami.stock.vault import key_open, key_seal
 
-__all__ = ["ImportReport", "key_restore", "key_reveal", "key_void", "keys_export", "keys_generate", "keys_import",
-           "keys_reseal", "low_stock_rearm"]
+__all__ = ["EXPORT_FORMATS", "EXPORT_STATUSES", "ImportReport", "csv_cells", "key_restore", "key_reveal", "key_void",
+           "keys_export", "keys_export_chunks", "keys_generate", "keys_import", "keys_reseal", "low_stock_rearm"]
 
-EXPORT_STATUSES = ("available", "sold", "void", "all")
-EXPORT_FORMATS = ("txt", "csv")
-CSV_HEADER = ("key", "status", "order_no", "sold_at")
 _ORDER_NO = "order_keys__order__order_no"  # via OrderKey's related name: stock never imports orders
 MIN_PREFIX = 6
-_EXPORT_FIELDS = ("id", "product_id", "fingerprint", "key_id", "ciphertext", "seal", "status", "sold_at")
-
-
-def keys_export(*, product: Product, status: str = "available", fmt: str = "txt", out: TextIO, actor: str,
-                ip: str = "", chunk_size: int = 2000) -> int:
-    """Write the product's keys in plaintext to `out`; return how many keys were written."""
-    written = 0
-    for text, keys in keys_export_chunks(product=product, status=status, fmt=fmt, actor=actor, ip=ip,
-                                         chunk_size=chunk_size):
-        out.write(text)
-        written += keys
-    return written
-
-
-def keys_export_chunks(*, product: Product, status: str = "available", fmt: str = "txt", actor: str, ip: str = "",
-                       chunk_size: int = 2000) -> Iterator[tuple[str, int]]:
-    """The export as (text, number of keys in it) a chunk at a time, for a file or a download.
-
-    Checked and audited now, before the first key leaves, so an export cut short is still on
-    record. Keys are read in id order a chunk at a time (keyset paging: flat memory on every
-    engine and no long-open cursor); a key sold while the export runs may show either status.
-    """
-    if status not in EXPORT_STATUSES:
-        raise BadInput(f"--status must be one of {', '.join(EXPORT_STATUSES)}")
-    if fmt not in EXPORT_FORMATS:
-        raise BadInput(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
-    keys = Key.objects.filter(product_id=product.pk)
-    if status != "all":
-        keys = keys.filter(status=status)
-    audit_record(actor=actor, action="keys.export", obj_type="product", obj_id=product.slug, ip=ip,
-                 status=status, format=fmt, count=keys.count())
-    return _export_text(keys, fmt=fmt, chunk_size=chunk_size)
-
-
-def _export_text(keys, *, fmt: str, chunk_size: int) -> Iterator[tuple[str, int]]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n") if fmt == "csv" else None
-    if writer:
-        writer.writerow(CSV_HEADER)
-    for rows in _chunks(keys, chunk_size):
-        orders = _order_numbers([r.id for r in rows]) if writer else {}
-        for row in rows:
-            plain = key_open(row).reveal()
-            if writer:
-                stamp = row.sold_at.isoformat() if row.sold_at else ""
-                writer.writerows((plain, row.status, no, stamp) for no in orders.get(row.id, [""]))
-            else:
-                buffer.write(plain + "\n")
-        yield buffer.getvalue(), len(rows)
-        buffer.seek(0)
-        buffer.truncate()
-    if buffer.tell():  # a CSV header with no keys after it
-        yield buffer.getvalue(), 0
-
-
-def _chunks(keys, size: int) -> Iterator[list[tuple]]:
-    """The rows of `keys` in id order, `size` at a time (id > last: an index range scan), as
-    named rows holding what key_open needs."""
-    last = 0
-    while True:
-        rows = list(keys.filter(id__gt=last).order_by("id")
-                    .values_list(*_EXPORT_FIELDS, named=True)[:size])
-        if not rows:
-            return
-        yield rows
-        last = rows[-1].id
-
-
-def _order_numbers(ids: list[int]) -> dict[int, list[str]]:
-    """{key id: order numbers it went to}. A reusable key can have gone to many orders: the CSV
-    then has one row per order."""
-    found: dict[int, list[str]] = {}
-    for pk, order_no in (Key.objects.filter(id__in=ids, order_keys__isnull=False)
-                         .order_by("id", "order_keys__id").values_list("id", _ORDER_NO)):
-        found.setdefault(pk, []).append(order_no)
-    return found
 
 
 def key_void(*, product: Product, fingerprint_prefix: str = "", key_pk: int | None = None, reason: str = "",

@@ -11,6 +11,7 @@ from django.db import connection
 
 from kami.fulfilment.imports import import_jobs_run_due
 from kami.orders.models import Order, OrderKey
+from kami.stock.bulk import chunk_size
 from kami.stock.jobs import import_job_create
 from kami.stock.models import ImportBatch, ImportJob, Key
 from tests.stock.helpers import awaiting_order
@@ -42,16 +43,17 @@ def test_after_the_job_awaiting_orders_are_fulfilled_first_paid_first_served(mak
 def test_a_stopped_worker_puts_the_job_back_at_its_checkpoint(make_product):
     # given
     product = make_product()
-    job = upload(product, [f"STOP-{i}" for i in range(5000)])
+    chunk, lines = chunk_size(), 2 * chunk_size() + 500
+    job = upload(product, [f"STOP-{i}" for i in range(lines)])
     # when: the worker is asked to stop as soon as the first chunk is written
     assert import_jobs_run_due(owner="w1", stop=iter([False, True, True]).__next__) == 1
     # then: back in the queue with its progress, and the next run finishes it
     job.refresh_from_db()
-    assert (job.status, job.lease_owner, job.imported) == ("queued", "", 2000)
+    assert (job.status, job.lease_owner, job.imported) == ("queued", "", chunk)
     assert import_jobs_run_due(owner="w2") == 1
     job.refresh_from_db()
-    assert (job.status, job.imported, job.duplicates, job.runs) == ("done", 5000, 0, 2)
-    assert Key.objects.filter(product=product).count() == 5000
+    assert (job.status, job.imported, job.duplicates, job.runs) == ("done", lines, 0, 2)
+    assert Key.objects.filter(product=product).count() == lines
 
 
 def test_worker_once_runs_uploaded_imports(make_product):

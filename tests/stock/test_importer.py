@@ -1,6 +1,7 @@
 """keys_import: what a merchant's real files contain, and what the report says about them."""
 from __future__ import annotations
 
+import io
 import threading
 
 import pytest
@@ -10,6 +11,7 @@ from kami.audit.models import AuditLog
 from kami.catalog.models import Product
 from kami.stock.models import ImportBatch, Key
 from kami.stock.report import SAMPLE
+from kami.stock.services import keys_import
 from tests.stock.helpers import import_bytes, import_lines, stored_keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -230,3 +232,42 @@ def test_two_concurrent_imports_of_one_file_store_each_key_once(make_product, se
     assert Key.objects.filter(product=product).count() == 3000
     assert sum(r.imported for r in reports) == 3000
     assert sum(r.duplicate_stored for r in reports) == 3000
+
+
+class _BrokenStream(io.BytesIO):
+    """A file whose disk fails after `good` bytes."""
+
+    def __init__(self, data: bytes, good: int):
+        super().__init__(data)
+        self.good = good
+
+    def readline(self, limit=-1):
+        if self.tell() >= self.good:
+            raise OSError("read error on the disk")
+        return super().readline(limit)
+
+
+def test_a_read_error_surfaces_and_keeps_what_was_written(make_product):
+    # given: a file that fails to read past its first 30 lines, chunks of 10
+    product = make_product()
+    data = b"".join(b"RD-%03d\n" % i for i in range(100))
+    # when / then: the error reaches the caller (raised in the reading thread)
+    with pytest.raises(OSError, match="read error on the disk"):
+        keys_import(product=product, stream=_BrokenStream(data, good=7 * 30), source="t", batch_size=10)
+    # and the chunks written before it stay, nothing after
+    assert stored_keys(product) == [f"RD-{i:03d}" for i in range(30)]
+    assert not [t for t in threading.enumerate() if t.name == "kami-import-read"]
+
+
+def test_a_writer_error_stops_the_reading_thread(make_product):
+    # given: progress that fails after the first chunk (a lost lease, a stopped worker)
+    product = make_product()
+
+    def progress(report):
+        raise RuntimeError("lease lost")
+
+    # when / then
+    with pytest.raises(RuntimeError, match="lease lost"):
+        import_lines(product, [f"WR-{i}" for i in range(1000)], batch_size=10, on_progress=progress)
+    assert Key.objects.filter(product=product).count() == 10
+    assert not [t for t in threading.enumerate() if t.name == "kami-import-read"]

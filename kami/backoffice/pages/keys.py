@@ -282,7 +282,11 @@ class ExportForm(forms.Form):
 
     product = _product_field()
     status = forms.ChoiceField(label=gettext_lazy("Status"), choices=STATUSES, initial="available")
-    fmt = forms.ChoiceField(label=gettext_lazy("Format"), choices=FORMATS, initial="txt", widget=forms.RadioSelect)
+    fmt = forms.ChoiceField(
+        label=gettext_lazy("Format"), choices=FORMATS, initial="txt", widget=forms.RadioSelect,
+        help_text=gettext_lazy("In the CSV, a cell that starts with =, +, -, @, a tab or a line break gets a ' in "
+                               "front, so a spreadsheet shows it as text and never runs it as a formula. The text "
+                               "file holds the keys exactly."))
 
 
 @never_cache

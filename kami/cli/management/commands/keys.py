@@ -45,7 +45,9 @@ class Command(KamiCommand):
         exp.add_argument("slug", metavar="SLUG")
         exp.add_argument("--status", default="available", choices=EXPORT_STATUSES)
         exp.add_argument("--format", dest="fmt", default="txt", choices=EXPORT_FORMATS,
-                         help="txt: one key per line · csv: key,status,order_no,sold_at")
+                         help="txt: one key per line, exactly as stored · csv: key,status,order_no,sold_at; "
+                              "a cell starting with = + - @ tab or CR gets a leading ' so spreadsheets never "
+                              "run it as a formula")
         void = actions.add_parser("void", help="take an available key off sale for good")
         void.add_argument("slug", metavar="SLUG")
         void.add_argument("ref", metavar="FINGERPRINT_PREFIX",
