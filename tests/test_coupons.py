@@ -1,5 +1,6 @@
 """Coupons: the discount price_for gives, the specific reasons a coupon is refused (translated),
-one use taken per order and given back when the order expires unpaid, and the staff services."""
+one use counted per paid order (none at checkout, so nothing to give back when an order expires
+unpaid), and the staff services. The held-for-a-person path: tests/fulfilment/test_coupon_uses.py."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -10,7 +11,7 @@ from django.test import Client
 from django.utils import translation
 
 from kami.audit.models import AuditLog
-from kami.catalog.coupons import CouponRefused, coupon_create, coupon_deactivate, coupon_for, coupon_redeem, coupon_update
+from kami.catalog.coupons import CouponRefused, coupon_create, coupon_deactivate, coupon_for, coupon_update
 from kami.catalog.models import Coupon
 from kami.catalog.services import price_for, tier_price_set
 from kami.core import clock
@@ -132,49 +133,68 @@ def test_a_refused_coupon_creates_no_order(make_product):
 
 # ---- uses -------------------------------------------------------------------------------------
 
-def test_an_order_takes_one_use_and_remembers_the_discount(make_product):
+@pytest.mark.django_db(transaction=True)
+def test_an_order_remembers_the_discount_and_its_use_is_counted_when_it_is_paid(make_product):
     # given
+    enable_sandbox()
     product = make_product(price=Decimal("20.00"))
     add_keys(product, ["K-1", "K-2"])
     code = coupon(usage_limit=2)
     # when
     order = buy(product, " save10 ")
-    # then
+    # then the order has the discount, and no use is taken until it is paid
     code.refresh_from_db()
-    assert code.used == 1
+    assert code.used == 0
     assert (order.coupon_id, order.discount, order.amount, order.unit_price) == (
         code.pk, Decimal("2.00"), Decimal("18.00"), Decimal("20.00"))
     assert order.events.get(kind="created").detail["coupon"] == "SAVE10"
-
-
-def test_the_last_use_goes_to_one_order_only(make_product):
-    # given a coupon with one use left
-    product = make_product()
-    add_keys(product, ["K-1", "K-2"])
-    coupon(usage_limit=1)
-    buy(product, "SAVE10", email="first@example.com")
-    # when / then
-    with pytest.raises(CouponRefused, match="used up"), translation.override("en"):
-        buy(product, "SAVE10", email="second@example.com")
-    assert Order.objects.count() == 1 and Coupon.objects.get().used == 1
-
-
-def test_a_coupon_expiring_after_the_price_was_shown_is_refused_at_redeem(make_product):
-    # given a coupon valid when priced, expired by the time the order is written
-    product = make_product()
-    add_keys(product, ["K-1"])
-    code = coupon(expires_at=clock.now() + timedelta(minutes=1))
-    price = price_for(product=product, quantity=1, coupon="SAVE10")
-    clock.travel(timedelta(minutes=2))
-    # when / then: redeem re-checks in its WHERE clause
-    with translation.override("en"), pytest.raises(CouponRefused, match="expired"):
-        coupon_redeem(coupon=price.coupon, product=product)
+    # when it is paid
+    assert sandbox_notify(Client(), order_no=order.order_no, amount=str(order.amount)).content == b"ok"
+    # then
     code.refresh_from_db()
-    assert code.used == 0
+    assert code.used == 1 and Order.objects.get(pk=order.pk).status == "fulfilled"
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_unpaid_order_gives_its_use_back_when_it_expires_and_a_paid_one_keeps_it(make_product, settings):
+def test_the_last_use_goes_to_the_first_order_paid_and_checkout_then_refuses_it(make_product):
+    # given a one-use coupon and two orders with it (both may check out: unpaid orders hold no use)
+    enable_sandbox()
+    product = make_product()
+    add_keys(product, ["K-1", "K-2"])
+    coupon(usage_limit=1)
+    first = buy(product, "SAVE10", email="first@example.com")
+    second = buy(product, "SAVE10", email="second@example.com")
+    # when the second is paid first, then the first
+    for order in (second, first):
+        assert sandbox_notify(Client(), order_no=order.order_no, amount=str(order.amount)).content == b"ok"
+    # then the use went to the order paid first, the other is held, and checkout refuses the code
+    assert (Order.objects.get(pk=second.pk).status, Order.objects.get(pk=first.pk).status) == ("fulfilled", "flagged")
+    assert Coupon.objects.get().used == 1
+    with pytest.raises(CouponRefused, match="used up"), translation.override("en"):
+        buy(product, "SAVE10", email="third@example.com")
+    assert Order.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_coupon_expiring_between_checkout_and_payment_still_counts_at_its_price(make_product):
+    # given an order priced with a coupon that expires before the order is paid
+    enable_sandbox()
+    product = make_product()
+    add_keys(product, ["K-1", "K-2"])
+    code = coupon(usage_limit=5, expires_at=clock.now() + timedelta(minutes=1))
+    order = buy(product, "SAVE10")
+    clock.travel(timedelta(minutes=2))
+    # when it is paid
+    assert sandbox_notify(Client(), order_no=order.order_no, amount=str(order.amount)).content == b"ok"
+    # then the buyer gets what they were priced, the use is counted, and new checkouts are refused
+    code.refresh_from_db()
+    assert (Order.objects.get(pk=order.pk).status, code.used) == ("fulfilled", 1)
+    with translation.override("en"), pytest.raises(CouponRefused, match="expired"):
+        buy(product, "SAVE10", email="late@example.com")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unpaid_order_expiring_leaves_the_count_alone_and_a_paid_one_keeps_its_use(make_product, settings):
     # given two orders with the coupon: one paid, one abandoned
     enable_sandbox()
     product = make_product()
@@ -186,12 +206,12 @@ def test_an_unpaid_order_gives_its_use_back_when_it_expires_and_a_paid_one_keeps
     clock.travel(timedelta(minutes=settings.KAMI_ORDER_TTL_MINUTES, seconds=settings.KAMI_PAYMENT_GRACE_SECONDS + 1))
     expired = orders_expire()
     again = orders_expire()
-    # then one use came back, once
+    # then the count is the paid order's use: nothing was held, nothing is given back
     code.refresh_from_db()
     assert expired == [abandoned.pk] and again == []
     assert code.used == 1
     assert Order.objects.get(pk=paid.pk).status == "fulfilled"
-    assert Order.objects.get(pk=abandoned.pk).events.filter(kind="coupon_released").count() == 1
+    assert not Order.objects.get(pk=abandoned.pk).events.filter(kind="coupon_released").exists()
 
 
 # ---- staff ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from django.utils.module_loading import import_string
 NOTIFY_PATH = re.compile(r"^/pay/[a-z0-9_-]+/notify/?$")  # kami/api/urls.py's pay-notify, anchored the same
 LEAN_MIDDLEWARE = (
     "kami.core.net.ForwardedHeadersMiddleware",  # first, as in settings.MIDDLEWARE
+    "kami.core.middleware.BodyLimitMiddleware",  # a notification past 2 MiB: 413 unread
     "django.middleware.security.SecurityMiddleware",
     "kami.core.middleware.SecurityHeadersMiddleware",
 )

@@ -1,9 +1,11 @@
 """Coupons: creating and changing them (staff, audited), checking one for a product (buyers),
-and taking or giving back a use. The discount itself is computed by services.price_for.
+and counting a use when an order is paid. The discount itself is computed by services.price_for.
 
-`used` moves only through two conditional UPDATEs: coupon_redeem (inside the transaction that
-creates the order, `used < usage_limit` in the WHERE clause, so concurrent buyers can never
-push it past the limit) and coupon_release (when that order expires unpaid).
+A use is counted when the order is paid, not when it is created: an unpaid order holds nothing,
+so nobody can drain a limited coupon with orders they never pay (issue 16). Checkout only checks,
+as a courtesy, that the paid uses are below the limit. `used` moves only through one conditional
+UPDATE, coupon_use_take (`used = used + 1 WHERE used < usage_limit`), run last in the confirm
+transaction (fulfilment/coupon_uses.py); concurrent payments can never push it past the limit.
 
 Guessing codes is limited: a refused code tells whether a coupon exists, so each client may have
 KAMI_COUPON_TRIES_LIMIT codes refused per 10 minutes (`coupon_tries_spent`, `coupon_try_refused`,
@@ -51,7 +53,7 @@ def coupon_code_normalise(code: object) -> str:
 
 def coupon_check(*, coupon: Coupon, product: Product, at: datetime | None = None) -> None:
     """Raise CouponRefused unless `coupon` can be used on `product` now. The usage count is
-    checked here only as a courtesy; coupon_redeem decides."""
+    checked here only as a courtesy (paid uses below the limit); the payment decides (coupon_use_take)."""
     now = at or clock.now()
     if not coupon.active:
         raise _refused("coupon_inactive", gettext("This coupon is no longer valid."))
@@ -107,26 +109,20 @@ def coupon_discount(*, coupon: Coupon, subtotal: Decimal, currency: str) -> Deci
     return max(Decimal(0), min(discount, subtotal - floor))
 
 
-def coupon_redeem(*, coupon: Coupon, product: Product) -> None:
-    """Take one use of `coupon`. Call inside the transaction that creates the order: the single
-    conditional UPDATE locks the coupon row until that transaction ends, and a refusal (0 rows)
-    raises CouponRefused so the order is rolled back with it."""
-    now = clock.now()
-    taken = (Coupon.objects.filter(pk=coupon.pk, active=True)
-             .filter(Q(usage_limit__isnull=True) | Q(used__lt=F("usage_limit")))
-             .filter(Q(starts_at__isnull=True) | Q(starts_at__lte=now))
-             .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-             .update(used=F("used") + 1))
-    if not taken:
-        coupon.refresh_from_db()
-        coupon_check(coupon=coupon, product=product, at=now)
-        raise _refused("coupon_used_up", gettext("This coupon has been used up."))
+def coupon_used_up(*, coupon_id: int) -> bool:
+    """True when the limited coupon `coupon_id` has no use left: a plain read, no lock (the
+    confirm asks before it claims keys; coupon_use_take decides)."""
+    return Coupon.objects.filter(pk=coupon_id, usage_limit__isnull=False, used__gte=F("usage_limit")).exists()
 
 
-def coupon_release(*, coupon_id: int) -> bool:
-    """Give back one use (the order that took it expired unpaid). Call in the transaction that
-    expires the order, so a use is given back exactly once."""
-    return Coupon.objects.filter(pk=coupon_id, used__gt=0).update(used=F("used") - 1) == 1
+def coupon_use_take(*, coupon_id: int) -> bool:
+    """Count one use of `coupon_id` for an order being paid; False when none is left. One
+    conditional UPDATE, in the confirm transaction and last in its lock order (order → payment →
+    keys → coupon), so the coupon row is locked only until that commit. Neither the coupon's dates
+    nor `active` are looked at: the buyer was given the price at checkout."""
+    return bool(Coupon.objects.filter(pk=coupon_id)
+                .filter(Q(usage_limit__isnull=True) | Q(used__lt=F("usage_limit")))
+                .update(used=F("used") + 1))
 
 
 # ---- staff -----------------------------------------------------------------------------------
@@ -209,7 +205,7 @@ def coupon_update(*, code: str, actor: str, ip: str = "", kind: object = UNSET, 
                   expires_at: object = UNSET, currency: object = UNSET, active: object = UNSET) -> Coupon:
     """Change the given fields of the coupon `code` (the code itself never changes: it is what
     buyers were told). Orders already created keep the price they were given."""
-    with transaction.atomic():  # lock the coupon: a redeem meanwhile must not slip under a lowered limit
+    with transaction.atomic():  # lock the coupon: a payment taking a use meanwhile must not slip under a lowered limit
         coupon = Coupon.objects.select_for_update().filter(code=coupon_code_normalise(code)).first()
         if coupon is None:
             raise NotFound(f"no coupon {code!r}")

@@ -112,7 +112,7 @@ class TierPrice(models.Model):
 class Coupon(models.Model):
     """A discount code, applied by price_for. `code` is stored normalised (upper case, see
     coupon_code_normalise), so lookups are case-insensitive and the unique constraint holds on
-    every engine. `used` only moves through coupon_redeem / coupon_release (conditional UPDATEs)."""
+    every engine. `used` counts paid uses and only moves through coupon_use_take (a conditional UPDATE)."""
 
     class Kind(models.TextChoices):
         FIXED = "fixed", _("fixed amount off the order")

@@ -46,7 +46,7 @@ def price_for(*, product: Product, quantity: int, coupon: Coupon | str | None = 
     then the coupon (a code the buyer typed, or a Coupon) comes off the whole order: a percentage
     rounded ROUND_HALF_UP to the currency's minor unit (cents), or a fixed amount, never leaving
     less than one minor unit to pay. A coupon that cannot be used raises CouponRefused (a
-    translated BadInput naming the reason); whether a use is left is decided by coupon_redeem."""
+    translated BadInput naming the reason); whether a use is left is decided at payment (coupon_use_take)."""
     # Tiers start at TIER_MIN_QUANTITY, so a single item never needs the query: the home page
     # prices every card at its minimum quantity, usually 1.
     tier = None if quantity < TIER_MIN_QUANTITY else (

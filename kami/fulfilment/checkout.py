@@ -10,7 +10,7 @@ from kami.catalog.coupons import CouponRefused, coupon_tries_spent, coupon_try_r
 from kami.catalog.models import Product
 from kami.core.errors import BadInput
 from kami.orders.models import Order
-from kami.orders.services import order_create
+from kami.orders.services import PendingOwner, order_create
 from kami.payments.interface import OrderInfo, PaymentAction, Urls
 from kami.payments.registry import gateway_get
 from kami.payments.selectors import notify_url
@@ -44,7 +44,7 @@ def order_info(order: Order) -> OrderInfo:
 
 def checkout_start(*, product_slug: object, quantity: object, email: object, gateway: object,
                    buyer_ip: str | None = None, locale: str = "zh-hans", lookup_password: object = "",
-                   coupon: object = "", custom_values: object = None) -> Checkout:
+                   coupon: object = "", custom_values: object = None, owner: PendingOwner | None = None) -> Checkout:
     product = Product.objects.filter(slug=product_slug).first() if isinstance(product_slug, str) else None
     try:
         gw = gateway_get(gateway) if isinstance(gateway, str) else None
@@ -59,7 +59,7 @@ def checkout_start(*, product_slug: object, quantity: object, email: object, gat
     try:
         order, token = order_create(product=product, quantity=quantity, email=email, gateway=gateway,
                                     buyer_ip=buyer_ip, locale=locale, lookup_password=lookup_password,
-                                    coupon=coupon, custom_values=custom_values)
+                                    coupon=coupon, custom_values=custom_values, owner=owner)
     except CouponRefused:
         coupon_try_refused(client=buyer_ip or "")
         raise

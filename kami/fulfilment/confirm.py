@@ -3,7 +3,7 @@
     lock order → record the trade (unique) → check money → claim keys → outbox
 
 Returns what happened; every outcome is final and recorded, and a repeated notification finds
-the trade already applied and changes nothing. Locks are taken order → payment → keys.
+the trade already applied and changes nothing. Locks are taken order → payment → keys → coupon.
 """
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from django.db import OperationalError, transaction
 from kami.catalog.models import Product
 from kami.core import clock, money
 from kami.core.locks import deadlock_victim
-from kami.delivery.services import admin_alert, order_keys_enqueue
+from kami.delivery.services import admin_alert, order_keys_enqueue, order_keys_enqueue_elsewhere
+from kami.fulfilment.confirm_sql import confirm_set_based, set_based_available
+from kami.fulfilment.coupon_uses import CouponRaced, coupon_hold, coupon_use_count
 from kami.orders.locks import orders_for_update
 from kami.orders.models import Order, OrderKey
 from kami.orders.services import order_event, payment_grace
@@ -61,18 +63,42 @@ def payment_confirm(*, gateway: str, notice: Notice, record: Callable[[Outcome],
 def _confirm_claiming(gateway: str, notice: Notice, record: Callable[[Outcome], None] | None) -> Outcome:
     try:
         return _confirm(gateway, notice, wait=False, record=record)
-    except ShortClaim:
-        # SKIP LOCKED came up short while locked rows might still come free: the transaction was
-        # rolled back (releasing everything), so claim again waiting on locks before parking.
+    except (ShortClaim, CouponRaced):
+        # SKIP LOCKED came up short while locked rows might still come free, or another payment
+        # took the coupon's last use (fulfilment/coupon_uses.py): the transaction was rolled back
+        # (releasing everything), so run again: claim waiting on locks before parking, or hold the order.
         return _confirm(gateway, notice, wait=True, record=record)
 
 
 def _confirm(gateway: str, notice: Notice, *, wait: bool, record: Callable[[Outcome], None] | None) -> Outcome:
     with transaction.atomic():  # the confirm transaction: order, payment, keys, outbox (and the notification) commit together
-        outcome = _decide(gateway, notice, wait=wait)
-        if record is not None:
-            record(outcome)
-        return outcome
+        return payment_decide(gateway=gateway, notice=notice, wait=wait, record=record)
+
+
+def payment_decide(*, gateway: str, notice: Notice, wait: bool = False,
+                   record: Callable[[Outcome], None] | None = None) -> Outcome:
+    """One notice's whole confirm, in the caller's transaction, with no retry (ShortClaim and
+    database errors go up): `_confirm` runs it alone, the group commit (kami/fulfilment/batch.py)
+    runs several in one transaction. Whatever the confirm does belongs here or below, so both
+    take it: the set-based statement for the common case on PostgreSQL, else the ORM path."""
+    outcome = (None if wait else _decide_set_based(gateway, notice)) or _decide(gateway, notice, wait=wait)
+    if record is not None:
+        record(outcome)
+    return outcome
+
+
+def _decide_set_based(gateway: str, notice: Notice) -> Outcome | None:
+    """PostgreSQL's common case in one statement (kami/fulfilment/confirm_sql.py); None when it is
+    not the common case and nothing was changed: `_decide` then takes it, as the reference path."""
+    if not set_based_available():
+        return None
+    applied = confirm_set_based(gateway=gateway, notice=notice, now=clock.now(), grace=payment_grace())
+    if applied is None:
+        return None
+    # What _fulfil does besides the statement's rows: the deliveries besides email, the low-stock alert.
+    order_keys_enqueue_elsewhere(order_id=applied.order_id)
+    low_stock_check(applied.product)
+    return Outcome.FULFILLED
 
 
 def _decide(gateway: str, notice: Notice, *, wait: bool) -> Outcome:
@@ -91,7 +117,9 @@ def _decide(gateway: str, notice: Notice, *, wait: bool) -> Outcome:
     # rolls back, the gateway is asked to retry, and the retry finds the trade applied.
     Payment.objects.create(order=order, gateway=gateway, trade_no=notice.trade_no, amount=notice.amount,
                            currency=notice.currency, created_at=clock.now())
-    return _apply(order, gateway, notice, wait=wait)
+    outcome = _apply(order, gateway, notice, wait=wait)
+    coupon_use_count(order, outcome=outcome)  # the coupon row, last in the lock order (fulfilment/coupon_uses.py)
+    return outcome
 
 
 def sandbox_crossing(*, paid_with: str, chosen: str) -> bool:
@@ -119,6 +147,8 @@ def _apply(order: Order, gateway: str, notice: Notice, *, wait: bool) -> Outcome
         order_event(order=order, kind="gateway_switched", chosen=order.gateway, paid_with=gateway)
     order.paid_at = now
     order_event(order=order, kind="paid", gateway=gateway, trade_no=notice.trade_no, amount=str(notice.amount))
+    if coupon_hold(order):  # its coupon's uses ran out after checkout: paid and recorded, a person decides
+        return Outcome.FLAGGED
     if not order.product.needs_keys:
         return _await_staff(order)
     if _fulfil(order, wait=wait):

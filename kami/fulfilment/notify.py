@@ -1,5 +1,10 @@
 """Taking in a gateway notification: store it raw, verify, confirm, acknowledge.
 
+It speaks no HTTP: an edge hands it the request as plain values (`Inbound`: method, headers,
+query, body, sender address) and turns the `Reply` it gives back into its response, so the
+notify view, the Telegram webhook, the bot's long polling and the sandbox's pay button all take
+the same path without a fake request.
+
 Every notification, forged or real, is kept as a row that can be looked at later (dj-stripe's
 lesson). Verification needs no database, so the row is written once, with its result: in its
 own autocommit when refused, ignored or failed, and inside the confirm transaction when paid
@@ -22,17 +27,14 @@ import logging
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.exceptions import BadRequest, SuspiciousOperation
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import Http404, HttpRequest, HttpResponse
-from django.http.multipartparser import MultiPartParserError
 
 from kami.core import clock
-from kami.core.errors import NotFound, Retryable, VerificationFailed
-from kami.core.net import client_ip
+from kami.core.errors import Retryable, VerificationFailed
 from kami.core.ratelimit import ratelimit_hit, ratelimit_spent
-from kami.fulfilment.confirm import Outcome, payment_confirm
-from kami.payments.interface import Notice
+from kami.fulfilment.batch import payment_confirm_grouped
+from kami.fulfilment.confirm import Outcome
+from kami.payments.interface import Inbound, Notice, Reply
 from kami.payments.models import Notification
 from kami.payments.registry import gateway_class, gateway_get
 
@@ -47,40 +49,33 @@ _HEADER_MAX = 4096  # characters of each kept header (signatures fit: RSA-4096 i
 REJECTED_WINDOW = 600  # seconds: KAMI_NOTIFY_REJECTED_LIMIT counts rejections per sender IP in this window
 
 
-# What Django refuses to parse (too many fields, a broken multipart body, a form in a foreign
-# charset): stored like anything else, then rejected, never a 500.
-_MALFORMED = (SuspiciousOperation, BadRequest, MultiPartParserError)
-
-
 def _text(value: str) -> str:
     return value.replace("\x00", "\\x00")  # PostgreSQL text and jsonb cannot hold NUL
 
 
-def _params(request: HttpRequest) -> dict:
-    """GET and POST parameters; a name sent more than once keeps all its values (as a list),
+def _params(inbound: Inbound) -> dict:
+    """Query and form parameters; a name sent more than once keeps all its values (as a list),
     so a stored forgery shows exactly what was sent."""
     merged: dict[str, list[str]] = {}
-    for source in (request.GET, request.POST) if request.method == "POST" else (request.GET,):
-        for name, values in source.lists():
-            merged.setdefault(name, []).extend(values)
+    for name, value in inbound.params():
+        merged.setdefault(name, []).append(value)
     return {name: values[0] if len(values) == 1 else values for name, values in merged.items()}
 
 
-def _redact(gateway, request: HttpRequest) -> tuple[dict, str]:
+def _redact(gateway, inbound: Inbound) -> tuple[dict, str]:
     secret_names = {n.lower() for n in gateway.redact_fields}
     headers = {k: (_REDACTED if k.lower() in secret_names else _text(v[:_HEADER_MAX]))
-               for k, v in request.headers.items()
+               for k, v in inbound.headers.items()
                if k.lower() in _HEADER_KEEP or k.lower().startswith(gateway.name.lower()) or k.lower() in secret_names}
     try:
-        raw = request.body  # read first, so the form parser works from this copy
-        params = _params(request)
-    except _MALFORMED as exc:
-        return headers, f"[unparsed request: {type(exc).__name__}]"
+        params = _params(inbound)
+    except VerificationFailed as exc:  # too many fields, a multipart body, a form in another charset
+        return headers, f"[unparsed request: {exc}]"
     if params:
         body = json.dumps({k: (_REDACTED if k.lower() in secret_names else v) for k, v in params.items()},
                           ensure_ascii=False, sort_keys=True)
     else:
-        body = _text(raw.decode("utf-8", "backslashreplace"))
+        body = _text(inbound.body.decode("utf-8", "backslashreplace"))
     return headers, body
 
 
@@ -91,40 +86,35 @@ def _capped(body: str) -> str:
     return f"{body[:STORED_BODY_MAX]}\n[… cut: {len(body)} characters in all, kept whole only if it verifies]"
 
 
-def _sender(request: HttpRequest) -> str:
-    return client_ip(request)[:64]
-
-
-def notification_handle(*, gateway_name: str, request: HttpRequest) -> HttpResponse:
-    """The database unreachable at any step (a restart, a failover) answers the gateway's own
+def notification_handle(*, gateway_name: str, inbound: Inbound) -> Reply:
+    """Take one notification; the Reply is what the gateway must be answered. NotFound when no
+    such gateway is enabled (the edge answers 404); 405 for a method the protocol never uses.
+    The database unreachable at any step (a restart, a failover) answers the gateway's own
     "retry": nothing was acknowledged, so it sends the notification again and a later try
     completes the order. Never a success, never a bare 500."""
     try:
-        return _notification_take(gateway_name=gateway_name, request=request)
+        return _notification_take(gateway_name=gateway_name, inbound=inbound)
     except (OperationalError, InterfaceError) as exc:
         log.warning("notification from %s: database unavailable (%s); asking the gateway to retry", gateway_name,
                     type(exc).__name__)
         return gateway_class(gateway_name)(config={}, secrets={}).acknowledge(False)
 
 
-def _notification_take(*, gateway_name: str, request: HttpRequest) -> HttpResponse:
+def _notification_take(*, gateway_name: str, inbound: Inbound) -> Reply:
     """Verify first (no database), then store: a refused or failed notification is written in its
     own autocommit, a confirmed one inside the confirm transaction (one commit in all). The row
     is never lost: if the confirm rolls back, it is written on its own with the error; if the
     process dies mid-confirm, nothing was acknowledged and the gateway sends it again."""
+    gateway = gateway_get(gateway_name)  # NotFound: the edge's 404
+    if inbound.method not in gateway.notify_methods:
+        return Reply(status_code=405)
+    headers, body = _redact(gateway, inbound)
+    row = Notification(gateway=gateway_name, received_at=clock.now(), method=inbound.method,
+                       remote_addr=inbound.remote_addr[:64], headers=headers, body=_capped(body))
     try:
-        gateway = gateway_get(gateway_name)
-    except NotFound:
-        raise Http404("no such gateway") from None
-    if request.method not in gateway.notify_methods:
-        return HttpResponse(status=405)
-    headers, body = _redact(gateway, request)
-    row = Notification(gateway=gateway_name, received_at=clock.now(), method=request.method,
-                       remote_addr=_sender(request), headers=headers, body=_capped(body))
-    try:
-        notice = _checked(gateway.parse_notification(request))
-    except (VerificationFailed, *_MALFORMED) as exc:
-        error = str(exc) if isinstance(exc, VerificationFailed) else f"malformed request: {type(exc).__name__}"
+        notice = _checked(gateway.parse_notification(inbound))
+    except VerificationFailed as exc:
+        error = str(exc)
         if _refused_stored(row, Notification.Result.REJECTED, error=_text(error), counted=True):
             log.warning("notification %s from %s rejected: %s", row.pk, gateway_name, error)
         return gateway.acknowledge(False)
@@ -143,8 +133,10 @@ def _notification_take(*, gateway_name: str, request: HttpRequest) -> HttpRespon
         _finish(row, Notification.Result.IGNORED)
         return gateway.acknowledge(True)
     try:
-        outcome = payment_confirm(gateway=gateway_name, notice=notice,
-                                  record=lambda outcome: _finish(row, Notification.Result(outcome.value)))
+        # Through the process's group commit (kami/fulfilment/batch.py): the row is written in
+        # whichever transaction confirms it, afresh each time (a batch that rolled back runs again alone).
+        outcome = payment_confirm_grouped(gateway=gateway_name, notice=notice,
+                                          record=lambda outcome: _finish(_unsaved(row), Notification.Result(outcome.value)))
     except DatabaseError as exc:
         row.pk, row._state.adding = None, True  # its INSERT rolled back with the confirm: write it again, alone
         _finish(row, Notification.Result.ERROR, error=f"{type(exc).__name__}: {exc}"[:2000])
@@ -184,6 +176,12 @@ def _checked(notice: Notice) -> Notice:
         raise VerificationFailed(f"malformed notification: amount {str(amount)[:40]} is not a price Kami can hold "
                                  "(at most 12 digits before the point and 2 after)")
     return notice
+
+
+def _unsaved(row: Notification) -> Notification:
+    """The row as never written: its INSERT may have rolled back with a confirm that runs again."""
+    row.pk, row._state.adding = None, True
+    return row
 
 
 def _finish(row: Notification, result: str, *, error: str = "") -> None:

@@ -29,6 +29,9 @@ def order_delivery_resend(*, order_id: int, actor: str, ip: str = "") -> OutboxM
         if order.status != Order.Status.FULFILLED:
             raise BadInput(f"order {order.order_no} is {order.status}, not fulfilled: it has no keys to resend"
                            f"{_RESEND_HINTS.get(order.status, '')}")
+        if not order.email:
+            raise BadInput(f"order {order.order_no} has no email address (it was made in the Telegram bot without "
+                           "one): its keys are on its order page and were sent to its Telegram chat")
         n = OutboxMessage.objects.filter(dedupe_key__startswith=f"order_keys:{order.pk}:resend:").count() + 1
         row = order_keys_enqueue(order_id=order.pk, email=order.email, resend=n)
         order_event(order=order, kind="delivery_resent", message_id=row.pk, actor=actor)

@@ -5,8 +5,16 @@ from django.utils.translation import gettext_lazy as _, pgettext_lazy
 
 
 def email_normalise(email: str) -> str:
-    """The one form of an email that per-email limits and lookups compare: trimmed, lower-cased."""
-    return email.strip().lower()
+    """The one form of an email that per-email limits and lookups compare: trimmed, lower-cased,
+    its domain read as mail is sent to it (IDNA: NFKC, zero-width characters dropped), so
+    `Buyer@ＥＸＡＭＰＬＥ.com`, whose keys go to buyer@example.com, is found as buyer@example.com."""
+    local, at, domain = email.strip().rpartition("@")
+    if at:
+        try:
+            domain = domain.encode("idna").decode("idna")
+        except UnicodeError:  # a domain IDNA cannot read (no order has one: checkout refuses it)
+            pass
+    return f"{local}{at}{domain}".lower()
 
 
 class Order(models.Model):
@@ -48,8 +56,8 @@ class Order(models.Model):
     paid_at = models.DateTimeField(verbose_name=_("paid at"), null=True, blank=True)
     fulfilled_at = models.DateTimeField(verbose_name=_("fulfilled at"), null=True, blank=True)
     flag_reason = models.CharField(verbose_name=_("flag reason"), max_length=255, blank=True, default="")
-    # The coupon redeemed by this order (one use, taken at creation, given back if it expires
-    # unpaid) and what it took off; amount = unit_price × quantity − discount.
+    # The coupon applied to this order and what it took off; amount = unit_price × quantity −
+    # discount. Its use is counted when the order is paid (fulfilment/coupon_uses.py), not before.
     coupon = models.ForeignKey("catalog.Coupon", verbose_name=_("coupon"), null=True, blank=True,
                                on_delete=models.PROTECT, related_name="orders")
     discount = models.DecimalField(verbose_name=_("discount"), max_digits=14, decimal_places=2, default=0)

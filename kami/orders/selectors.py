@@ -58,7 +58,7 @@ def orders_lookup(*, email: str, order_no: str = "", password: str = "") -> list
         return []
     if order_no:
         order = Order.objects.select_related("product").filter(order_no=order_no[:32]).first()
-        return [order] if order is not None and order.email.casefold() == email.casefold() else []
+        return [order] if order is not None and email_normalise(order.email) == email_normalise(email) else []
     if not lookup_password_fits(password):
         return []
     candidates = list(Order.objects.select_related("product").filter(email_norm=email_normalise(email)).exclude(lookup_hash="")

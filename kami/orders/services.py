@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -9,9 +11,9 @@ from django.contrib.auth.hashers import make_password
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils.translation import gettext
 
-from kami.catalog.coupons import coupon_redeem, coupon_release
 from kami.catalog.custom_fields import custom_values_clean
 from kami.catalog.models import Product
 from kami.catalog.services import price_for
@@ -21,7 +23,7 @@ from kami.core.errors import BadInput, SoldOut
 from kami.core.locks import named_locks
 from kami.orders.models import Order, OrderEvent, email_normalise
 from kami.orders.selectors import LOOKUP_PASSWORD_MAX, LOOKUP_PASSWORD_MIN, lookup_password_fits
-from kami.stock.claim import available_count
+from kami.stock.selectors import available_count
 
 
 def order_event(*, order: Order, kind: str, **detail) -> OrderEvent:
@@ -35,10 +37,23 @@ def _new_order_no() -> str:
 TOO_MANY_UNPAID = "too many unpaid orders: pay or wait for them to expire"
 
 
+@dataclass(frozen=True)
+class PendingOwner:
+    """Who an order is made for besides its email, named by the edge that takes it (the Telegram
+    bot: a Telegram user). Such an order may have no email (the edge delivers the keys its own
+    way); the per-email limit counts the owner's unpaid orders as well, under the owner's lock,
+    and `link` records the owner in the order's own transaction, so the next count sees it."""
+
+    lock: str  # the named lock of this owner, e.g. "pending-telegram:555"
+    mine: Callable[[QuerySet], QuerySet]  # pending orders -> this owner's pending orders
+    link: Callable[[Order], None]
+
+
 def order_validate(*, product: Product | None, quantity: object, email: object, lookup_password: object = "",
-                   custom_values: object = None) -> dict:
+                   custom_values: object = None, email_optional: bool = False) -> dict:
     """Field errors for an order request, as {field: message}; empty when it is acceptable.
-    The product's custom fields are checked too (custom_values_clean)."""
+    The product's custom fields are checked too (custom_values_clean). `email_optional`: an
+    empty email is accepted (an order with a PendingOwner); one that is given must be valid."""
     errors = {}
     if product is None or not product.active:
         errors["product"] = "no such product on sale"
@@ -51,7 +66,8 @@ def order_validate(*, product: Product | None, quantity: object, email: object, 
     try:
         if not isinstance(email, str) or len(email) > 254:
             raise ValidationError("bad")
-        validate_email(email)
+        if not (email_optional and email == ""):
+            validate_email(email)
     except ValidationError:
         errors["email"] = "a valid email address is required: your keys and order link are sent there"
     if lookup_password != "" and not lookup_password_fits(lookup_password):
@@ -60,24 +76,28 @@ def order_validate(*, product: Product | None, quantity: object, email: object, 
     return errors
 
 
-def pending_limit_errors(*, email: str, buyer_ip: str | None) -> dict:
+def pending_limit_errors(*, email: str, buyer_ip: str | None, owner: PendingOwner | None = None) -> dict:
     """Anti-abuse: unpaid, unexpired orders per email and per buyer IP, counted in the database;
     0 turns a limit off. order_create counts again under `pending_locks`, so two requests at once
     cannot both take the last place."""
     pending = Order.objects.filter(status=Order.Status.PENDING, expires_at__gt=clock.now())
     errors = {}
     limit = settings.KAMI_PENDING_LIMIT_EMAIL
-    if limit and pending.filter(email_norm=email_normalise(email)).count() >= limit:
+    if limit and email and pending.filter(email_norm=email_normalise(email)).count() >= limit:
         errors["email"] = TOO_MANY_UNPAID
+    if limit and owner is not None and owner.mine(pending).count() >= limit:
+        errors["owner"] = TOO_MANY_UNPAID
     limit = settings.KAMI_PENDING_LIMIT_IP
     if limit and buyer_ip and pending.filter(buyer_ip=buyer_ip).count() >= limit:
         errors["ip"] = TOO_MANY_UNPAID
     return errors
 
 
-def pending_locks(*, email: str, buyer_ip: str | None) -> tuple[str, ...]:
-    """The named locks that serialise order creation per email and per IP (kami.core.locks)."""
-    names = [f"pending-email:{email_normalise(email)}"] if settings.KAMI_PENDING_LIMIT_EMAIL else []
+def pending_locks(*, email: str, buyer_ip: str | None, owner: PendingOwner | None = None) -> tuple[str, ...]:
+    """The named locks that serialise order creation per email, owner and IP (kami.core.locks)."""
+    names = [f"pending-email:{email_normalise(email)}"] if settings.KAMI_PENDING_LIMIT_EMAIL and email else []
+    if settings.KAMI_PENDING_LIMIT_EMAIL and owner is not None:
+        names.append(owner.lock)
     if settings.KAMI_PENDING_LIMIT_IP and buyer_ip:
         names.append(f"pending-ip:{buyer_ip}")
     return tuple(names)
@@ -85,19 +105,20 @@ def pending_locks(*, email: str, buyer_ip: str | None) -> tuple[str, ...]:
 
 def order_create(*, product: Product, quantity: int, email: str, gateway: str, buyer_ip: str | None = None,
                  locale: str = "zh-hans", lookup_password: str = "", coupon: str = "",
-                 custom_values: dict | None = None) -> tuple[Order, str]:
+                 custom_values: dict | None = None, owner: PendingOwner | None = None) -> tuple[Order, str]:
     """Create a pending order; return it with its secret token (shown once, stored hashed).
 
     The stock check here is advisory ("sold out" before the buyer pays); unpaid orders hold no
     stock, and the claim at payment is the authority (DESIGN.md §2). A `manual` product needs no
-    keys and is always in stock. A coupon is checked by price_for and one use is taken in the
-    transaction that creates the order (coupon_redeem): refused, nothing is created.
+    keys and is always in stock. A coupon is checked by price_for (refused, nothing is created);
+    its use is counted when the order is paid (fulfilment/coupon_uses.py), so an unpaid order
+    holds none. An `owner` (PendingOwner) makes the email optional and is linked in the transaction.
     """
     errors = order_validate(product=product, quantity=quantity, email=email, lookup_password=lookup_password,
-                            custom_values=custom_values)
+                            custom_values=custom_values, email_optional=owner is not None)
     if errors:
         raise BadInput("invalid order", fields=errors)
-    errors = pending_limit_errors(email=email, buyer_ip=buyer_ip)
+    errors = pending_limit_errors(email=email, buyer_ip=buyer_ip, owner=owner)
     if errors:
         raise BadInput(TOO_MANY_UNPAID, fields=errors)
     needed = 1 if product.kind == Product.Kind.REUSABLE else quantity
@@ -111,13 +132,11 @@ def order_create(*, product: Product, quantity: int, email: str, gateway: str, b
     now = clock.now()
     for _ in range(5):
         try:
-            with named_locks(*pending_locks(email=email, buyer_ip=buyer_ip)), \
-                    transaction.atomic():  # the coupon's use, the order and its first event together
-                errors = pending_limit_errors(email=email, buyer_ip=buyer_ip)  # again, now it is ours to decide
+            with named_locks(*pending_locks(email=email, buyer_ip=buyer_ip, owner=owner)), \
+                    transaction.atomic():  # the order, its first event and its owner's link, under the pending-limit locks
+                errors = pending_limit_errors(email=email, buyer_ip=buyer_ip, owner=owner)  # again, now ours to decide
                 if errors:
                     raise BadInput(TOO_MANY_UNPAID, fields=errors)
-                if price.coupon is not None:
-                    coupon_redeem(coupon=price.coupon, product=product)
                 order = Order.objects.create(
                     order_no=_new_order_no(), product=product, email=email.strip(), email_norm=email_normalise(email),
                     quantity=quantity,
@@ -128,6 +147,8 @@ def order_create(*, product: Product, quantity: int, email: str, gateway: str, b
                 )
                 order_event(order=order, kind="created", gateway=gateway, amount=str(price.amount),
                             **({"coupon": price.coupon.code, "discount": str(price.discount)} if price.coupon else {}))
+                if owner is not None:
+                    owner.link(order)
             return order, token
         except IntegrityError:
             continue  # order number collision: draw another
@@ -140,16 +161,13 @@ def payment_grace() -> timedelta:
 
 def orders_expire() -> list[int]:
     """Expire unpaid orders past their expiry (plus the grace for late notifications); return
-    the ids of the orders this call expired."""
+    the ids of the orders this call expired. A coupon is not touched: unpaid orders hold no use."""
     cutoff = clock.now() - payment_grace()
     expired = []
-    due = Order.objects.filter(status=Order.Status.PENDING, expires_at__lt=cutoff).values_list("id", "coupon_id")[:1000]
-    for order_id, coupon_id in due:
-        with transaction.atomic():  # conditional: a payment confirmed meanwhile wins; the coupon use with it
+    due = Order.objects.filter(status=Order.Status.PENDING, expires_at__lt=cutoff).values_list("id", flat=True)[:1000]
+    for order_id in due:
+        with transaction.atomic():  # conditional: a payment confirmed meanwhile wins; the event with it
             if Order.objects.filter(id=order_id, status=Order.Status.PENDING).update(status=Order.Status.EXPIRED):
                 order_event(order=Order(id=order_id), kind="expired")
-                if coupon_id is not None and coupon_release(coupon_id=coupon_id):
-                    # An abandoned order does not burn a use; a paid one keeps it.
-                    order_event(order=Order(id=order_id), kind="coupon_released", coupon_id=coupon_id)
                 expired.append(order_id)
     return expired

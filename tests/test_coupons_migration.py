@@ -1,0 +1,62 @@
+"""Migration orders 0008: uses are counted at payment from now on, so each coupon gives back the
+uses its orders still pending at the upgrade took at creation; paid and expired orders' counts
+stay. Backwards, pending orders hold a use again, never past a limit."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from kami.core import clock
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BEFORE, AFTER = [("orders", "0007_email_norm")], [("orders", "0008_coupon_uses_at_payment")]
+
+
+def _migrate(targets):
+    """Migrate orders to `targets`, every other app at its latest (as tests/stock/test_key_migration.py)."""
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    others = [node for node in executor.loader.graph.leaf_nodes() if node[0] != "orders"]
+    executor.migrate(targets)
+    return executor.loader.project_state([*others, *targets]).apps
+
+
+@pytest.fixture
+def back_to_latest():
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def _order(apps, product, coupon, n, status):
+    now = clock.now()
+    return apps.get_model("orders", "Order").objects.create(
+        order_no=f"MIG{n:04d}", product=product, email="b@example.com", quantity=1, unit_price="10.00",
+        amount="9.00", currency="CNY", status=status, gateway="sandbox", token_hash="x" * 64, created_at=now,
+        expires_at=now + timedelta(minutes=35), coupon=coupon, discount="1.00")
+
+
+def test_pending_orders_give_their_uses_back_once(back_to_latest):
+    # given, counted the old way: a 4-use coupon with 3 uses taken (1 paid, 2 pending orders; an
+    # expired one already gave its use back), and a coupon with no pending order
+    old = _migrate(BEFORE)
+    product = old.get_model("catalog", "Product").objects.create(slug="m", name="M", price="10.00")
+    coupons = old.get_model("catalog", "Coupon").objects
+    limited = coupons.create(code="MIG4", kind="fixed", value="1.00", currency="CNY", usage_limit=4, used=3)
+    other = coupons.create(code="PAIDONLY", kind="fixed", value="1.00", currency="CNY", used=2)
+    for n, status in enumerate(("fulfilled", "pending", "pending", "expired")):
+        _order(old, product, limited, n, status)
+    _order(old, product, other, 10, "fulfilled")
+    _order(old, product, None, 11, "pending")
+    # when
+    new = _migrate(AFTER)
+    # then the count is the paid orders' uses
+    counts = dict(new.get_model("catalog", "Coupon").objects.values_list("code", "used"))
+    assert counts == {"MIG4": 1, "PAIDONLY": 2}
+    # when migrated back, the pending orders hold their uses again
+    back = _migrate(BEFORE)
+    assert dict(back.get_model("catalog", "Coupon").objects.values_list("code", "used")) == {"MIG4": 3, "PAIDONLY": 2}
