@@ -44,6 +44,12 @@ ALERTS: dict[str, tuple[str, str]] = {
         N_("Order %(order_no)s needs review: paid after it expired"),
         N_("Paid at %(paid_at)s, after the order expired. Refund it or deliver by hand."),
     ),
+    "flagged.coupon_used_up": (
+        N_("Order %(order_no)s needs review: coupon %(coupon)s was used up before it was paid"),
+        N_("Coupon %(coupon)s reached its limit of %(limit)s uses between checkout and payment, so this paid "
+           "order was not delivered. Refund it, or unflag it to deliver it anyway (from stock; the coupon's count "
+           "stays at its limit)."),
+    ),
     "duplicate_payment": (
         N_("Order %(order_no)s was paid twice"),
         N_("Trade %(trade_no)s on %(gateway)s paid order %(order_no)s again. Refund it."),

@@ -20,6 +20,7 @@ from kami.core import clock
 from kami.core.errors import BadInput, NotFound
 from kami.delivery.alerts import ALERTS, admin_language, alert_channels, alert_render
 from kami.delivery.models import OutboxMessage
+from kami.delivery.wake import outbox_written
 from kami.orders.selectors import orders_lookup
 from kami.orders.services import order_event
 
@@ -31,35 +32,56 @@ NOTE_MAX = 2000
 
 
 def outbox_enqueue(*, kind: str, channel: str, target: str, dedupe_key: str, payload: dict | None = None) -> OutboxMessage | None:
-    """Queue one side effect. The same `dedupe_key` twice queues it once (returns None)."""
+    """Queue one side effect. The same `dedupe_key` twice queues it once (returns None). An email
+    to no address (an order made in the Telegram bot without one) is not queued (returns None)."""
+    if channel == "email" and not target:
+        return None
     try:
         # A savepoint, so a duplicate leaves the caller's transaction usable.
         with transaction.atomic():
-            return OutboxMessage.objects.create(
+            row = OutboxMessage.objects.create(
                 kind=kind, channel=channel, target=target, dedupe_key=dedupe_key[:191],
                 payload=payload or {}, next_attempt_at=clock.now(), created_at=clock.now(),
             )
+            outbox_written()  # wake the workers once this commits (a duplicate's savepoint drops it)
+            return row
     except IntegrityError:
         return None
 
 
-def order_keys_enqueue(*, order_id: int, email: str, resend: int = 0) -> OutboxMessage:
+def order_keys_enqueue(*, order_id: int, email: str, resend: int = 0) -> OutboxMessage | None:
     """Queue an order's key delivery. Called once per order, by the transaction that fulfils it
     (the order row is locked and leaves its state there), so no savepoint is spent on dedupe;
     the unique dedupe key would still refuse a second row. `resend` n > 0: the n-th resend by
-    staff (its own row, dedupe key and Message-ID)."""
+    staff (its own row, dedupe key and Message-ID). An order without an email (made in the
+    Telegram bot without one) gets no email row: only the other places, and None is returned."""
     now = clock.now()
+    if not email and not resend:
+        order_keys_enqueue_elsewhere(order_id=order_id, now=now)
+        return None
     dedupe_key, payload = f"order_keys:{order_id}:email", {"order_id": order_id}
     if resend:
         dedupe_key, payload = f"order_keys:{order_id}:resend:{resend}", {"order_id": order_id, "resend": resend}
     row = OutboxMessage.objects.create(kind="order_keys", channel="email", target=email, dedupe_key=dedupe_key,
                                        payload=payload, next_attempt_at=now, created_at=now)
-    for lookup in () if resend else _order_keys_recipients:
+    if not resend:
+        order_keys_enqueue_elsewhere(order_id=order_id, now=now)
+    else:
+        outbox_written()
+    return row
+
+
+def order_keys_enqueue_elsewhere(*, order_id: int, now=None) -> None:
+    """The order's key delivery to the places besides its email (the registered lookups below).
+    Part of order_keys_enqueue; called alone by the set-based confirm (kami.fulfilment.confirm_sql),
+    whose statement writes the email row itself."""
+    now = now or clock.now()
+    outbox_written()  # both confirm paths come here: the workers are woken once the sale commits
+    for lookup in _order_keys_recipients:
         for channel, target in lookup(order_id):
             OutboxMessage.objects.create(kind="order_keys", channel=channel, target=target[:254],
                                          dedupe_key=f"order_keys:{order_id}:{channel}", payload={"order_id": order_id},
                                          next_attempt_at=now, created_at=now)
-    return row
 
 
 # Where an order's keys go besides its email: lookups order_id -> [(channel, target)], added at
@@ -118,6 +140,7 @@ def delivery_retry_now(*, message_id: int, actor: str, ip: str = "") -> OutboxMe
         before = row.status
         row.status, row.next_attempt_at, row.lease_until = S.PENDING, clock.now(), None
         row.save(update_fields=["status", "next_attempt_at", "lease_until"])
+        outbox_written()
         audit_record(actor=actor, action="delivery.retry", obj_type="delivery", obj_id=row.pk, ip=ip,
                      kind=row.kind, channel=row.channel, status_before=before, attempts=row.attempts)
     return row
@@ -134,6 +157,7 @@ def deliveries_retry_all(*, actor: str, ip: str = "", status: str = S.MANUAL) ->
     with transaction.atomic():  # the change and its audit row together
         count = OutboxMessage.objects.filter(status=status).update(
             status=S.PENDING, next_attempt_at=clock.now(), lease_until=None, lease_token="")
+        outbox_written()
         audit_record(actor=actor, action="delivery.retry_all", obj_type="delivery", obj_id=status, ip=ip,
                      status_before=status, count=count)
     return count

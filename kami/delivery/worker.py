@@ -31,6 +31,7 @@ from kami.delivery.channels import PermanentFailure, TemporaryFailure, channel_g
 from kami.delivery.leases import LeaseKeeper, lease_end, lease_token_new
 from kami.delivery.models import DeliveryAttempt, OutboxMessage
 from kami.delivery.services import admin_alert
+from kami.delivery.wake import OutboxListener
 from kami.orders.models import Order
 
 log = logging.getLogger("kami.delivery.worker")
@@ -262,7 +263,7 @@ def _test_pause(point: str) -> None:
     worker at `point` — `claimed` (the claim committed, nothing sent) or `sent` (a message sent,
     its result not recorded) — so a test can SIGKILL it there. Unset outside tests (production
     refuses to start with it)."""
-    name, _, seconds = (getattr(settings, "KAMI_DELIVERY_TEST_PAUSE", "") or "").partition(":")
+    name, _, seconds = settings.KAMI_DELIVERY_TEST_PAUSE.partition(":")
     if name == point:
         log.warning("KAMI_DELIVERY_TEST_PAUSE: holding %ss after %s", seconds or 60, point)
         time.sleep(float(seconds or 60))
@@ -284,24 +285,31 @@ def run_once(worker_id: str, limit: int = 50, stop_event: threading.Event | None
 def run_forever(worker_id: str, poll_seconds: float, stop_event: threading.Event,
                 on_pass: Callable[[], None] | None = None, limit: int = 50) -> None:
     """Deliver until `stop_event` is set. `on_pass` runs after every pass (the command hangs
-    its periodic sweep there). Waits `poll_seconds` whenever the queue is drained."""
-    log.info("worker %s started (poll %ss)", worker_id, poll_seconds)
+    its periodic sweep there). Whenever the queue is drained it waits up to `poll_seconds`, and on
+    PostgreSQL less: until a process that queued a delivery wakes it (kami/delivery/wake.py)."""
+    listener = OutboxListener()
+    listener.start()  # before the first pass: a delivery queued after it is heard
+    log.info("worker %s started (poll %ss%s)", worker_id, poll_seconds,
+             ", woken by NOTIFY" if listener.conn is not None else "")
     outage = DatabaseOutage(f"worker {worker_id}")
-    while not stop_event.is_set():
-        close_old_connections()  # a long-lived process: drop a connection the database closed
-        done = 0
-        try:
-            done = run_once(worker_id, limit=limit, stop_event=stop_event)
-            outage.answered()
-        except CONNECTION_LOST as exc:  # a database restart: said once, retried every poll, no restart of Kami
-            outage.lost(exc)
-        except Exception:  # noqa: BLE001 — a database hiccup must not kill the worker
-            log.exception("worker %s: delivery pass failed; retrying in %ss", worker_id, poll_seconds)
-        if on_pass is not None and not stop_event.is_set():
+    try:
+        while not stop_event.is_set():
+            close_old_connections()  # a long-lived process: drop a connection the database closed
+            done = 0
             try:
-                on_pass()
-            except Exception:  # noqa: BLE001
-                log.exception("worker %s: periodic task failed", worker_id)
-        if done < limit:
-            stop_event.wait(poll_seconds)
+                done = run_once(worker_id, limit=limit, stop_event=stop_event)
+                outage.answered()
+            except CONNECTION_LOST as exc:  # a database restart: said once, retried every poll, no restart of Kami
+                outage.lost(exc)
+            except Exception:  # noqa: BLE001 — a database hiccup must not kill the worker
+                log.exception("worker %s: delivery pass failed; retrying in %ss", worker_id, poll_seconds)
+            if on_pass is not None and not stop_event.is_set():
+                try:
+                    on_pass()
+                except Exception:  # noqa: BLE001
+                    log.exception("worker %s: periodic task failed", worker_id)
+            if done < limit:
+                listener.wait(poll_seconds, stop_event)
+    finally:
+        listener.close()
     log.info("worker %s stopped", worker_id)

@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from kami.delivery.backoff import delay, max_attempts
+
+pytestmark = pytest.mark.sqlite_only  # no database
 
 
 def test_delay_is_between_half_and_all_of_the_scheduled_step():

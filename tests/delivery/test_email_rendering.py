@@ -23,7 +23,7 @@ from kami.orders.models import OrderKey
 from tests.factories import add_keys, make_orders
 from tests.sandbox_play import enable_sandbox, sandbox_notify
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.sqlite_only]  # templates: the same on every engine
 
 SHOP = "Starlight 星光卡铺"
 LANGUAGES = ["zh-hans", "en"]
@@ -42,6 +42,7 @@ ALERT_EXAMPLES = {
                                             "quantity": 2, "answers": "\nQQ: 12345"}),
     "flagged.amount_mismatch": ("flagged", {"order_no": "2611270003", "paid": "1.00 CNY", "expected": "29.90 CNY"}),
     "flagged.paid_after_expiry": ("flagged", {"order_no": "2611270004", "paid_at": "2026-11-27 10:00:00 UTC"}),
+    "flagged.coupon_used_up": ("flagged", {"order_no": "2611270007", "coupon": "SPRING50", "limit": 3}),
     "duplicate_payment": ("duplicate_payment", {"order_no": "2611270005", "trade_no": "T-9", "gateway": "epay"}),
     "delivery_manual.order_keys": ("delivery_manual", {"order_no": "2611270006", "message_id": 41, "kind": "order_keys",
                                                        "channel": "email", "target": "b@example.com", "attempts": 12,

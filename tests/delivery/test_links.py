@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlparse
 
+import pytest
+
 from kami.delivery.links import order_link_signature, order_link_signed, order_link_verify
+
+pytestmark = pytest.mark.sqlite_only  # no database
 
 
 def test_signed_link_verifies_for_its_order_only():

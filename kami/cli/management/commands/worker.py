@@ -1,5 +1,6 @@
-"""`kami worker`: deliver the outbox (emails, alerts), run the periodic sweep, and run uploaded
-key imports (in a thread of their own, so a long import never holds up an email).
+"""`kami worker`: deliver the outbox (emails, alerts), run the periodic sweep, run uploaded key
+imports and prune old sent deliveries (each in a thread of its own, so neither a long import nor
+a long prune ever holds up an email).
 
 Run one or several, on one machine or many: rows are leased, never delivered twice by two
 workers. SIGTERM or Ctrl-C stops after the current message; a second Ctrl-C stops at once (a
@@ -19,6 +20,7 @@ from django.db import close_old_connections, connection
 
 from kami.cli.base import KamiCommand
 from kami.cli.startup import refuse_unsafe_start
+from kami.delivery.housekeeping import PRUNE_EVERY_SECONDS, outbox_prune, outbox_prune_enabled
 from kami.delivery.worker import CONNECTION_LOST, DatabaseOutage, run_forever, run_pass
 from kami.fulfilment.backfill import sweep
 from kami.fulfilment.imports import import_jobs_run_due
@@ -40,6 +42,30 @@ class Sweeper:
         result = sweep()
         if any(result.values()):
             log.info("sweep: %s", ", ".join(f"{k} {v}" for k, v in result.items()))
+
+
+class Housekeeper(threading.Thread):
+    """Prunes sent deliveries (kami/delivery/housekeeping.py) at start and then every
+    PRUNE_EVERY_SECONDS, in a thread of its own with its own connection, so a long first prune
+    (a year of rows after an upgrade) never holds up an email."""
+
+    def __init__(self, stop: threading.Event):
+        super().__init__(name="kami-housekeeping", daemon=True)
+        self.stop = stop
+
+    def run(self) -> None:
+        try:
+            while outbox_prune_enabled() and not self.stop.is_set():
+                close_old_connections()
+                try:
+                    outbox_prune(stop=self.stop.is_set)
+                except CONNECTION_LOST:  # a database restart: the next turn prunes
+                    connection.close()
+                except Exception:  # noqa: BLE001 — housekeeping must not end the worker
+                    log.exception("outbox prune failed; next try in %ss", PRUNE_EVERY_SECONDS)
+                self.stop.wait(PRUNE_EVERY_SECONDS)
+        finally:
+            connection.close()
 
 
 class ImportRunner(threading.Thread):
@@ -85,14 +111,20 @@ class Command(KamiCommand):
             imports = import_jobs_run_due(limit=100, owner=f"{worker_id}:imports")
             swept = sweep()
             outcomes = run_pass(worker_id=worker_id, limit=limit)
+            pruned = outbox_prune().deliveries if outbox_prune_enabled() else 0
             counts = ", ".join(f"{k} {outcomes.get(k, 0)}" for k in ("sent", "failed", "manual", "lost"))
             self.stdout.write(f"deliveries: {sum(outcomes.values())} ({counts}); "
-                              f"sweep: {', '.join(f'{k} {v}' for k, v in swept.items())}; imports: {imports}")
+                              f"sweep: {', '.join(f'{k} {v}' for k, v in swept.items())}; pruned: {pruned}; "
+                              f"imports: {imports}")
             return
         stop = threading.Event()
         previous = _on_signals(stop)
         imports = ImportRunner(f"{worker_id}:imports", float(settings.KAMI_WORKER_POLL_SECONDS), stop)
         imports.start()
+        Housekeeper(stop).start()
+        if parent := int(os.environ.get("KAMI_WORKER_PARENT_PID") or 0):
+            threading.Thread(target=_stop_when_orphaned, args=(parent, stop), name="kami-parent-watch",
+                             daemon=True).start()
         try:
             run_forever(worker_id, poll_seconds=float(settings.KAMI_WORKER_POLL_SECONDS), stop_event=stop,
                         on_pass=Sweeper(float(settings.KAMI_SWEEP_SECONDS)), limit=limit)
@@ -104,6 +136,15 @@ class Command(KamiCommand):
             imports.join(timeout=30)  # it stops between chunks; a job cut off is resumed by the next worker
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
+    """Started by `kami serve`: when serve is gone (SIGKILL, the OOM killer), stop as on SIGTERM —
+    finish the current message, hand the rest back — so a restarted serve's worker is the only one."""
+    while not stop.wait(1):
+        if os.getppid() != parent:
+            log.warning("kami serve (pid %s) is gone: this worker stops after the current message", parent)
+            stop.set()
 
 
 def _on_signals(stop: threading.Event) -> dict:
