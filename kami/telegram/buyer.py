@@ -1,9 +1,10 @@
-"""The buyer's side of the bot: catalogue, product, quantity, email, gateway, payment link or QR,
-and /orders. Every order goes through checkout_start, the web's own path: same prices, coupons,
+"""The buyer's side of the bot: catalogue, product, quantity, email (optional), gateway, payment
+link or QR, and /orders. Every order goes through checkout_start, the web's own path: same prices, coupons,
 limits and stock rules. A chat's progress is kept in BotChat.state between messages."""
 from __future__ import annotations
 
 import io
+import logging
 
 import segno
 from django.conf import settings
@@ -16,17 +17,21 @@ from kami.catalog.coupons import CouponRefused
 from kami.catalog.models import Product
 from kami.catalog.services import price_for
 from kami.core.errors import BadInput, KamiError, SoldOut
+from kami.delivery.channels.telegram import BotApiFailure
 from kami.delivery.channels.telegram_chat import keys_texts
 from kami.fulfilment.checkout import checkout_start
 from kami.orders.models import Order
 from kami.orders.selectors import order_keys_plaintext
 from kami.orders.services import TOO_MANY_UNPAID
 from kami.payments.registry import gateway_class, gateways_enabled
-from kami.stock.claim import available_count
+from kami.stock.selectors import available_count
 from kami.telegram.api import Bot, keyboard
+from kami.telegram.pictures import CAPTION_MAX, product_photo, units
 from kami.telegram.selectors import user_order, user_orders
-from kami.telegram.services import chat_state_get, chat_state_set, order_chat_record
+from kami.telegram.services import chat_state_get, chat_state_set, order_owner
 from kami.telegram.stars import GATEWAY as STARS, invoice_send
+
+log = logging.getLogger("kami.telegram")
 
 
 def catalogue(bot: Bot, chat_id: int) -> None:
@@ -40,33 +45,60 @@ def catalogue(bot: Bot, chat_id: int) -> None:
 
 
 def product_show(bot: Bot, chat_id: int, product_id: str) -> None:
+    """Name, price, stock, description and the quantity buttons; with the product's picture
+    (sendPhoto, the text as its caption) when it has one."""
     product = _on_sale(product_id)
     if product is None:
         bot.say(chat_id, gettext("This product is not on sale any more."))
         return
     left = available_count(product_id=product.pk, at_most=product.max_qty) if product.needs_keys else None
     price = price_for(product=product, quantity=product.min_qty).unit
-    lines = [product.name, gettext("Price: %(price)s %(currency)s") % {"price": price, "currency": product.currency}]
+    head = [product.name, gettext("Price: %(price)s %(currency)s") % {"price": price, "currency": product.currency}]
+    tail, buttons = [], None
     if left is not None and left < product.min_qty:
-        lines.append(gettext("Sold out."))
-    elif left is not None and left < product.max_qty:
-        lines.append(gettext("In stock: %(left)s") % {"left": left})
+        head.append(gettext("Sold out."))
     else:
-        lines.append(gettext("In stock"))
-    if product.description:
-        lines += ["", product.description[:1500]]
-    if left is not None and left < product.min_qty:
-        bot.say(chat_id, "\n".join(lines))
-        return
-    if product.custom_fields:
-        lines += ["", gettext("This product asks for details the bot cannot take: buy it on the website: %(url)s")
-                  % {"url": f"{settings.KAMI_BASE_URL}{reverse('product', args=[product.slug])}"}]
-        bot.say(chat_id, "\n".join(lines))
-        return
-    top = product.max_qty if left is None else min(product.max_qty, left)
-    choices = list(range(product.min_qty, min(top, product.min_qty + 4) + 1))
-    lines += ["", gettext("How many?")]
-    bot.say(chat_id, "\n".join(lines), keyboard=keyboard([[(str(n), f"q:{product.pk}:{n}") for n in choices]]))
+        head.append(gettext("In stock: %(left)s") % {"left": left} if left is not None and left < product.max_qty
+                    else gettext("In stock"))
+        if product.custom_fields:
+            tail = ["", gettext("This product asks for details the bot cannot take: buy it on the website: %(url)s")
+                    % {"url": f"{settings.KAMI_BASE_URL}{reverse('product', args=[product.slug])}"}]
+        else:
+            top = product.max_qty if left is None else min(product.max_qty, left)
+            choices = list(range(product.min_qty, min(top, product.min_qty + 4) + 1))
+            tail = ["", gettext("How many?")]
+            buttons = keyboard([[(str(n), f"q:{product.pk}:{n}") for n in choices]])
+    _product_send(bot, chat_id, product, head, product.description[:1500], tail, buttons)
+
+
+def _product_send(bot: Bot, chat_id: int, product: Product, head: list, description: str, tail: list,
+                  buttons) -> None:
+    """As a photo when the product has a picture (the description shortened to fit the caption),
+    else as a message. A photo Telegram refuses falls back to the message."""
+    photo = product_photo(product)
+    if photo is not None:
+        room = CAPTION_MAX - units(_product_text(head, "", tail)) - 4
+        short = description if units(description) <= room else _cut(description, room)
+        try:
+            bot.call("sendPhoto", chat_id=chat_id, caption=_product_text(head, short, tail), reply_markup=buttons,
+                     files={"photo": ("product.jpg", photo, "image/jpeg")})
+            return
+        except BotApiFailure as exc:
+            if not exc.status:  # no answer at all: a message would not get through either
+                raise
+            log.warning("telegram: the picture of product %s was refused (%s); sent as text", product.pk, exc)
+    bot.say(chat_id, _product_text(head, description, tail), keyboard=buttons)
+
+
+def _product_text(head: list, description: str, tail: list) -> str:
+    return "\n".join(head + (["", description] if description else []) + tail)
+
+
+def _cut(text: str, room: int) -> str:
+    """`text` shortened to `room` UTF-16 units, ending in an ellipsis."""
+    while text and units(text) > max(room - 1, 0):
+        text = text[:-max(1, (units(text) - room) // 2)]
+    return text.rstrip() + "…" if text else ""
 
 
 def quantity_chosen(bot: Bot, chat_id: int, user_id: int, product_id: str, quantity: str) -> None:
@@ -77,8 +109,20 @@ def quantity_chosen(bot: Bot, chat_id: int, user_id: int, product_id: str, quant
     state = chat_state_get(user_id=user_id)
     chat_state_set(user_id=user_id, state={"product": product.pk, "quantity": int(quantity),
                                            "coupon": state.get("coupon", "")})
-    bot.say(chat_id, gettext("Send your email address: your keys are sent there too, and it finds your order "
-                             "on the website."))
+    bot.say(chat_id, gettext("Your keys arrive here in the chat. To get them by email too (the email also finds "
+                             "your order on the website), send your email address; otherwise tap Skip."),
+            keyboard=keyboard([[(gettext("Skip"), "e:skip")]]))
+
+
+def email_skipped(bot: Bot, chat_id: int, user_id: int) -> None:
+    """No email: the order is delivered in the chat only."""
+    state = chat_state_get(user_id=user_id)
+    if not state.get("product"):
+        catalogue(bot, chat_id)
+        return
+    state["email"] = ""
+    chat_state_set(user_id=user_id, state=state)
+    _gateways_offer(bot, chat_id)
 
 
 def coupon_given(bot: Bot, chat_id: int, user_id: int, code: str) -> None:
@@ -102,6 +146,10 @@ def text_received(bot: Bot, chat_id: int, user_id: int, text: str) -> None:
         return
     state["email"] = email[:254]
     chat_state_set(user_id=user_id, state=state)
+    _gateways_offer(bot, chat_id)
+
+
+def _gateways_offer(bot: Bot, chat_id: int) -> None:
     rows = [[(str(gateway_class(name).label), f"g:{name}")] for name in gateways_enabled()]
     if not rows:
         bot.say(chat_id, gettext("No payment method is available right now. Please try again later."))
@@ -112,12 +160,13 @@ def text_received(bot: Bot, chat_id: int, user_id: int, text: str) -> None:
 def gateway_chosen(bot: Bot, chat_id: int, user_id: int, gateway: str, locale: str) -> None:
     state = chat_state_get(user_id=user_id)
     product = Product.objects.filter(pk=state.get("product")).first()
-    if product is None or not state.get("email"):
+    if product is None or "email" not in state:  # the email step (an address, or Skip) comes first
         catalogue(bot, chat_id)
         return
     try:
         checkout = checkout_start(product_slug=product.slug, quantity=state.get("quantity"), email=state["email"],
-                                  gateway=gateway, locale=locale, coupon=state.get("coupon", ""))
+                                  gateway=gateway, locale=locale, coupon=state.get("coupon", ""),
+                                  owner=order_owner(user_id=user_id, chat_id=chat_id))
     except SoldOut:
         bot.say(chat_id, gettext("Sold out: not enough stock for this quantity."))
         return
@@ -127,7 +176,6 @@ def gateway_chosen(bot: Bot, chat_id: int, user_id: int, gateway: str, locale: s
     except KamiError:  # the gateway refused or was down: nothing to pay yet (logged by the gateway's caller)
         bot.say(chat_id, gettext("The payment could not be started. Please try again in a moment."))
         return
-    order_chat_record(order=checkout.order, user_id=user_id, chat_id=chat_id)
     chat_state_set(user_id=user_id, state={})
     if gateway == STARS:
         invoice_send(bot, chat_id, checkout.order)  # the invoice itself, inline in the chat

@@ -8,6 +8,7 @@ from kami.audit.services import audit_record
 from kami.core.crypto import keyring
 from kami.core.errors import BadInput
 from kami.orders.models import Order
+from kami.orders.services import PendingOwner
 from kami.payments.models import GatewayAccount
 from kami.payments.services import gateway_configure
 from kami.telegram.config import AAD, bot_settings
@@ -41,6 +42,15 @@ def bot_settings_set(*, token: str | None = None, webhook: bool | None = None, a
 
 def order_chat_record(*, order: Order, user_id: int, chat_id: int) -> None:
     TelegramOrder.objects.create(order=order, user_id=user_id, chat_id=chat_id)
+
+
+def order_owner(*, user_id: int, chat_id: int) -> PendingOwner:
+    """A bot order's owner for checkout: the Telegram user. Their unpaid orders count against the
+    per-email limit (KAMI_PENDING_LIMIT_EMAIL) whether or not they gave an email, and the
+    order-to-chat record is written in the order's own transaction."""
+    return PendingOwner(lock=f"pending-telegram:{user_id}",
+                        mine=lambda pending: pending.filter(telegram__user_id=user_id),
+                        link=lambda order: order_chat_record(order=order, user_id=user_id, chat_id=chat_id))
 
 
 def chat_state_set(*, user_id: int, state: dict) -> None:

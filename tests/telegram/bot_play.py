@@ -1,6 +1,7 @@
 """A loopback fake of the Telegram Bot API: POST /bot<token>/<method>, form-encoded or multipart,
 answered as Telegram answers (`{"ok": true, "result": …}`), every call recorded. getUpdates hands
-out the updates queued with `queue`; `fail_with` makes every call answer that HTTP status."""
+out the updates queued with `queue`; `fail_with` makes every call answer that HTTP status, and
+`refuse` = {method: status} only the calls of those methods (recorded, then refused)."""
 from __future__ import annotations
 
 import itertools
@@ -36,6 +37,7 @@ class FakeBotApi(LoopbackServer):
         self.token = token
         self.calls: list[tuple[str, dict]] = []
         self.fail_with: int | None = None
+        self.refuse: dict[str, int] = {}
         self.webhook: dict = {}
         self._updates: list[dict] = []
         self._lock = threading.Lock()
@@ -55,6 +57,9 @@ class FakeBotApi(LoopbackServer):
         method, params = path[len(prefix):], _params(content_type, body)
         with self._lock:
             self.calls.append((method, params))
+            if method in self.refuse:
+                status = self.refuse[method]
+                return status, {"ok": False, "error_code": status, "description": "Bad Request: IMAGE_PROCESS_FAILED"}
             if method == "getUpdates":
                 offset = int(params.get("offset") or 0)
                 ready = [u for u in self._updates if u["update_id"] >= offset]
@@ -98,7 +103,8 @@ def _params(content_type: str, body: bytes) -> dict:
         params = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
-            params[name] = part.get_content() if part.get_filename() is None else part.get_payload(decode=True)
+            raw = part.get_payload(decode=True)  # fields are UTF-8, as httpx sends them (no charset given)
+            params[name] = raw.decode() if part.get_filename() is None else raw
         return params
     return {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
 

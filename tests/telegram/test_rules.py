@@ -105,3 +105,30 @@ def test_the_api_down_retries_the_keys_then_escalates_to_a_person(client, bot, m
     # then
     row.refresh_from_db()
     assert row.status == "sent" and any("KEY-AAA-1" in t for t in bot.texts(555))
+
+
+def test_unpaid_orders_are_limited_per_telegram_user_with_or_without_an_email(client, bot, make_product, settings):
+    # given: the web's per-email limit at 2, and user 555 with two unpaid orders, one without an email
+    settings.KAMI_PENDING_LIMIT_EMAIL, settings.KAMI_PENDING_LIMIT_IP = 2, 100
+    enable_sandbox()
+    product = make_product(name="Steam Wallet 100")
+    add_keys(product, ["KEY-1", "KEY-2", "KEY-3", "KEY-4"])
+    first, second = Buyer(user_id=555), Buyer(user_id=666)
+    buy(client, bot, first, product, quantity=1, email=None)
+    buy(client, bot, first, product, quantity=1, email="a@example.com")
+    # when: the same user tries a third, without an email and with an address not used before
+    for step in (first.taps(f"q:{product.pk}:1"), first.taps("e:skip"), first.taps("g:sandbox"),
+                 first.taps(f"q:{product.pk}:1"), first.says("fresh@example.com"), first.taps("g:sandbox")):
+        post_update(client, step)
+    # then: both refused, in the buyer's words
+    refusals = [t for t in bot.texts(555) if t.startswith("Too many unpaid orders")]
+    assert len(refusals) == 2 and Order.objects.filter(telegram__user_id=555).count() == 2
+    # when: another Telegram user buys without an email
+    other = buy(client, bot, second, product, quantity=1, email=None)
+    # then: their limit is their own
+    assert (other.email, other.telegram.user_id) == ("", 666)
+    # when: one of the first user's orders is paid
+    paid = Order.objects.filter(telegram__user_id=555).order_by("id").first()
+    assert sandbox_notify(client, order_no=paid.order_no, amount=str(paid.amount)).status_code == 200
+    # then: the place is free again
+    assert buy(client, bot, first, product, quantity=1, email=None).status == "pending"
