@@ -72,13 +72,16 @@ class Command(KamiCommand):
         if "KAMI_BASE_URL" not in os.environ:
             # Links in emails and gateway callbacks point here unless the merchant says otherwise.
             os.environ["KAMI_BASE_URL"] = settings.KAMI_BASE_URL = f"http://{host}:{port}"
-        for warning in startup_warnings():
+        for warning in startup_warnings() + ([GRANIAN_SLOW_SENDERS] if server == "granian" else []):
             log.warning(warning)
         from kami.telegram.runner import serve_hook  # the bot's webhook, when `kami telegram set … webhook` asked
 
         if telegram := serve_hook():
             self.stdout.write(telegram)
-        worker = None if no_worker else subprocess.Popen([sys.executable, "-m", "kami", "worker"], env=os.environ.copy())
+        # The worker watches this process (KAMI_WORKER_PARENT_PID): killed with SIGKILL, serve runs no
+        # `finally`, and a restart would otherwise add a worker beside the orphan, one more per crash.
+        worker = None if no_worker else subprocess.Popen([sys.executable, "-m", "kami", "worker"],
+                                                         env={**os.environ, "KAMI_WORKER_PARENT_PID": str(os.getpid())})
         self.stdout.write(f"Kami is serving on http://{host}:{port}/ (base URL {settings.KAMI_BASE_URL})"
                           + ("" if no_worker else f"; delivery worker pid {worker.pid}"))
         self.stdout.write(f"Back office: {settings.KAMI_BASE_URL}/{settings.KAMI_ADMIN_PATH}/")
@@ -117,7 +120,22 @@ def _waitress(*, host: str, port: int, threads: int) -> None:
 
     # Forwarding headers pass through waitress (it trusts one address, not a list of CIDRs);
     # kami.core.net believes them from KAMI_TRUSTED_PROXIES only and drops them otherwise.
-    serve(application, host=host, port=port, threads=threads, ident="kami", clear_untrusted_proxy_headers=False)
+    serve(application, host=host, port=port, threads=threads, ident="kami", clear_untrusted_proxy_headers=False,
+          **WAITRESS_LIMITS, max_request_body_size=settings.KAMI_REQUEST_MAX_BYTES)
+
+
+# Hostile clients (tests/hostile/test_serve_limits.py). waitress reads requests in its event loop
+# and hands a thread only a whole request, so slow senders hold sockets, not threads; its default
+# of 100 connections let 100 of them shut the shop, so it may hold more (KAMI_SERVE_CONNECTIONS;
+# poll(), not select(), which stops at 1,024 descriptors). A connection silent for
+# KAMI_SERVE_IDLE_SECONDS is closed. A body larger than KAMI_REQUEST_MAX_BYTES is answered 413 from
+# its Content-Length, unread; smaller ones are spooled to disk past 512 KiB, never held in memory,
+# then BodyLimitMiddleware refuses what the path does not accept.
+WAITRESS_LIMITS = {"connection_limit": int(os.environ.get("KAMI_SERVE_CONNECTIONS", "1000")), "asyncore_use_poll": True,
+                   "channel_timeout": int(os.environ.get("KAMI_SERVE_IDLE_SECONDS", "60"))}
+GRANIAN_SLOW_SENDERS = ("--server granian reads request bodies in its worker threads: a few clients sending "
+                        "slowly can hold them all (granian has no body read timeout). Run it behind a reverse "
+                        "proxy that buffers request bodies (nginx does by default), or use waitress, the default.")
 
 
 def _granian(*, host: str, port: int, threads: int, processes: int) -> None:
