@@ -66,9 +66,19 @@ KAMI_DELIVERY_BACKOFF = [
     int(x) for x in os.environ.get("KAMI_DELIVERY_BACKOFF", "30,60,300,900,1800,3600,7200,14400,28800,28800,28800").split(",")
 ]
 KAMI_SWEEP_SECONDS = int(os.environ.get("KAMI_SWEEP_SECONDS", "60"))
+# Sent deliveries are deleted after this many days (0: kept forever), by the worker hourly and by
+# `kami deliveries prune`, in batches of KAMI_OUTBOX_PRUNE_BATCH rows (kami/delivery/housekeeping.py).
+KAMI_OUTBOX_KEEP_DAYS = int(os.environ.get("KAMI_OUTBOX_KEEP_DAYS", "30"))
+KAMI_OUTBOX_PRUNE_BATCH = int(os.environ.get("KAMI_OUTBOX_PRUNE_BATCH", "500"))
 KAMI_RECONCILE_AFTER_MINUTES = int(os.environ.get("KAMI_RECONCILE_AFTER_MINUTES", "5"))
 KAMI_AUTO_REFUND_AFTER_HOURS = int(os.environ.get("KAMI_AUTO_REFUND_AFTER_HOURS", "0"))  # 0: off
 KAMI_PAYMENT_GRACE_SECONDS = int(os.environ.get("KAMI_PAYMENT_GRACE_SECONDS", "300"))
+# PostgreSQL: confirm the common paid notification with one set-based statement
+# (kami/fulfilment/confirm_sql.py); "0": the ORM path for every case (the reference).
+KAMI_CONFIRM_SQL = os.environ.get("KAMI_CONFIRM_SQL", "1") != "0"
+# PostgreSQL: paid notifications that arrive together in one process are confirmed in one
+# transaction (group commit, kami/fulfilment/batch.py); "0": one transaction each.
+KAMI_CONFIRM_BATCH = os.environ.get("KAMI_CONFIRM_BATCH", "1") != "0"
 # Notifications that fail verification: at most this many stored per sender IP and gateway in
 # 10 minutes (past it, refused unless they verify, and not stored), kept this many days.
 KAMI_NOTIFY_REJECTED_LIMIT = int(os.environ.get("KAMI_NOTIFY_REJECTED_LIMIT", "30"))
@@ -158,6 +168,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "kami.core.net.ForwardedHeadersMiddleware",  # first: nothing reads a forged X-Forwarded-* header
+    "kami.core.middleware.BodyLimitMiddleware",  # 413 for an oversized body, before anything reads it
     "django.middleware.security.SecurityMiddleware",
     "kami.core.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -311,7 +322,11 @@ SECURE_HSTS_SECONDS = 31536000 if SESSION_COOKIE_SECURE else 0
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
+# Request bodies (kami.core.middleware.BodyLimitMiddleware, 413 by declared size): the back office
+# accepts up to KAMI_REQUEST_MAX_BYTES (a key file of KAMI_IMPORT_MAX_BYTES and its form), every
+# other path DATA_UPLOAD_MAX_MEMORY_SIZE. `kami serve` refuses larger bodies before reading them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+KAMI_REQUEST_MAX_BYTES = KAMI_IMPORT_MAX_BYTES + 1024 * 1024
 
 class IsoTimeFormatter(logging.Formatter):
     """Log times in ISO 8601, in UTC with its offset written out (2026-12-04T18:51:21.123+00:00):
@@ -321,11 +336,23 @@ class IsoTimeFormatter(logging.Formatter):
         return datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
 
 
+# Observability (docs/operations.md, "Metrics" and "Logs"). /metrics is off unless one of these is
+# set: a bearer token for Prometheus, or scrapes from this machine (direct, not through a proxy).
+KAMI_METRICS_TOKEN = os.environ.get("KAMI_METRICS_TOKEN", "")
+KAMI_METRICS_LOOPBACK = os.environ.get("KAMI_METRICS_LOOPBACK", "") == "1"
+KAMI_METRICS_MAX_PRODUCTS = int(os.environ.get("KAMI_METRICS_MAX_PRODUCTS", "200"))  # kami_keys_available's cap
+# text (default): "<time> LEVEL logger: message"; json: one JSON object per line (kami/ops/logformat.py).
+KAMI_LOG_FORMAT = os.environ.get("KAMI_LOG_FORMAT", "text")
+if KAMI_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"KAMI_LOG_FORMAT={KAMI_LOG_FORMAT!r}: use text or json")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"()": IsoTimeFormatter, "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"()": IsoTimeFormatter, "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+                   "json": {"()": "kami.ops.logformat.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if KAMI_LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("KAMI_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"},
                 # Lockouts and failures still log; every successful sign-in need not.

@@ -7,6 +7,9 @@ import pytest
 from django.db import connection
 
 from kami.catalog.services import product_create
+from tests import flush
+
+flush.install()  # transactional tests keep content types and permissions through the flush (tests/flush.py)
 
 
 def engine() -> str:

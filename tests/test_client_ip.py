@@ -12,6 +12,8 @@ from kami.core.net import client_ip, loopback_client, trusted_networks_parse
 from kami.payments.models import Notification
 from tests.sandbox_play import enable_sandbox
 
+pytestmark = pytest.mark.sqlite_only  # no database
+
 
 def request(peer: str, forwarded_for: str | None = None):
     extra = {"HTTP_X_FORWARDED_FOR": forwarded_for} if forwarded_for is not None else {}

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
+pytestmark = pytest.mark.sqlite_only  # no database
+
 LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00) WARNING kami\.test: hello$")
 
 

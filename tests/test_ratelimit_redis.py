@@ -12,6 +12,8 @@ from django.core.cache.backends.redis import RedisCache
 
 from kami.core import ratelimit
 
+pytestmark = pytest.mark.sqlite_only  # Redis, not the database (one Redis db for every pass: run it once)
+
 REDIS = "redis://127.0.0.1:6379/15"
 
 

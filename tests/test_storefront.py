@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite_only]  # language negotiation and templates: the same on every engine
 
 
 def test_home_in_chinese_by_default_and_english_on_request(client, make_product):

@@ -11,7 +11,7 @@ from kami.catalog.pictures import product_picture_set
 from tests.catalog.picture_files import opened, photo_with_gps, png
 from tests.factories import add_keys
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite_only]  # picture processing and serving: the same on every engine
 
 
 @pytest.fixture(autouse=True)

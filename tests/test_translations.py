@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from django.utils import translation
+
+pytestmark = pytest.mark.sqlite_only  # message catalogues: the same on every engine
 
 KAMI = Path(__file__).resolve().parent.parent / "kami"
 TRANS = re.compile(r"""{%\s*trans(?:late)?\s+(["'])(.+?)\1\s*%}""")

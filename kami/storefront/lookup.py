@@ -19,6 +19,7 @@ from kami.core.net import client_ip
 from kami.core.ratelimit import ratelimit_hit
 from kami.delivery.links import link_days, order_link_signed
 from kami.delivery.services import order_link_request
+from kami.orders.models import email_normalise
 from kami.orders.selectors import LOOKUP_PASSWORD_MAX, LOOKUP_PASSWORD_MIN, lookup_password_fits, orders_lookup
 from kami.storefront.captcha_check import captcha_new, captcha_passed
 
@@ -36,7 +37,7 @@ def _within_limits(request: HttpRequest, email: str) -> bool:
     if not ratelimit_hit(scope="lookup-ip", identity=client_ip(request) or "-",
                          limit=settings.KAMI_LOOKUP_LIMIT_IP, window=window):
         return False
-    return not email or ratelimit_hit(scope="lookup-email", identity=email.strip().casefold(),
+    return not email or ratelimit_hit(scope="lookup-email", identity=email_normalise(email),
                                       limit=settings.KAMI_LOOKUP_LIMIT_EMAIL, window=window)
 
 

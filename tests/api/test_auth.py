@@ -8,6 +8,8 @@ from kami.api.models import SCOPES
 from kami.api.tokens import api_token_create, api_token_revoke
 from tests.api.conftest import Api, assert_problem
 
+pytestmark = pytest.mark.sqlite_only  # token scopes and answers; the endpoints run on every engine in test_endpoints.py
+
 # (method, path, scope, body)
 ENDPOINTS = [
     ("get", "/products", "read", None),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.chromium import SHOTS
-from tests.e2e.conftest import browser  # noqa: F401  (the fixture)
+from tests.e2e.conftest import browser, chromium  # noqa: F401  (the fixtures)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.sqlite_only]
 

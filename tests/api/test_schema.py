@@ -1,10 +1,9 @@
 """The live OpenAPI 3.1 schema, its docs page served from our own static files, and schemathesis
-fuzzing every merchant operation against it (bounded: a few examples each, a time limit)."""
+fuzzing every merchant operation against it (bounded: a few examples each)."""
 from __future__ import annotations
 
 import os
 import re
-import time
 import uuid
 
 import pytest
@@ -21,7 +20,6 @@ from kami.api.models import SCOPES
 # cases every run. KAMI_API_FUZZ_EXAMPLES=300 explores further, with fresh random cases.
 EXAMPLES = int(os.environ.get("KAMI_API_FUZZ_EXAMPLES", "30"))
 DERANDOMIZE = "KAMI_API_FUZZ_EXAMPLES" not in os.environ
-TIME_LIMIT = 45.0 if DERANDOMIZE else 600.0
 
 
 def test_the_schema_is_openapi_3_1_and_errors_are_problem_details(client):
@@ -72,14 +70,10 @@ def test_schemathesis_finds_no_server_error_and_every_answer_matches_the_schema(
     make_product("p1")
     auth = {"Authorization": f"Bearer {make_token(','.join(SCOPES))}"}
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", get_wsgi_application())
-    deadline = time.monotonic() + TIME_LIMIT
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 13
     # when / then
     for operation in operations:
-        if time.monotonic() > deadline:
-            pytest.fail(f"schemathesis ran past {TIME_LIMIT:.0f} s; lower EXAMPLES")
-
         @hsettings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None,
                    phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())

@@ -10,7 +10,7 @@ from kami.backoffice.perms import can
 from kami.staff.roles import Role, role_of, roles_sync, staff_set_role
 from tests.backoffice.staffing import admin_url, make_staff, signed_in
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite_only]  # who may open what: the same on every engine
 
 CAPABILITIES = {
     # capability:        owner, operator, support

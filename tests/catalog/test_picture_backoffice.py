@@ -13,7 +13,7 @@ from tests.backoffice.staffing import admin_url, signed_in
 from tests.backoffice.test_catalog_admin import product_form, tier_prefix, with_prefix
 from tests.catalog.picture_files import photo_with_gps, png
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite_only]  # picture processing: the same on every engine
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from kami.catalog.services import product_update
 from kami.core.errors import BadInput
 from tests.catalog.picture_files import CAMERA, bomb, opened, photo_with_gps, png
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite_only]  # picture processing: the same on every engine
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,8 @@ from django.core.management import call_command, load_command_class
 from kami.payments.models import GatewayAccount
 from kami.payments.registry import secrets_decrypt
 
+pytestmark = pytest.mark.sqlite_only  # argument parsing: the same on every engine
+
 README_EPAY = ["epay", "--enable", "pid=1001", "key=abc", "url=https://pay.example/"]
 
 ORDERINGS = {

@@ -9,6 +9,8 @@ from django.core.management import get_commands
 
 from kami.cli.main import main
 
+pytestmark = pytest.mark.sqlite_only  # help text: the same on every engine
+
 DJANGO_ONES = ("axes_reset_ip", "captcha_create_pool", "changepassword", "createsuperuser", "runserver")
 GROUPS = {"Shop": ["serve", "worker", "demo", "migrate"], "Catalogue & stock": ["product", "keys", "stock", "shop"],
           "Payments": ["gateway", "reconcile", "order"], "Staff": ["staff"]}

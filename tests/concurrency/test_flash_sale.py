@@ -15,7 +15,7 @@ from django.test import Client
 from kami.orders.models import Order, OrderKey
 from kami.payments.models import Notification
 from kami.stock.models import Key
-from tests.factories import add_keys, make_orders
+from tests.factories import add_keys, make_orders, make_orders_side_by_side
 from tests.sandbox_play import enable_sandbox, sandbox_notify
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.django_db(transaction=True)]
@@ -70,7 +70,7 @@ def test_flash_sale_sells_each_key_once(make_product):
     enable_sandbox()
     product = make_product(max_qty=5)
     add_keys(product, (f"FLASH-{i:06d}" for i in range(keys)))
-    orders = make_orders(product, [1] * buyers)
+    orders = make_orders_side_by_side(product, [1] * buyers)
     # when
     results = notify_all(orders, threads)
     # then
@@ -88,7 +88,7 @@ def test_flash_sale_with_quantities_never_fills_an_order_partly(make_product):
     product = make_product(max_qty=5)
     add_keys(product, (f"MULTI-{i:06d}" for i in range(keys)))
     rng = random.Random(42)
-    orders = make_orders(product, [rng.randint(1, 5) for _ in range(buyers // 2)])
+    orders = make_orders_side_by_side(product, [rng.randint(1, 5) for _ in range(buyers // 2)])
     # when
     notify_all(orders, threads)
     # then

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from kami.core.crypto import Secret
+
+pytestmark = pytest.mark.sqlite_only  # no database
 
 PLAIN = "CARD-KEY-1234-SECRET"
 

@@ -9,7 +9,7 @@ from django.db.models import Q, QuerySet
 
 from kami.catalog.models import Product
 from kami.core.errors import BadInput, NotFound
-from kami.orders.models import Order, OrderEvent, OrderKey
+from kami.orders.models import Order, OrderEvent, OrderKey, email_normalise
 from kami.payments.models import Payment
 
 ORDER_PAGE_MAX = 200
@@ -29,7 +29,7 @@ def orders_search(*, status: str = "", email: str = "", product: str = "", trade
             raise BadInput(f"status {status!r}: choose one of {', '.join(Order.Status.values)}")
         orders = orders.filter(status=status)
     if email:
-        orders = orders.filter(email_norm=email.strip().lower())
+        orders = orders.filter(email_norm=email_normalise(email))
     if product:
         orders = orders.filter(product__slug=product)
     if trade_no:
