@@ -6,10 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from kami.core import clock
+from tests.migrating import back_to_latest, migrate_app  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,19 +16,7 @@ BEFORE, AFTER = [("orders", "0007_email_norm")], [("orders", "0008_coupon_uses_a
 
 
 def _migrate(targets):
-    """Migrate orders to `targets`, every other app at its latest (as tests/stock/test_key_migration.py)."""
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    others = [node for node in executor.loader.graph.leaf_nodes() if node[0] != "orders"]
-    executor.migrate(targets)
-    return executor.loader.project_state([*others, *targets]).apps
-
-
-@pytest.fixture
-def back_to_latest():
-    yield
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
+    return migrate_app("orders", targets)
 
 
 def _order(apps, product, coupon, n, status):

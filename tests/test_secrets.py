@@ -17,24 +17,30 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PLAINTEXTS = ["SECRET-KEY-AAAA-0001", "SECRET-KEY-BBBB-0002", "秘密-卡密-🔑-0003"]
 
 
+def purchase_logging_sql(product, *, worker_id: str) -> dict:
+    """Buy two of `product`'s keys (PLAINTEXTS) through the order API and the sandbox, and run the
+    worker to the email, with every SQL statement logged with its parameters; the order's detail."""
+    enable_sandbox()
+    add_keys(product, PLAINTEXTS)
+    client = Client()
+    connection.force_debug_cursor = True
+    try:
+        created = client.post("/api/v1/orders", {"product": product.slug, "quantity": 2, "email": "b@example.com",
+                                                 "gateway": "sandbox"}, content_type="application/json").json()
+        sandbox_notify(client, order_no=created["order_no"], amount=created["amount"])
+        detail = client.get(f"/api/v1/orders/{created['order_no']}", HTTP_X_ORDER_TOKEN=created["token"]).json()
+        run_once(worker_id=worker_id)
+    finally:
+        connection.force_debug_cursor = False
+    return detail
+
+
 def test_full_purchase_at_debug_never_logs_a_key(make_product, caplog):
     # given
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="django.db.backends")
-    connection.force_debug_cursor = True  # log every SQL statement with its parameters
-    try:
-        enable_sandbox()
-        product = make_product()
-        add_keys(product, PLAINTEXTS)
-        client = Client()
-        created = client.post("/api/v1/orders", {"product": product.slug, "quantity": 2, "email": "b@example.com",
-                                                 "gateway": "sandbox"}, content_type="application/json").json()
-        # when
-        sandbox_notify(client, order_no=created["order_no"], amount=created["amount"])
-        detail = client.get(f"/api/v1/orders/{created['order_no']}", HTTP_X_ORDER_TOKEN=created["token"]).json()
-        run_once(worker_id="secrets-test")
-    finally:
-        connection.force_debug_cursor = False
+    # when
+    detail = purchase_logging_sql(make_product(), worker_id="secrets-test")
     # then
     assert detail["status"] == "fulfilled" and len(detail["keys"]) == 2
     logged = "\n".join(f"{r.getMessage()} {r.args!r} {r.__dict__.get('sql', '')} {r.__dict__.get('params', '')!r}"

@@ -112,3 +112,22 @@ class PrivateMariaDB:
             self._signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def db_rows(db, sql: str) -> list[tuple]:
+    """The rows of `sql`, read from the private server `db` with the engine's own driver."""
+    if db.engine == "postgresql":
+        import psycopg
+
+        with psycopg.connect(db.url) as conn:
+            return conn.execute(sql).fetchall()
+    import pymysql
+
+    with pymysql.connect(host="127.0.0.1", port=db.port, user="root", database="kami") as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return list(cur.fetchall())
+
+
+def db_counts(db, queries: dict[str, str]) -> dict:
+    """Each query's single number, read from the private server `db`."""
+    return {name: db_rows(db, sql)[0][0] for name, sql in queries.items()}

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 from tests.faults.processes import kami_run
+from tests.faults.servers import db_counts, db_rows  # noqa: F401 (the process tests import them from here too)
 from tests.faults.test_database_restart import Gateway
 
 MAKE_ORDERS = """
@@ -110,36 +111,6 @@ COUNTS = {
     "emails_queued": "SELECT COUNT(*) FROM delivery_outboxmessage WHERE kind = 'order_keys'",
     "emails_sent": "SELECT COUNT(*) FROM delivery_outboxmessage WHERE kind = 'order_keys' AND status = 'sent'",
 }
-
-
-def db_counts(db, queries: dict[str, str] = COUNTS) -> dict:
-    """Each query's single number, read from the private server `db` (tests/faults/servers.py)."""
-    if db.engine == "postgresql":
-        import psycopg
-
-        with psycopg.connect(db.url) as conn:
-            return {name: conn.execute(sql).fetchone()[0] for name, sql in queries.items()}
-    import pymysql
-
-    with pymysql.connect(host="127.0.0.1", port=db.port, user="root", database="kami") as conn, conn.cursor() as cur:
-        found = {}
-        for name, sql in queries.items():
-            cur.execute(sql)
-            found[name] = cur.fetchone()[0]
-        return found
-
-
-def db_rows(db, sql: str) -> list[tuple]:
-    if db.engine == "postgresql":
-        import psycopg
-
-        with psycopg.connect(db.url) as conn:
-            return conn.execute(sql).fetchall()
-    import pymysql
-
-    with pymysql.connect(host="127.0.0.1", port=db.port, user="root", database="kami") as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        return list(cur.fetchall())
 
 
 def sale_is_whole(counts: dict, *, orders: int) -> None:

@@ -21,7 +21,7 @@ from kami.payments.gateways.sandbox import SIGNATURE_HEADER, SandboxGateway
 from tests.delivery.conftest import Mailbox
 from tests.ports import free_port
 from tests.faults.processes import kami_run, kami_start, log_has, wait_until
-from tests.faults.servers import PrivateMariaDB, PrivatePostgres
+from tests.faults.servers import PrivateMariaDB, PrivatePostgres, db_counts
 
 ORDERS = 24
 SECRET = "fault-test-sandbox-secret"
@@ -114,19 +114,7 @@ def shop_counts(db) -> dict:
         "emails_sent": "SELECT COUNT(*) FROM delivery_outboxmessage WHERE kind = 'order_keys' AND status = 'sent'",
         "emails_queued": "SELECT COUNT(*) FROM delivery_outboxmessage WHERE kind = 'order_keys'",
     }
-    if db.engine == "postgresql":
-        import psycopg
-
-        with psycopg.connect(db.url) as conn:
-            return {name: conn.execute(sql).fetchone()[0] for name, sql in queries.items()}
-    import pymysql
-
-    with pymysql.connect(host="127.0.0.1", port=db.port, user="root", database="kami") as conn, conn.cursor() as cur:
-        found = {}
-        for name, sql in queries.items():
-            cur.execute(sql)
-            found[name] = cur.fetchone()[0]
-        return found
+    return db_counts(db, queries)
 
 
 def test_database_restart_mid_storm_retries_complete_every_order(private_db, tmp_path):

@@ -13,7 +13,7 @@ from aiosmtpd.controller import Controller
 
 from tests.delivery.conftest import Mailbox
 from tests.faults.processes import kami_start, kill, log_has, wait_until
-from tests.faults.storm import Storm, db_counts, db_rows, orders_make, sale_is_whole
+from tests.faults.storm import COUNTS, Storm, db_counts, db_rows, orders_make, sale_is_whole
 from tests.faults.test_database_restart import ORDERS as KEYS_MADE_BY_SHOP_UP
 from tests.faults.test_database_restart import healthz, private_db, shop_up  # noqa: F401 (fixture)
 from tests.ports import free_port
@@ -63,7 +63,7 @@ def test_two_servers_and_two_workers_sell_each_key_once_and_mail_each_buyer_once
             kill(proc)
         smtp.stop()
     # then: every order acknowledged; each paid once; fulfilled with exactly its keys, or awaiting stock
-    counts = db_counts(private_db)
+    counts = db_counts(private_db, COUNTS)
     workers = dict(db_rows(private_db, "SELECT a.worker, COUNT(*) FROM delivery_deliveryattempt a JOIN "
                                        "delivery_outboxmessage m ON m.id = a.message_id WHERE m.kind = 'order_keys' "
                                        "GROUP BY a.worker"))

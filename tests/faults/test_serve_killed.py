@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 
 from tests.delivery.conftest import Mailbox
 from tests.faults.processes import kami_start, kill, log_has, wait_until
-from tests.faults.storm import Storm, db_counts, orders_make, sale_is_whole
+from tests.faults.storm import COUNTS, Storm, db_counts, orders_make, sale_is_whole
 from tests.faults.test_database_restart import ORDERS as KEYS_MADE_BY_SHOP_UP
 from tests.faults.test_database_restart import healthz, private_db, shop_up  # noqa: F401 (fixture)
 from tests.faults.test_scale_out import buyer_mails
@@ -79,7 +79,7 @@ def test_serve_killed_mid_storm_then_restarted_applies_every_notification_once(p
             kill(proc)
         smtp.stop()
     # then: every order was acknowledged (the repeated ones twice); nothing was applied twice or half
-    counts = db_counts(private_db)
+    counts = db_counts(private_db, COUNTS)
     print(f"{acked_at_kill} of {ORDERS} acknowledged when serve was killed, its worker gone {orphan_gone:.1f}s "
           f"later; answers {dict(storm.answers())}; "
           f"{counts}; {len(buyer_mails(mailbox))} key emails")

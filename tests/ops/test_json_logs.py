@@ -11,13 +11,9 @@ import subprocess
 import sys
 
 import pytest
-from django.db import connection
-from django.test import Client
 
-from kami.delivery.worker import run_once
 from kami.ops.logformat import JsonFormatter
-from tests.factories import add_keys
-from tests.sandbox_play import enable_sandbox, sandbox_notify
+from tests.test_secrets import PLAINTEXTS, purchase_logging_sql
 from tests.test_security_deploy import kami, kami_env
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
@@ -90,20 +86,10 @@ def test_full_purchase_at_debug_in_json_never_logs_a_key(make_product):
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     sql.setLevel(logging.DEBUG)
-    connection.force_debug_cursor = True
     try:
-        enable_sandbox()
-        product = make_product()
-        add_keys(product, PLAINTEXTS)
-        client = Client()
-        created = client.post("/api/v1/orders", {"product": product.slug, "quantity": 2, "email": "b@example.com",
-                                                 "gateway": "sandbox"}, content_type="application/json").json()
         # when a purchase runs to the email
-        sandbox_notify(client, order_no=created["order_no"], amount=created["amount"])
-        detail = client.get(f"/api/v1/orders/{created['order_no']}", HTTP_X_ORDER_TOKEN=created["token"]).json()
-        run_once(worker_id="json-secrets-test")
+        detail = purchase_logging_sql(make_product(), worker_id="json-secrets-test")
     finally:
-        connection.force_debug_cursor = False
         root.removeHandler(handler)
         root.setLevel(levels[0])
         sql.setLevel(levels[1])

@@ -3,8 +3,8 @@ imported as, and are marked sealed the old way (so they still open)."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migrating import back_to_latest, migrate_app  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -12,20 +12,7 @@ BEFORE, AFTER = [("stock", "0005_field_labels")], [("stock", "0006_key_reusable_
 
 
 def _migrate(targets):
-    """Migrate stock to `targets`, every other app staying at its latest: the historical models
-    then match the tables (a later migration of another app, e.g. a new product column, is in)."""
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    others = [node for node in executor.loader.graph.leaf_nodes() if node[0] != "stock"]
-    executor.migrate(targets)
-    return executor.loader.project_state([*others, *targets]).apps
-
-
-@pytest.fixture
-def back_to_latest():
-    yield
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())  # whatever comes after 0006 too
+    return migrate_app("stock", targets)
 
 
 def test_existing_keys_take_their_products_kind_and_the_old_seal(back_to_latest):
