@@ -121,16 +121,14 @@ def _mysql_params(url: str, database: str | None = None) -> dict:
 
 
 def _recreate(engine: str, url: str) -> None:
+    _drop(engine, url)
     if engine == "sqlite":
-        Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
         return
     with _admin(url) as conn:
         if engine == "postgres":
-            conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
             conn.execute(f"CREATE DATABASE {DB}")
         else:
             with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {DB}")
                 cur.execute(f"CREATE DATABASE {DB} CHARACTER SET utf8mb4")
 
 

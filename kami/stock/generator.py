@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import closing
 
 from kami.catalog.models import Product
 from kami.core.crypto import normalise_key
@@ -73,14 +74,16 @@ def keys_generate(*, product: Product, count: int, pattern: str = DEFAULT_PATTER
     batch, report = batch_start(product=product, source=f"generated {pattern}", actor=actor)
     drawn = barren = 0
     while report.imported < count:
-        for chunk in ahead(_sealed_chunks(draw, count - report.imported, size=size, first=drawn + 1,
-                                          product_id=product.pk)):
-            drawn += len(chunk)
-            barren = 0 if write_chunk(batch=batch, chunk=chunk, report=report) else barren + 1
-            if barren >= 3:
-                raise Conflict(f"--pattern {pattern!r}: new keys keep colliding with stored ones; use more X")
-            if on_progress:
-                on_progress(report)
+        # closing(): an error while writing stops the drawing thread at once, as in the importer
+        with closing(ahead(_sealed_chunks(draw, count - report.imported, size=size, first=drawn + 1,
+                                          product_id=product.pk))) as chunks:
+            for chunk in chunks:
+                drawn += len(chunk)
+                barren = 0 if write_chunk(batch=batch, chunk=chunk, report=report) else barren + 1
+                if barren >= 3:
+                    raise Conflict(f"--pattern {pattern!r}: new keys keep colliding with stored ones; use more X")
+                if on_progress:
+                    on_progress(report)
     batch_finish(batch=batch, report=report, action="keys.generate", ip=ip, pattern=pattern,
                  bits=pattern_bits(pattern))
     return report

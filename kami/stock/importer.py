@@ -33,7 +33,7 @@ from kami.core import clock
 from kami.core.crypto import normalise_key
 from kami.core.errors import BadInput, Conflict
 from kami.stock.bulk import StoreRace, chunk_size, keys_store, keys_stored
-from kami.stock.claim import available_count
+from kami.stock.selectors import available_count
 from kami.stock.models import ImportBatch, Key
 from kami.stock.report import ImportReport
 from kami.stock.vault import keys_seal_bulk
@@ -299,9 +299,6 @@ def _refresh_statistics() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(Key._meta.db_table)}")
-
-
-_stored = keys_stored  # the duplicate look-up, under the name tests/concurrency/test_claim_plan.py knows
 
 
 def batch_finish(*, batch: ImportBatch, report: ImportReport, action: str, ip: str = "", **detail) -> None:

@@ -12,7 +12,7 @@ from kami.audit.services import audit_record
 from kami.catalog.models import Product
 from kami.core.crypto import Secret
 from kami.core.errors import BadInput, Conflict, NotFound
-from kami.stock.export import EXPORT_FORMATS, EXPORT_STATUSES, csv_cells, keys_export, keys_export_chunks
+from kami.stock.export import _ORDER_NO, EXPORT_FORMATS, EXPORT_STATUSES, csv_cells, keys_export, keys_export_chunks
 from kami.stock.generator import keys_generate
 from kami.stock.importer import keys_import, low_stock_rearm
 from kami.stock.models import Key
@@ -22,7 +22,6 @@ from kami.stock.vault import key_open, key_seal
 __all__ = ["EXPORT_FORMATS", "EXPORT_STATUSES", "ImportReport", "csv_cells", "key_restore", "key_reveal", "key_void",
            "keys_export", "keys_export_chunks", "keys_generate", "keys_import", "keys_reseal", "low_stock_rearm"]
 
-_ORDER_NO = "order_keys__order__order_no"  # via OrderKey's related name: stock never imports orders
 MIN_PREFIX = 6
 
 

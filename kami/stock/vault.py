@@ -58,7 +58,7 @@ def keys_seal_bulk(normalised: list[str], *, product_id: int) -> list[tuple[str,
     key_id = ring.primary_id
     aead = AESGCM(ring.keys[key_id])
     mac = hmac.new(ring.fingerprint_key, b"key\x00", hashlib.sha256)  # Keyring.fingerprint(…, scope="key")
-    aad = b"kami:key:v2:%d:" % product_id  # key_aad's prefix
+    aad = _aad_prefix(product_id)
     nonces = os.urandom(NONCE_BYTES * len(normalised))
     sealed = []
     for i, text in enumerate(normalised):

@@ -14,7 +14,8 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from kami.stock.claim import claim_queryset
-from kami.stock.importer import _stored, keys_import
+from kami.stock.bulk import keys_stored
+from kami.stock.importer import keys_import
 from kami.stock.models import Key
 from tests.factories import add_keys
 
@@ -86,7 +87,7 @@ def test_duplicate_lookup_probes_the_unique_index_after_the_first_chunk(make_pro
     keys_import(product=new, stream=io.BytesIO(b"".join(b"NEW-%d\n" % i for i in range(2500))), source="t",
                 batch_size=2000)
     with connection.cursor() as cursor, CaptureQueriesContext(connection) as queries:
-        _stored(new.pk, ["ab" * 32, "cd" * 32])
+        keys_stored(new.pk, ["ab" * 32, "cd" * 32])
         cursor.execute("EXPLAIN " + queries.captured_queries[-1]["sql"])
         plan = "\n".join(row[0] for row in cursor.fetchall())
     # then each fingerprint is one probe of the unique index
