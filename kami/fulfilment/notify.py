@@ -138,8 +138,8 @@ def _notification_take(*, gateway_name: str, inbound: Inbound) -> Reply:
         outcome = payment_confirm_grouped(gateway=gateway_name, notice=notice,
                                           record=lambda outcome: _finish(_unsaved(row), Notification.Result(outcome.value)))
     except DatabaseError as exc:
-        row.pk, row._state.adding = None, True  # its INSERT rolled back with the confirm: write it again, alone
-        _finish(row, Notification.Result.ERROR, error=f"{type(exc).__name__}: {exc}"[:2000])
+        # its INSERT rolled back with the confirm: write it again, alone
+        _finish(_unsaved(row), Notification.Result.ERROR, error=f"{type(exc).__name__}: {exc}"[:2000])
         log.exception("notification %s: confirm failed; the gateway will retry", row.pk)
         return gateway.acknowledge(False)
     if outcome == Outcome.UNKNOWN_ORDER:

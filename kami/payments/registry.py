@@ -76,7 +76,7 @@ class _Account:
 
 # name → (monotonic deadline, account or None). Read on every notification, written by an
 # operator a few times a year: each process keeps what it read for KAMI_GATEWAY_CACHE_SECONDS.
-# A save made in this process (gateway_configure) drops the entry at once and again at commit;
+# A save made in this process (any save: the post_save receiver below) drops the entry at once and again at commit;
 # other processes see it within the TTL. A version check would cost a round trip, which is what
 # the row read costs: the TTL is the cheaper bound (docs/performance.md). Only reads made in
 # autocommit are kept: a read inside a transaction may see rows that roll back.

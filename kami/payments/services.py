@@ -11,7 +11,7 @@ from kami.audit.services import audit_record
 from kami.core import clock
 from kami.core.errors import BadInput
 from kami.payments.models import GatewayAccount, Notification
-from kami.payments.registry import gateway_cache_clear, gateway_class, secrets_decrypt, secrets_encrypt
+from kami.payments.registry import gateway_class, secrets_decrypt, secrets_encrypt
 
 
 def gateway_configure(*, name: str, values: dict[str, str], enable: bool | None = None, actor: str = "cli",
@@ -45,7 +45,6 @@ def gateway_configure(*, name: str, values: dict[str, str], enable: bool | None 
         account.save()
         audit_record(actor=actor, action="gateway.configure", obj_type="gateway", obj_id=name, ip=ip,
                      changed=sorted(values), enabled=account.enabled)
-        gateway_cache_clear(name)  # this process at once; others within KAMI_GATEWAY_CACHE_SECONDS
     return account
 
 
