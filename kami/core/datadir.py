@@ -73,6 +73,11 @@ def admin_path() -> str:
     return path.read_text().strip()
 
 
+def keyring_present() -> bool:
+    """Whether a keyring exists (KAMI_DATA_KEY or <data dir>/data_key): keyring_text() makes one otherwise."""
+    return bool(os.environ.get("KAMI_DATA_KEY")) or (data_dir() / "data_key").exists()
+
+
 def keyring_text() -> str:
     """The keyring as text: `KAMI_DATA_KEY` or the generated file `<data dir>/data_key`.
 

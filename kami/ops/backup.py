@@ -25,10 +25,11 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from kami.core import clock
 from kami.core.crypto import keyring
-from kami.core.datadir import keyring_text
+from kami.core.datadir import keyring_present, keyring_text
 from kami.core.errors import BadInput, Conflict
 from kami.ops.archive import OpeningReader, SealingWriter
 from kami.ops.dumps import DUMP_NAMES, database_dump, database_load, database_tables
+from kami.stock.models import Key
 
 FORMAT = 1
 SECRET_FILES = ("data_key", "secret_key", "admin_path")
@@ -47,8 +48,11 @@ class BackupResult:
 def backup_write(*, path: Path, passphrase: str) -> BackupResult:
     if len(passphrase) < MIN_PASSPHRASE:
         raise BadInput(f"the passphrase is {len(passphrase)} characters: use at least {MIN_PASSPHRASE}")
-    keyring()  # refuse to back up a shop whose keyring does not even parse
     tables = len(database_tables())
+    if tables and not keyring_present() and Key.objects.exists():  # keyring() would make a new, useless key
+        raise BadInput("no data key (KAMI_DATA_KEY or <data dir>/data_key), and keys are stored: a backup without "
+                       "the key that opens them is worthless; point KAMI_DATA_DIR at the shop's data dir or set KAMI_DATA_KEY")
+    keyring()  # refuse to back up a shop whose keyring does not even parse
     if not tables:
         raise BadInput("the database is empty: nothing to back up (is DATABASE_URL the shop's database?)")
     path = Path(path)

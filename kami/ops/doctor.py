@@ -20,6 +20,7 @@ from django.db.models import Max, Min, Q
 
 from kami.core import clock
 from kami.core.crypto import KeyringError, keyring
+from kami.core.datadir import keyring_present
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 WORKER_LATE = timedelta(minutes=2)
@@ -42,7 +43,7 @@ def doctor_run(*, min_free_mb: int = 1024, smtp_timeout: float = 5.0) -> list[Ch
     checks.append(smtp_check(timeout=smtp_timeout))
     if not database_ok:
         checks.append(Check("gateways", SKIP, "the database is not ready"))
-    elif not _keyring_present():  # reading gateway secrets would generate a new, useless data key
+    elif not keyring_present():  # reading gateway secrets would generate a new, useless data key
         checks.append(Check("gateways", SKIP, "no data key to open their secrets with"))
     else:
         checks += gateway_checks()
@@ -91,13 +92,9 @@ def database_check() -> Check:
     return Check("database", OK, f"{where}, reachable and migrated")
 
 
-def _keyring_present() -> bool:
-    return bool(os.environ.get("KAMI_DATA_KEY")) or (settings.DATA_DIR / "data_key").exists()
-
-
 def data_key_check(*, database_ok: bool) -> Check:
     where = "KAMI_DATA_KEY" if os.environ.get("KAMI_DATA_KEY") else str(settings.DATA_DIR / "data_key")
-    if not _keyring_present():
+    if not keyring_present():
         if database_ok and _keys_stored():
             return Check("data key", FAIL, f"no data key at {where}, and keys are stored: none of them opens without it; "
                                            "restore it from your backup (kami restore, or set KAMI_DATA_KEY)")

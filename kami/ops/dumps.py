@@ -61,7 +61,8 @@ def _sqlite_load(source: Path) -> None:
 
 def _postgres_args() -> tuple[list[str], dict[str, str]]:
     db = connection.settings_dict
-    args = [f"--host={db['HOST'] or 'localhost'}", f"--port={db['PORT'] or 5432}", f"--username={db['USER']}"]
+    # No host: libpq's own default (the local socket, often with peer auth), as the shop connects.
+    args = [f"--{name}={db[key]}" for name, key in (("host", "HOST"), ("port", "PORT"), ("username", "USER")) if db[key]]
     env = {**os.environ, "PGPASSWORD": str(db["PASSWORD"] or ""), "PGCONNECT_TIMEOUT": "10"}
     return args, env
 

@@ -11,8 +11,9 @@ import pytest
 from django.db import connection
 
 from kami.catalog.models import Product
-from kami.core.errors import SoldOut
+from kami.core.errors import BadInput, SoldOut
 from kami.orders.models import Order, OrderKey
+from kami.ops.backup import backup_write
 from kami.orders.services import order_create
 from kami.stock.models import Key
 from tests.factories import add_keys
@@ -105,3 +106,14 @@ def test_a_restore_into_a_database_with_tables_is_refused(make_product, tmp_path
     assert refused.returncode == 2
     assert "restore only into an empty database" in refused.stderr
     assert Product.objects.filter(slug="kept").exists()
+
+
+def test_a_backup_without_the_data_key_of_stored_keys_is_refused(make_product, tmp_path, monkeypatch):
+    # given stored keys, and a process that finds no data key (another data dir, no KAMI_DATA_KEY)
+    add_keys(make_product(), ["ORPHAN-1"])
+    monkeypatch.delenv("KAMI_DATA_KEY")
+    monkeypatch.setenv("KAMI_DATA_DIR", str(tmp_path / "elsewhere"))
+    # when / then: refused, and no new (useless) data key was made, no backup written
+    with pytest.raises(BadInput, match="no data key .* keys are stored"):
+        backup_write(path=tmp_path / "b.kamibak", passphrase=PASSPHRASE)
+    assert not (tmp_path / "elsewhere" / "data_key").exists() and not (tmp_path / "b.kamibak").exists()
