@@ -1,4 +1,4 @@
-"""Migration orders 0008: uses are counted at payment from now on, so each coupon gives back the
+"""Migrations orders 0008 and 0009 (at the end). 0008: uses are counted at payment from now on, so each coupon gives back the
 uses its orders still pending at the upgrade took at creation; paid and expired orders' counts
 stay. Backwards, pending orders hold a use again, never past a limit."""
 from __future__ import annotations
@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from kami.core import clock
+from kami.orders.models import email_normalise
 from tests.migrating import back_to_latest, migrate_app  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,3 +48,20 @@ def test_pending_orders_give_their_uses_back_once(back_to_latest):
     # when migrated back, the pending orders hold their uses again
     back = _migrate(BEFORE)
     assert dict(back.get_model("catalog", "Coupon").objects.values_list("code", "used")) == {"MIG4": 3, "PAIDONLY": 2}
+
+
+def test_stored_unicode_emails_are_normalised_as_new_orders_are(back_to_latest):
+    # given orders stored with 0007's form (trimmed, lower-cased) before the IDNA rule
+    old = _migrate(AFTER)
+    product = old.get_model("catalog", "Product").objects.create(slug="u", name="U", price="10.00")
+    for n, (email, norm) in enumerate((("Buyer@ＥＸＡＭＰＬＥ.com", "buyer@ｅｘａｍｐｌｅ.com"),
+                                       ("b@ex\u200bample.com", "b@ex\u200bample.com"),
+                                       ("Plain@Example.com", "plain@example.com"))):
+        _order(old, product, None, 20 + n, "fulfilled")
+        old.get_model("orders", "Order").objects.filter(order_no=f"MIG{20 + n:04d}").update(email=email, email_norm=norm)
+    # when
+    new = _migrate([("orders", "0009_email_norm_idna")])
+    # then each has the form the lookup and the pending limit compare (orders.models.email_normalise)
+    stored = dict(new.get_model("orders", "Order").objects.filter(order_no__startswith="MIG00").values_list("email", "email_norm"))
+    assert stored == {email: email_normalise(email) for email in stored}
+    assert set(stored.values()) == {"buyer@example.com", "b@example.com", "plain@example.com"}
