@@ -229,7 +229,9 @@ def _batch_for(job: ImportJob, owner: str) -> ImportBatch:
 
 def _report_at_checkpoint(job: ImportJob, batch: ImportBatch) -> ImportReport:
     """The counts as the last checkpoint left them, and the keys stored after it (a run that
-    died between storing a chunk and writing its checkpoint): at most one chunk's worth."""
+    died between storing a chunk and writing its checkpoint): at most one chunk's worth.
+    Counted once, here: sound because the dead run's lease has run out (minutes), so the
+    database has long ended its session and settled a COMMIT it sent just before dying."""
     report = ImportReport(batch_id=batch.pk, lines=job.lines_done, bytes_read=job.bytes_done, imported=job.imported,
                           blank=job.blank, invalid=job.invalid, duplicate_in_file=job.duplicates_in_file,
                           duplicate_stored=job.duplicates - job.duplicates_in_file)

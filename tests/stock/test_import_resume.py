@@ -48,6 +48,7 @@ def test_an_import_killed_mid_file_resumes_exactly(make_product, tmp_path):
     data, expected = _file()
     product = make_product()
     job = import_job_create(product=product, stream=io.BytesIO(data), filename="big.txt", actor="alice")
+    ours = _sessions()
     worker = subprocess.Popen([sys.executable, "-c", _RUNNER], cwd=ROOT, env=_child_env(), stderr=subprocess.PIPE)
     # when: it is killed once it has written a few chunks, far from the end
     try:
@@ -59,7 +60,10 @@ def test_an_import_killed_mid_file_resumes_exactly(make_product, tmp_path):
     died = ImportJob.objects.get(pk=job.pk)
     assert (died.status, died.lease_owner) == ("running", "victim"), err.decode()[-2000:]
     assert 0 < died.lines_done < LINES, "the worker was not killed mid-file: the test proves nothing"
-    # and another worker takes the job over once the dead one's lease has run out
+    # and another worker takes the job over once the dead one's lease has run out. A lease lasts
+    # minutes: by then the database has ended the dead worker's session, and a COMMIT it had sent
+    # just before the kill has landed. Cutting the lease short here, the test waits for that.
+    _wait_for_sessions_to_end(ours)
     ImportJob.objects.filter(pk=job.pk).update(lease_until=clock.now())
     assert import_job_claim_due(owner="rescuer").pk == job.pk
     job = import_job_run(job_id=job.pk, owner="rescuer")
@@ -99,6 +103,24 @@ def _child_env() -> dict:
         auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
         url = f"{scheme}://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     return {**os.environ, "DJANGO_SETTINGS_MODULE": "kami.settings", "DATABASE_URL": url}
+
+
+def _sessions() -> set:
+    """The database server's sessions on the test database (none on SQLite: no server)."""
+    queries = {"postgresql": "SELECT pid FROM pg_stat_activity WHERE datname = current_database()",
+               "mysql": "SELECT id FROM information_schema.processlist WHERE db = DATABASE()"}
+    if connection.vendor not in queries:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(queries[connection.vendor])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _wait_for_sessions_to_end(ours: set, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while _sessions() - ours:
+        assert time.monotonic() < deadline, f"the killed worker's database session never ended: {_sessions() - ours}"
+        time.sleep(0.05)
 
 
 def _wait_for(condition, worker: subprocess.Popen, seconds: float = 300) -> None:
