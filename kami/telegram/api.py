@@ -1,10 +1,15 @@
 """The bot's calls to Telegram, through the one Bot API plumbing (kami.delivery.channels.telegram).
-Keyboards are aiogram's types, serialised as the Bot API takes them."""
+Keyboards are aiogram's types, serialised as the Bot API takes them. aiogram.types is imported
+where a keyboard is built, never at start-up: its import costs seconds (it builds every pydantic
+model of the Bot API), which every `kami` command and server process paid before."""
 from __future__ import annotations
 
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from typing import TYPE_CHECKING
 
 from kami.delivery.channels.telegram import bot_call
+
+if TYPE_CHECKING:
+    from aiogram.types import InlineKeyboardMarkup
 
 
 class Bot:
@@ -15,7 +20,7 @@ class Bot:
         return "Bot(***)"
 
     def call(self, method: str, *, files: dict | None = None, timeout: float = 10, **params) -> object:
-        data = {k: (v.model_dump_json(exclude_none=True) if isinstance(v, InlineKeyboardMarkup) else str(v))
+        data = {k: (v.model_dump_json(exclude_none=True) if hasattr(v, "model_dump_json") else str(v))
                 for k, v in params.items() if v is not None}
         return bot_call(token=self._token, method=method, data=data, files=files, timeout=timeout)
 
@@ -26,5 +31,7 @@ class Bot:
 
 def keyboard(rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
     """Buttons as (text, callback data) rows; callback data stays under Telegram's 64 bytes."""
+    from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
     return InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(text=text[:64], callback_data=data[:64])
                                                   for text, data in row] for row in rows])

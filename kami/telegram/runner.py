@@ -12,7 +12,6 @@ from django.urls import reverse
 
 from kami.delivery.channels.telegram import BotApiFailure, bot_call
 from kami.telegram.config import webhook_secret
-from kami.telegram.dispatch import update_handle
 from kami.telegram.stars import is_payment, payment_take_polled
 
 log = logging.getLogger("kami.telegram")
@@ -34,6 +33,8 @@ def webhook_register(*, token: str) -> str:
 def poll(*, token: str, once: bool = False, wait: int = 25, stop: threading.Event | None = None) -> int:
     """Long-poll getUpdates and handle each update; returns how many were handled. `once`: one
     round (tests, cron). A webhook set earlier is removed first: Telegram refuses getUpdates then."""
+    from kami.telegram.dispatch import update_handle  # aiogram's types take seconds to import: only when polling
+
     bot_call(token=token, method="deleteWebhook")
     offset, handled, pause = 0, 0, 1.0
     while not (stop and stop.is_set()):

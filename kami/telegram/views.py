@@ -10,7 +10,6 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from kami.telegram.config import bot_token, webhook_mode, webhook_secret
-from kami.telegram.dispatch import update_handle
 from kami.telegram.stars import is_payment, payment_take
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -32,5 +31,7 @@ def telegram_webhook(request: HttpRequest) -> HttpResponse:
     if isinstance(data, dict) and is_payment(data):
         return payment_take(request)  # Stars: the gateways' notification path, which answers for itself
     if isinstance(data, dict):
+        from kami.telegram.dispatch import update_handle  # aiogram's types take seconds to import: not at start-up
+
         update_handle(data, token=token)
     return HttpResponse(status=200)  # handled or not: a redelivery would not do better
