@@ -49,5 +49,20 @@ def _fixture_teardown(self) -> None:
         emit_post_migrate_signal(0, False, db_name, apps=_WithoutStaticRows())
 
 
+def keys_truncate(connection) -> None:
+    """Empty the key table in one statement, the rows that point at it being flushed next anyway:
+    PostgreSQL truncates them with it (CASCADE); MariaDB and SQLite skip the foreign-key checks,
+    which lets SQLite drop the table's pages whole instead of deleting row by row."""
+    from kami.stock.models import Key
+
+    table = connection.ops.quote_name(Key._meta.db_table)
+    statements = {"postgresql": [f"TRUNCATE {table} CASCADE"],
+                  "mysql": ["SET FOREIGN_KEY_CHECKS = 0", f"TRUNCATE {table}", "SET FOREIGN_KEY_CHECKS = 1"],
+                  "sqlite": ["PRAGMA foreign_keys = OFF", f"DELETE FROM {table}", "PRAGMA foreign_keys = ON"]}
+    with connection.cursor() as cursor:
+        for sql in statements[connection.vendor]:
+            cursor.execute(sql)
+
+
 def install() -> None:
     TransactionTestCase._fixture_teardown = _fixture_teardown

@@ -52,7 +52,7 @@ def _multipart(path: Path, product_id: int) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.django_db(transaction=True)
-def test_a_million_line_upload_imports_in_the_worker_with_flat_memory(make_product, tmp_path, settings):
+def test_a_million_line_upload_imports_in_the_worker_with_flat_memory(make_product, tmp_path, settings, keys_truncated):
     if connection.vendor != "postgresql":
         # Minutes per engine: the upload path is the same on every engine, and the importer's own
         # million-line test (tests/stock/test_import_memory.py) runs on all three.

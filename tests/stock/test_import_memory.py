@@ -38,7 +38,7 @@ def _key(i: int) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.django_db(transaction=True)
-def test_million_line_import_keeps_memory_flat_while_the_product_sells(make_product, tmp_path):
+def test_million_line_import_keeps_memory_flat_while_the_product_sells(make_product, tmp_path, keys_truncated):
     # given: a million lines: distinct keys, a key repeated near the end, a blank and a bad line
     path = tmp_path / "million.txt"
     with path.open("w", encoding="utf-8") as f:
