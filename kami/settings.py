@@ -351,7 +351,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"()": IsoTimeFormatter, "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
                    "json": {"()": "kami.ops.logformat.JsonFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler",
+    # request_id and order_no on each record of a request (kami/core/logcontext.py; JSON writes them)
+    "filters": {"context": {"()": "kami.core.logcontext.ContextFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"],
                              "formatter": "json" if KAMI_LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("KAMI_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"},

@@ -8,3 +8,7 @@ application = get_wsgi_application()
 from kami.api.lean import notify_dispatch  # noqa: E402  (after Django is set up)
 
 application = notify_dispatch(application)  # gateway notifications skip the middleware they do not need
+
+from kami.core.logcontext import request_ids  # noqa: E402
+
+application = request_ids(application)  # outermost: every request's log lines carry its id (X-Request-ID)

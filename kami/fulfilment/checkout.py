@@ -1,6 +1,7 @@
 """Checkout: create the order and ask the chosen gateway how the buyer pays."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -9,6 +10,7 @@ from django.urls import reverse
 from kami.catalog.coupons import CouponRefused, coupon_tries_spent, coupon_try_refused
 from kami.catalog.models import Product
 from kami.core.errors import BadInput
+from kami.core.logcontext import log_order
 from kami.orders.models import Order
 from kami.orders.services import PendingOwner, order_create
 from kami.payments.interface import OrderInfo, PaymentAction, Urls
@@ -16,6 +18,7 @@ from kami.payments.registry import gateway_get
 from kami.payments.selectors import notify_url
 from kami.core.errors import NotFound
 
+log = logging.getLogger("kami.fulfilment.checkout")
 
 @dataclass(frozen=True)
 class Checkout:
@@ -63,6 +66,9 @@ def checkout_start(*, product_slug: object, quantity: object, email: object, gat
     except CouponRefused:
         coupon_try_refused(client=buyer_ip or "")
         raise
+    log_order(order.order_no)  # the gateway call below logs under it
+    log.info("order %s created: %s × %d, paying by %s", order.order_no, product.slug if product else "-", order.quantity,
+             order.gateway)
     url = order_url(order, token)
     action = gw.create_payment(order_info(order), Urls(notify=notify_url(gateway), ret=return_url(order)))
     if action.gateway_ref:

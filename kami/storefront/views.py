@@ -16,6 +16,7 @@ from django.views.decorators.http import require_http_methods
 
 from kami.core.errors import BadInput, KamiError, NotFound, SoldOut
 from kami.core.inbound import Inbound
+from kami.core.logcontext import log_order
 from kami.core.net import client_ip, loopback_client
 from kami.delivery.links import link_days, order_link_expired, order_link_verify
 from kami.fulfilment.checkout import Checkout, checkout_start
@@ -94,9 +95,11 @@ def _buyer_order(request: HttpRequest, order_no: str) -> Order:
     # PayPal appends its own `token=` to the return URL: a token that fails is not the last word.
     for token in filter(None, (request.GET.get("token", ""), recent_token(request, order_no=order_no))):
         try:
-            return order_get_for_buyer(order_no=order_no, token=token)
+            order = order_get_for_buyer(order_no=order_no, token=token)
         except NotFound:
             continue
+        log_order(order.order_no)
+        return order
     raise NotFound("order not found")
 
 

@@ -156,6 +156,9 @@ def test_a_buyer_buys_a_key_over_https_through_caddy(demo_shop, shop_behind_cadd
     cookies = home.headers.get_list("set-cookie") + pay_page.history[0].headers.get_list("set-cookie")
     assert {c.split("=")[0] for c in cookies} >= {"csrftoken"} and len(cookies) >= 2
     assert [c for c in cookies if "; Secure" not in c] == []
+    # and each request went in under the id Caddy gave it (a UUID), which Kami answered with
+    ids = {r.headers.get("x-request-id") for r in (home, pay_page, order_page)}
+    assert len(ids) == 3 and all(re.fullmatch(r"[0-9a-f-]{36}", i or "") for i in ids), ids
 
 
 def test_each_buyer_behind_caddy_has_their_own_limits_and_cannot_forge_an_address(demo_shop, shop_behind_caddy):
