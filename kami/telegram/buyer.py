@@ -1,5 +1,5 @@
-"""The buyer's side of the bot: catalogue, product, quantity, email (optional), gateway, payment
-link or QR, and /orders. Every order goes through checkout_start, the web's own path: same prices, coupons,
+"""The buyer's side of the bot: catalogue, product, quantity, the product's custom fields (asked one
+by one), email (optional), gateway, payment link or QR, and /orders. Every order goes through checkout_start, the web's own path: same prices, coupons,
 limits and stock rules. A chat's progress is kept in BotChat.state between messages."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import segno
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.urls import reverse
 from django.utils.translation import gettext
 
 from kami.catalog.coupons import CouponRefused
+from kami.catalog.custom_fields import custom_values_clean
 from kami.catalog.models import Product
 from kami.catalog.services import price_for
 from kami.core.errors import BadInput, KamiError, SoldOut
@@ -60,14 +60,10 @@ def product_show(bot: Bot, chat_id: int, product_id: str) -> None:
     else:
         head.append(gettext("In stock: %(left)s") % {"left": left} if left is not None and left < product.max_qty
                     else gettext("In stock"))
-        if product.custom_fields:
-            tail = ["", gettext("This product asks for details the bot cannot take: buy it on the website: %(url)s")
-                    % {"url": f"{settings.KAMI_BASE_URL}{reverse('product', args=[product.slug])}"}]
-        else:
-            top = product.max_qty if left is None else min(product.max_qty, left)
-            choices = list(range(product.min_qty, min(top, product.min_qty + 4) + 1))
-            tail = ["", gettext("How many?")]
-            buttons = keyboard([[(str(n), f"q:{product.pk}:{n}") for n in choices]])
+        top = product.max_qty if left is None else min(product.max_qty, left)
+        choices = list(range(product.min_qty, min(top, product.min_qty + 4) + 1))
+        tail = ["", gettext("How many?")]
+        buttons = keyboard([[(str(n), f"q:{product.pk}:{n}") for n in choices]])
     _product_send(bot, chat_id, product, head, product.description[:1500], tail, buttons)
 
 
@@ -106,9 +102,18 @@ def quantity_chosen(bot: Bot, chat_id: int, user_id: int, product_id: str, quant
     if product is None or not quantity.isdigit():
         bot.say(chat_id, gettext("This product is not on sale any more."))
         return
-    state = chat_state_get(user_id=user_id)
-    chat_state_set(user_id=user_id, state={"product": product.pk, "quantity": int(quantity),
-                                           "coupon": state.get("coupon", "")})
+    state = {"product": product.pk, "quantity": int(quantity), "coupon": chat_state_get(user_id=user_id).get("coupon", ""),
+             "custom": {}}
+    if product.custom_fields:
+        state["asking"] = 0
+        chat_state_set(user_id=user_id, state=state)
+        _field_ask(bot, chat_id, product.custom_fields[0])
+        return
+    chat_state_set(user_id=user_id, state=state)
+    _email_ask(bot, chat_id)
+
+
+def _email_ask(bot: Bot, chat_id: int) -> None:
     bot.say(chat_id, gettext("Your keys arrive here in the chat. To get them by email too (the email also finds "
                              "your order on the website), send your email address; otherwise tap Skip."),
             keyboard=keyboard([[(gettext("Skip"), "e:skip")]]))
@@ -132,11 +137,62 @@ def coupon_given(bot: Bot, chat_id: int, user_id: int, code: str) -> None:
     bot.say(chat_id, gettext("Coupon noted: it is checked when the order is made."))
 
 
+def _field_ask(bot: Bot, chat_id: int, field: dict) -> None:
+    """One custom field's question; an optional one has a Skip button. The label is the merchant's own."""
+    text = gettext("Send %(label)s (one line, at most %(max)s characters).") % {
+        "label": field["label"], "max": field["max_length"]}
+    skip = None if field["required"] else keyboard([[(gettext("Skip"), "f:skip")]])
+    bot.say(chat_id, text, keyboard=skip)
+
+
+def field_answered(bot: Bot, chat_id: int, user_id: int, state: dict, answer: str | None) -> None:
+    """The answer to the field being asked (None: Skip), checked by the web's own rule
+    (custom_values_clean): a bad answer asks again; the last field leads to the email step."""
+    product = _on_sale(str(state.get("product", "")))
+    fields = product.custom_fields if product is not None else []
+    index = state.get("asking")
+    if not isinstance(index, int) or not 0 <= index < len(fields):
+        catalogue(bot, chat_id)
+        return
+    field = fields[index]
+    if answer is None and field["required"]:
+        _field_ask(bot, chat_id, field)
+        return
+    if answer is not None:
+        answers, errors = custom_values_clean(product=product, values={field["name"]: answer})
+        problem = errors.get(f"custom_values.{field['name']}")
+        if problem:
+            bot.say(chat_id, problem)
+            _field_ask(bot, chat_id, field)
+            return
+        state["custom"] = {**state.get("custom", {}), field["name"]: answers[field["name"]]}
+    if index + 1 < len(fields):
+        state["asking"] = index + 1
+        chat_state_set(user_id=user_id, state=state)
+        _field_ask(bot, chat_id, fields[index + 1])
+        return
+    state.pop("asking")
+    chat_state_set(user_id=user_id, state=state)
+    _email_ask(bot, chat_id)
+
+
+def field_skipped(bot: Bot, chat_id: int, user_id: int) -> None:
+    state = chat_state_get(user_id=user_id)
+    if "asking" not in state:
+        catalogue(bot, chat_id)
+        return
+    field_answered(bot, chat_id, user_id, state, None)
+
+
 def text_received(bot: Bot, chat_id: int, user_id: int, text: str) -> None:
-    """Free text is the email, when the chat is at that step; otherwise the catalogue."""
+    """Free text answers the custom field being asked, or is the email at that step; otherwise
+    the catalogue."""
     state = chat_state_get(user_id=user_id)
     if not state.get("product"):
         catalogue(bot, chat_id)
+        return
+    if "asking" in state:
+        field_answered(bot, chat_id, user_id, state, text)
         return
     email = text.strip()
     try:
@@ -160,12 +216,13 @@ def _gateways_offer(bot: Bot, chat_id: int) -> None:
 def gateway_chosen(bot: Bot, chat_id: int, user_id: int, gateway: str, locale: str) -> None:
     state = chat_state_get(user_id=user_id)
     product = Product.objects.filter(pk=state.get("product")).first()
-    if product is None or "email" not in state:  # the email step (an address, or Skip) comes first
+    if product is None or "email" not in state or "asking" in state:  # fields, then email (or Skip), come first
         catalogue(bot, chat_id)
         return
     try:
         checkout = checkout_start(product_slug=product.slug, quantity=state.get("quantity"), email=state["email"],
                                   gateway=gateway, locale=locale, coupon=state.get("coupon", ""),
+                                  custom_values=state.get("custom") or None,
                                   owner=order_owner(user_id=user_id, chat_id=chat_id))
     except SoldOut:
         bot.say(chat_id, gettext("Sold out: not enough stock for this quantity."))
@@ -246,4 +303,6 @@ def _refusal(exc: BadInput) -> str:
         return gettext("This payment method is not available for this product.")
     if "email" in fields:
         return gettext("That is not an email address. Send one like name@example.com.")
+    if any(name.startswith("custom_values") for name in fields):  # the product's fields changed meanwhile
+        return gettext("This product now asks for other details: choose it again with /start.")
     return gettext("The order could not be made. Please start again with /start.")

@@ -95,6 +95,8 @@ def _callback(bot: Bot, query: CallbackQuery) -> None:
         buyer.product_show(bot, chat, parts[1])
     elif parts[0] == "q" and len(parts) == 3:
         buyer.quantity_chosen(bot, chat, user, parts[1], parts[2])
+    elif parts[0] == "f" and parts[1:] == ["skip"]:
+        buyer.field_skipped(bot, chat, user)
     elif parts[0] == "e" and parts[1:] == ["skip"]:
         buyer.email_skipped(bot, chat, user)
     elif parts[0] == "g" and len(parts) == 2:
