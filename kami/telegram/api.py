@@ -19,6 +19,12 @@ class Bot:
     def __repr__(self) -> str:  # never the token
         return "Bot(***)"
 
+    @property
+    def id(self) -> int:
+        """The bot's user id: the token's part before the colon (not a secret)."""
+        head = self._token.split(":", 1)[0]
+        return int(head) if head.isdigit() else 0
+
     def call(self, method: str, *, files: dict | None = None, timeout: float = 10, **params) -> object:
         data = {k: (v.model_dump_json(exclude_none=True) if hasattr(v, "model_dump_json") else str(v))
                 for k, v in params.items() if v is not None}

@@ -26,7 +26,8 @@ from kami.orders.services import TOO_MANY_UNPAID
 from kami.payments.registry import gateway_class, gateways_enabled
 from kami.stock.selectors import available_count
 from kami.telegram.api import Bot, keyboard
-from kami.telegram.pictures import CAPTION_MAX, product_photo, units
+from kami.telegram.pictures import (CAPTION_MAX, photo_id_forget, photo_id_get, photo_id_keep, product_photo,
+                                    units)
 from kami.telegram.selectors import user_order, user_orders
 from kami.telegram.services import chat_state_get, chat_state_set, order_owner
 from kami.telegram.stars import GATEWAY as STARS, invoice_send
@@ -70,20 +71,41 @@ def product_show(bot: Bot, chat_id: int, product_id: str) -> None:
 def _product_send(bot: Bot, chat_id: int, product: Product, head: list, description: str, tail: list,
                   buttons) -> None:
     """As a photo when the product has a picture (the description shortened to fit the caption),
-    else as a message. A photo Telegram refuses falls back to the message."""
-    photo = product_photo(product)
-    if photo is not None:
+    else as a message: by the file_id Telegram gave for an earlier upload, else uploaded (and its
+    file_id kept). A photo Telegram refuses falls back to an upload, then to the message."""
+    if product.picture_page:
         room = CAPTION_MAX - units(_product_text(head, "", tail)) - 4
         short = description if units(description) <= room else _cut(description, room)
-        try:
-            bot.call("sendPhoto", chat_id=chat_id, caption=_product_text(head, short, tail), reply_markup=buttons,
-                     files={"photo": ("product.jpg", photo, "image/jpeg")})
+        photo = {"chat_id": chat_id, "caption": _product_text(head, short, tail), "reply_markup": buttons}
+        if _photo_sent(bot, product, photo):
             return
-        except BotApiFailure as exc:
-            if not exc.status:  # no answer at all: a message would not get through either
-                raise
-            log.warning("telegram: the picture of product %s was refused (%s); sent as text", product.pk, exc)
     bot.say(chat_id, _product_text(head, description, tail), keyboard=buttons)
+
+
+def _photo_sent(bot: Bot, product: Product, photo: dict) -> bool:
+    picture = product.picture_page
+    known = photo_id_get(bot_id=bot.id, picture=picture)
+    if known:
+        try:
+            bot.call("sendPhoto", photo=known, **photo)
+            return True
+        except BotApiFailure as exc:
+            if not exc.status:  # no answer at all: an upload would not get through either
+                raise
+            log.info("telegram: the file_id of product %s's picture was refused (%s); uploading it", product.pk, exc)
+            photo_id_forget(bot_id=bot.id, picture=picture)
+    data = product_photo(product)
+    if data is None:
+        return False
+    try:
+        sent = bot.call("sendPhoto", files={"photo": ("product.jpg", data, "image/jpeg")}, **photo)
+    except BotApiFailure as exc:
+        if not exc.status:
+            raise
+        log.warning("telegram: the picture of product %s was refused (%s); sent as text", product.pk, exc)
+        return False
+    photo_id_keep(bot_id=bot.id, picture=picture, sent=sent)
+    return True
 
 
 def _product_text(head: list, description: str, tail: list) -> str:

@@ -1,5 +1,6 @@
 """The bot's own tables: its settings (token encrypted), the order each chat made, each chat's
-step in a purchase, and the updates already handled (Telegram redelivers on a failed webhook)."""
+step in a purchase, the updates already handled (Telegram redelivers on a failed webhook), and
+Telegram's ids for the product pictures the bot has uploaded."""
 from __future__ import annotations
 
 from django.db import models
@@ -50,3 +51,17 @@ class SeenUpdate(models.Model):
 
     class Meta:
         verbose_name = _("Telegram update")
+
+
+class PhotoFileId(models.Model):
+    """Telegram's file_id for a product picture this bot uploaded once: later views send the id
+    instead of the file. Per bot (a file_id works only for the bot that received it) and per picture
+    file (its name is a hash of its content: a new picture is a new row)."""
+
+    bot_id = models.BigIntegerField(verbose_name=_("bot id"))
+    picture = models.CharField(verbose_name=_("picture file"), max_length=255)
+    file_id = models.CharField(verbose_name=_("Telegram file id"), max_length=255)
+
+    class Meta:
+        verbose_name = _("Telegram photo id")
+        constraints = [models.UniqueConstraint(fields=["bot_id", "picture"], name="telegram_photo_once_per_bot")]

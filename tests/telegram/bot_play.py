@@ -39,6 +39,7 @@ class FakeBotApi(LoopbackServer):
         self.fail_with: int | None = None
         self.refuse: dict[str, int] = {}
         self.webhook: dict = {}
+        self.file_ids: list[str] = []  # the photos' ids handed out, as Telegram keeps them
         self._updates: list[dict] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -71,7 +72,18 @@ class FakeBotApi(LoopbackServer):
                 self.webhook = {}
         if method == "createInvoiceLink":
             return 200, {"ok": True, "result": f"https://t.me/$invoice-{next(self._ids)}"}
-        if method in ("sendMessage", "sendPhoto", "sendInvoice"):
+        if method == "sendPhoto":  # an upload gets file ids (the largest size last); an id must be one of them
+            photo = params.get("photo")
+            if isinstance(photo, str) and photo not in self.file_ids:
+                return 400, {"ok": False, "error_code": 400, "description": "Bad Request: wrong file identifier"}
+            if isinstance(photo, bytes):
+                self.file_ids.append(f"AgAC-{next(self._ids)}")
+            file_id = photo if isinstance(photo, str) else self.file_ids[-1]
+            return 200, {"ok": True, "result": {"message_id": next(self._ids), "date": 0,
+                                                "chat": {"id": int(params["chat_id"]), "type": "private"},
+                                                "photo": [{"file_id": f"{file_id}-small", "width": 90},
+                                                          {"file_id": file_id, "width": 1200}]}}
+        if method in ("sendMessage", "sendInvoice"):
             return 200, {"ok": True, "result": {"message_id": next(self._ids), "date": 0,
                                                 "chat": {"id": int(params["chat_id"]), "type": "private"}}}
         return 200, {"ok": True, "result": True}

@@ -98,3 +98,44 @@ def test_a_picture_that_cannot_be_sent_falls_back_to_the_message(client, bot, ma
     assert message["text"].startswith("Steam Wallet 100\n") and message["text"].endswith("How many?")
     assert json.loads(message["reply_markup"])["inline_keyboard"]
     assert len(bot.called("sendPhoto")) == (0 if trouble == "file gone" else 1)
+
+
+def test_the_second_view_sends_telegrams_file_id_not_the_picture_again(client, bot, make_product, pictures_dir):
+    # given: a product with a picture, viewed once (uploaded)
+    product = on_sale(make_product, picture=photo_with_gps(rotated=False))
+    post_update(client, Buyer(user_id=555).taps(f"p:{product.pk}"))
+    # when: another buyer, then the first again, view it
+    post_update(client, Buyer(user_id=556).taps(f"p:{product.pk}"))
+    post_update(client, Buyer(user_id=555).taps(f"p:{product.pk}"))
+    # then: one upload; the later views name the largest size's id, with the same caption and buttons
+    first, second, third = bot.called("sendPhoto")
+    assert isinstance(first["photo"], bytes) and second["photo"] == third["photo"] == bot.file_ids[0]
+    assert second["caption"] == first["caption"] and second["reply_markup"] == first["reply_markup"]
+
+
+def test_a_file_id_telegram_refuses_is_forgotten_and_the_picture_uploaded_again(client, bot, make_product,
+                                                                                pictures_dir):
+    # given: a picture uploaded by the shop's bot, whose ids Telegram then no longer knows
+    # (a new bot token, or a file Telegram dropped)
+    product = on_sale(make_product, picture=photo_with_gps(rotated=False))
+    post_update(client, Buyer(user_id=555).taps(f"p:{product.pk}"))
+    stale = bot.file_ids.pop()
+    # when
+    post_update(client, Buyer(user_id=555).taps(f"p:{product.pk}"))
+    post_update(client, Buyer(user_id=555).taps(f"p:{product.pk}"))
+    # then: the stale id was tried once, the picture uploaded again, and its new id used after
+    ids = [p["photo"] if isinstance(p["photo"], str) else "upload" for p in bot.called("sendPhoto")]
+    assert ids == ["upload", stale, "upload", bot.file_ids[0]]
+    assert bot.called("sendMessage") == []
+
+
+def test_a_new_picture_is_uploaded_not_the_old_ones_id(client, bot, make_product, pictures_dir):
+    # given: a product viewed with one picture
+    product = on_sale(make_product, picture=photo_with_gps(rotated=False))
+    post_update(client, Buyer(user_id=555).taps(f"p:{product.pk}"))
+    # when: the merchant replaces the picture, and the product is viewed again
+    product_picture_set(product=product, source=png((300, 200)), actor="test")
+    post_update(client, Buyer(user_id=555).taps(f"p:{product.pk}"))
+    # then: the new picture went up
+    first, second = bot.called("sendPhoto")
+    assert isinstance(second["photo"], bytes) and Image.open(io.BytesIO(second["photo"])).size == (300, 200)
