@@ -180,6 +180,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "kami.core.middleware.StorageFullMiddleware",  # a view's exception only: a full disk is a 503, not a 500
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 

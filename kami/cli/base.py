@@ -1,13 +1,14 @@
-"""What every Kami command shares: our errors become clear messages and exit status 2, and the
-arguments may come in any order a person types them."""
+"""What every Kami command shares: our errors become clear messages and exit status 2 (bad input)
+or 1 (anything else, a full disk included), and the arguments may come in any order a person types them."""
 from __future__ import annotations
 
 import argparse
 import copy
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser, no_translations
+from django.db import DatabaseError
 
-from kami.core.errors import BadInput, Conflict, KamiError, NotFound
+from kami.core.errors import BadInput, Conflict, KamiError, NotFound, storage_full
 
 
 class KamiParser(CommandParser):
@@ -72,3 +73,8 @@ class KamiCommand(BaseCommand):
             raise CommandError(str(exc), returncode=2) from None
         except KamiError as exc:
             raise CommandError(str(exc), returncode=1) from None
+        except (DatabaseError, OSError) as exc:
+            full = storage_full(exc)  # a full disk: where, and the fix; not a traceback
+            if full is None:
+                raise
+            raise CommandError(str(full), returncode=1) from None

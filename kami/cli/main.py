@@ -26,12 +26,27 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         execute_from_command_line(["kami", *args])
-    except DatabaseError:
+    except (DatabaseError, OSError) as exc:
+        full = _storage_full(exc)  # outside a command too: settings writing the data dir's files
+        if full is not None and "--traceback" not in args:
+            sys.stderr.write(f"CommandError: {full}\n")
+            sys.exit(1)
+        if not isinstance(exc, DatabaseError):
+            raise
         advice = None if "--traceback" in args else database_advice()
         if advice is None:
             raise
         sys.stderr.write(f"CommandError: {advice}\n")
         sys.exit(2)
+
+
+def _storage_full(exc: BaseException):
+    from kami.core.errors import storage_full
+
+    try:
+        return storage_full(exc)
+    except Exception:  # noqa: BLE001 — settings not loaded (the failure was in them): the original error says more
+        return None
 
 
 def database_advice() -> str | None:

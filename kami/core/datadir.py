@@ -41,9 +41,19 @@ def _owner_only(path: Path) -> None:
 
 
 def _write_private(path: Path, text: str) -> None:
+    """Create `path` holding `text`, or leave nothing: a half-written key file (a full disk) would
+    be read as the key at the next start."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as exc:
+        path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not exc.filename:  # a failed write names no file: say which
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 def secret_key() -> str:

@@ -1,10 +1,16 @@
 """Security headers every page carries (pages load nothing from elsewhere (no CDN), run no
 inline script, and cannot be framed; forms may lead to a payment gateway (https)), and the
-request body limit per path."""
+request body limit per path, and a full disk answered as such (503, not a 500 page)."""
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
+
+from kami.core.errors import storage_full
+
+log = logging.getLogger("kami.storage")
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -62,3 +68,34 @@ def body_limit(path: str) -> int | None:
     if path.startswith(f"/{settings.KAMI_ADMIN_PATH}/"):
         return settings.KAMI_REQUEST_MAX_BYTES
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+class StorageFullMiddleware:
+    """A view that ran out of disk space (the SQLite data dir, an upload, the database server's
+    disk) answers 503 with Retry-After, in words a buyer can act on, and logs where and the fix
+    for the merchant: not a 500 page. Nothing was saved (the transaction rolled back); the same
+    request succeeds once space is freed, without a restart. Notifications never get here: the
+    notify path answers the gateway's own "retry" (kami.fulfilment.notify)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        full = storage_full(exception)
+        if full is None:
+            return None
+        log.error("%s %s: %s", request.method, request.path, full)
+        if request.path_info.startswith("/api/"):
+            response = JsonResponse({"error": full.code, "message": "the shop cannot save anything right now; "
+                                     "nothing was saved. Try again in a few minutes"}, status=503)
+        else:
+            response = HttpResponse(STORAGE_FULL_PAGE, status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = "60"
+        return response
+
+
+STORAGE_FULL_PAGE = ("本店暂时无法保存任何内容，此次操作未被保存。请几分钟后再试。\n"
+                     "The shop cannot save anything right now: nothing was saved. Please try again in a few minutes.\n")

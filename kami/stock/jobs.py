@@ -33,7 +33,7 @@ from kami.audit.services import audit_record
 from kami.catalog.models import Product
 from kami.core import clock
 from kami.core.datadir import data_dir
-from kami.core.errors import BadInput, Conflict, KamiError, NotFound
+from kami.core.errors import BadInput, Conflict, KamiError, NotFound, storage_full, storage_full_raised
 from kami.stock.csvsource import csv_column_index, csv_column_reader, csv_header
 from kami.stock.importer import batch_finish, batch_start, keys_import_into
 from kami.stock.models import ImportBatch, ImportJob, Key
@@ -83,6 +83,11 @@ def import_job_create(*, product: Product, stream, filename: str, fmt: str = "tx
     if fmt not in ImportJob.Format.values:
         raise BadInput(f"format {fmt!r}: choose txt (one key per line) or csv (one column of a CSV file)")
     name = Path(filename or "upload").name[:255] or "upload"
+    with storage_full_raised():  # a full disk: StorageFull naming where, and no job, no file left behind
+        return _job_create(product=product, stream=stream, name=name, fmt=fmt, column=column, actor=actor, ip=ip)
+
+
+def _job_create(*, product: Product, stream, name: str, fmt: str, column, actor: str, ip: str) -> ImportJob:
     temp, size = _receive(_chunks_of(stream), name)
     job = None
     try:
@@ -135,8 +140,12 @@ def _receive(chunks: Iterable[bytes], name: str) -> tuple[Path, int]:
                     raise BadInput(f"{name} is larger than {limit / 2**20:,.0f} MiB (KAMI_IMPORT_MAX_BYTES): "
                                    "split it into smaller files, or raise the limit")
                 out.write(block)
+            out.flush()  # a full disk shows here at the latest, inside the clean-up (not at close)
         except BaseException:
-            out.close()
+            try:
+                out.close()
+            except OSError:
+                pass  # its buffer could not be written either (a full disk): the file goes anyway
             temp.unlink(missing_ok=True)
             raise
     if not size:
@@ -264,7 +273,8 @@ def _failed(job: ImportJob, owner: str, batch: ImportBatch, report: ImportReport
     elif isinstance(exc, KamiError):
         error = str(exc)
     else:
-        error = f"{type(exc).__name__}: {exc}"
+        full = storage_full(exc)  # a full disk says where and what to do; retried like any unexpected error
+        error = str(full) if full is not None else f"{type(exc).__name__}: {exc}"
         log.warning("import job #%s run %s failed", job.pk, job.runs, exc_info=True)
         if job.runs < MAX_RUNS:
             ImportJob.objects.filter(pk=job.pk, lease_owner=owner).update(
