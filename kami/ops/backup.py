@@ -21,6 +21,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
+from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
 
 from kami.core import clock
@@ -101,6 +102,7 @@ class RestoreResult:
     engine: str
     created_at: str
     data_key_written: bool
+    behind: tuple[str, ...] = ()  # apps whose migrations this Kami has beyond the backup's: run `kami migrate`
 
 
 def backup_restore(*, path: Path, passphrase: str) -> RestoreResult:
@@ -119,10 +121,27 @@ def backup_restore(*, path: Path, passphrase: str) -> RestoreResult:
         if manifest["engine"] != connection.vendor:
             raise BadInput(f"this backup is of a {manifest['engine']} database and DATABASE_URL is {connection.vendor}: "
                            "restore into the same kind of database")
+        behind = _migrations_check(manifest.get("migrations") or {})
         written = _secrets_check(work / "data")
         database_load(work / manifest["dump"])
         _data_files_write(work / "data")
-    return RestoreResult(engine=manifest["engine"], created_at=manifest["created_at"], data_key_written=written)
+    return RestoreResult(engine=manifest["engine"], created_at=manifest["created_at"], data_key_written=written,
+                         behind=behind)
+
+
+def _migrations_check(recorded: dict[str, str]) -> tuple[str, ...]:
+    """Refuse a backup made by a newer Kami (a migration this code does not know: its tables would
+    not match the code, and no `kami migrate` could mend that), before anything is loaded. Returns
+    the apps this Kami has newer migrations for, which `kami migrate` applies after the restore."""
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    unknown = sorted(f"{app}.{name}" for app, name in recorded.items()
+                     if app in loader.migrated_apps and (app, name) not in loader.disk_migrations)
+    if unknown:
+        raise BadInput(f"this backup was made by a newer Kami (migrations {', '.join(unknown[:4])}"
+                       f"{' …' if len(unknown) > 4 else ''} are unknown here): install that version of Kami or a newer "
+                       "one, then restore")
+    leaves = dict(loader.graph.leaf_nodes())
+    return tuple(sorted(app for app, leaf in leaves.items() if app in recorded and recorded[app] != leaf))
 
 
 def _unpack(path: Path, passphrase: str, work: Path) -> None:

@@ -8,12 +8,14 @@ import os
 import re
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
+from django.db.migrations.recorder import MigrationRecorder
 
 from kami.catalog.models import Product
 from kami.core.errors import BadInput, SoldOut
 from kami.orders.models import Order, OrderKey
-from kami.ops.backup import backup_write
+from kami.ops.backup import backup_restore, backup_write
 from kami.orders.services import order_create
 from kami.stock.models import Key
 from tests.factories import add_keys
@@ -80,6 +82,8 @@ def test_the_restore_drill(client, make_product, tmp_path):
     assert (new_dir / "data_key").read_text().strip() == os.environ["KAMI_DATA_KEY"]
     assert {order.order_no: keys_on_page(client, order, token) for order, token in sold} == before
     assert sorted(map(len, before.values())) == [1, 2]
+    # and the restore said the database is at this Kami's migrations (nothing to migrate)
+    assert "Next: kami doctor" in restored.stdout, restored.stdout
     # and the unsold keys still sell, each once, and then the product is sold out
     third, token = buy(client, product, 3, "c@example.com")
     new_keys = keys_on_page(client, third, token)
@@ -117,3 +121,41 @@ def test_a_backup_without_the_data_key_of_stored_keys_is_refused(make_product, t
     with pytest.raises(BadInput, match="no data key .* keys are stored"):
         backup_write(path=tmp_path / "b.kamibak", passphrase=PASSPHRASE)
     assert not (tmp_path / "elsewhere" / "data_key").exists() and not (tmp_path / "b.kamibak").exists()
+
+
+def test_a_backup_made_by_a_newer_kami_is_refused_before_anything_is_loaded(make_product, tmp_path):
+    # given a backup whose database had a migration this Kami does not have
+    make_product("kept")
+    MigrationRecorder.Migration.objects.create(app="orders", name="0099_from_a_newer_kami")
+    backup_write(path=tmp_path / "b.kamibak", passphrase=PASSPHRASE)
+    wipe()
+    try:
+        # when / then: refused by name, and the empty database stays empty
+        with pytest.raises(BadInput, match=r"made by a newer Kami \(migrations orders\.0099_from_a_newer_kami are unknown"):
+            backup_restore(path=tmp_path / "b.kamibak", passphrase=PASSPHRASE)
+        assert connection.introspection.table_names() == []
+    finally:
+        call_command("migrate", verbosity=0)
+
+
+def test_a_backup_made_by_an_older_kami_restores_and_says_to_migrate(make_product, tmp_path):
+    # given a backup taken before the orders app's latest migration was recorded
+    make_product("kept")
+    latest = MigrationRecorder.Migration.objects.filter(app="orders").latest("id")
+    latest.delete()
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text(PASSPHRASE)
+    env = {"DATABASE_URL": database_url(), "KAMI_DATA_DIR": str(tmp_path / "var")}
+    backed = kami_run(["backup", str(tmp_path / "b.kamibak"), "--passphrase-file", str(passphrase)], env=env, timeout=120)
+    assert backed.returncode == 0, backed.stderr[-3000:]
+    MigrationRecorder.Migration.objects.create(app="orders", name=latest.name)
+    wipe()
+    # when
+    restored = kami_run(["restore", str(tmp_path / "b.kamibak"), "--passphrase-file", str(passphrase)], env=env,
+                        timeout=120)
+    # then: restored, and told which apps `kami migrate` brings up to this Kami
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    assert "Next: kami migrate (this Kami is newer than the backup for orders), then kami doctor" in restored.stdout
+    connection.close()
+    assert Product.objects.filter(slug="kept").exists()
+    MigrationRecorder.Migration.objects.get_or_create(app="orders", name=latest.name)

@@ -18,5 +18,7 @@ class Command(KamiCommand):
         passphrase = passphrase_read(passphrase_file, confirm=False)
         done = backup_restore(path=file, passphrase=passphrase)
         where = "written to the data dir" if done.data_key_written else "already in place"
+        first = (f"kami migrate (this Kami is newer than the backup for {', '.join(done.behind)}), then "
+                 if done.behind else "")
         self.stdout.write(f"restored the {done.engine} database backed up at {done.created_at}; data key {where}. "
-                          "Next: kami migrate (if this Kami is newer), then kami doctor, then start the services.")
+                          f"Next: {first}kami doctor, then start the services.")
