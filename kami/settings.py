@@ -65,6 +65,11 @@ KAMI_WORKER_POLL_SECONDS = float(os.environ.get("KAMI_WORKER_POLL_SECONDS", "1")
 KAMI_DELIVERY_BACKOFF = [
     int(x) for x in os.environ.get("KAMI_DELIVERY_BACKOFF", "30,60,300,900,1800,3600,7200,14400,28800,28800,28800").split(",")
 ]
+# A channel's own schedule replaces that one. The merchant's webhooks (kami.webhooks) retry over
+# days: 13 retries whose steps add up to 6.9 days, so the last comes 3.4–6.9 days after the first
+# try (never under 3 days); then the endpoint is disabled and the merchant alerted.
+KAMI_DELIVERY_BACKOFF_BY_CHANNEL = {"merchant_webhook": [int(x) for x in os.environ.get(
+    "KAMI_WEBHOOK_BACKOFF", "10,60,300,1800,7200,21600,43200,86400,86400,86400,86400,86400,86400").split(",")]}
 KAMI_SWEEP_SECONDS = int(os.environ.get("KAMI_SWEEP_SECONDS", "60"))
 # Sent deliveries are deleted after this many days (0: kept forever), by the worker hourly and by
 # `kami deliveries prune`, in batches of KAMI_OUTBOX_PRUNE_BATCH rows (kami/delivery/housekeeping.py).
@@ -86,6 +91,9 @@ KAMI_NOTIFY_REJECTED_KEEP_DAYS = int(os.environ.get("KAMI_NOTIFY_REJECTED_KEEP_D
 # Each process keeps a gateway's settings this many seconds after reading them (a change made
 # elsewhere is seen within it; one made in the same process at once); 0: read on every request.
 KAMI_GATEWAY_CACHE_SECONDS = float(os.environ.get("KAMI_GATEWAY_CACHE_SECONDS", "5"))
+# Each process remembers "no webhook endpoint is enabled" this many seconds, so confirms skip the
+# table (kami/webhooks/events.py); an endpoint enabled in another process is used within it.
+KAMI_WEBHOOK_CACHE_SECONDS = float(os.environ.get("KAMI_WEBHOOK_CACHE_SECONDS", "5"))
 # Coupon codes refused per client IP in 10 minutes before no code is checked (a refusal tells
 # whether a code exists); 0: no limit.
 KAMI_COUPON_TRIES_LIMIT = int(os.environ.get("KAMI_COUPON_TRIES_LIMIT", "20"))
@@ -151,6 +159,7 @@ INSTALLED_APPS = [
     "kami.orders",
     "kami.payments",
     "kami.delivery",
+    "kami.webhooks",
     "kami.audit",
     "kami.fulfilment",
     "kami.api",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-SCOPES = ("read", "stock", "orders", "refunds")
+SCOPES = ("read", "stock", "orders", "refunds", "products", "webhooks")
 
 
 class ApiToken(models.Model):

@@ -3,13 +3,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.translation import gettext
 
 from kami.audit.services import audit_record
 from kami.catalog.coupons import coupon_check, coupon_discount, coupon_for
 from kami.catalog.custom_fields import custom_fields_clean
 from kami.catalog.models import Coupon, Product, TierPrice
+from kami.catalog.selectors import product_get
 from kami.core import money
 from kami.core.errors import BadInput, Conflict
 
@@ -112,9 +113,11 @@ def tier_prices_list(*, product: Product) -> list[TierPrice]:
 
 def product_create(*, slug: str, name: str, price: Decimal, currency: str = "CNY", kind: str = "unique",
                    min_qty: int = 1, max_qty: int = 10, low_stock: int = 0, description: str = "",
-                   custom_fields: object = None) -> Product:
+                   custom_fields: object = None, active: bool = True, actor: str = "", ip: str = "") -> Product:
+    """A new product from plain values (the CLI, the merchant API). With an `actor` it is stored by
+    `product_add`, with its audit row, as the back office's are."""
     if Product.objects.filter(slug=slug).exists():
-        raise BadInput(f"product {slug!r} already exists; choose another slug")
+        raise Conflict(f"product {slug!r} already exists; choose another slug")
     if kind not in Product.Kind.values:
         raise BadInput(f"--kind must be one of {', '.join(Product.Kind.values)}")
     if price < 0:
@@ -122,11 +125,18 @@ def product_create(*, slug: str, name: str, price: Decimal, currency: str = "CNY
     if min_qty < 1 or max_qty < min_qty:
         raise BadInput("quantities: need 1 <= --min-qty <= --max-qty")
     currency = money.parse_currency(currency)
-    return Product.objects.create(
+    product = Product(
         slug=slug, name=name, price=money.quantize(price, currency), currency=currency, kind=kind,
         min_qty=min_qty, max_qty=max_qty, low_stock=low_stock, description=description,
-        custom_fields=custom_fields_clean(custom_fields),
+        custom_fields=custom_fields_clean(custom_fields), active=active,
     )
+    if not actor:
+        product.save(force_insert=True)
+        return product
+    try:
+        return product_add(product=product, actor=actor, ip=ip)
+    except IntegrityError:  # the same slug stored by a concurrent request since the check above
+        raise Conflict(f"product {slug!r} already exists; choose another slug") from None
 
 
 def product_add(*, product: Product, actor: str, ip: str = "") -> Product:
@@ -153,6 +163,32 @@ def product_update(*, product: Product, actor: str, ip: str = "", fields: Iterab
                          **changed)
     product.picture = stored.picture
     return product
+
+
+PRODUCT_CHANGEABLE = ("name", "description", "price", "currency", "kind", "min_qty", "max_qty", "low_stock", "active")
+
+
+def product_change(*, slug: str, changes: dict, actor: str, ip: str = "") -> Product:
+    """Change some fields of a stored product (the merchant API's partial update), checked like a
+    new product's and saved through `product_update` (its kind rule under the row lock, its audit
+    row). Only the fields given are written, so a concurrent edit of other fields is kept."""
+    unknown = sorted(set(changes) - set(PRODUCT_CHANGEABLE))
+    if unknown:
+        raise BadInput(f"{', '.join(unknown)}: cannot be changed here; change one of {', '.join(PRODUCT_CHANGEABLE)}")
+    product = product_get(slug=slug)
+    for name, value in changes.items():
+        setattr(product, name, value)
+    product.currency = money.parse_currency(product.currency)
+    if product.price < 0:
+        raise BadInput("price must not be negative", field="price")
+    product.price = money.quantize(Decimal(product.price), product.currency)
+    if product.min_qty < 1 or product.max_qty < product.min_qty:
+        raise BadInput(f"quantities: need 1 <= min_qty <= max_qty (would be min_qty {product.min_qty}, "
+                       f"max_qty {product.max_qty}); send both to move them together", field="min_qty")
+    if not changes:
+        return product
+    fields = {*changes, "price"} if "currency" in changes else set(changes)  # the price is rounded to the currency
+    return product_update(product=product, actor=actor, ip=ip, fields=sorted(fields))
 
 
 def _edited_fields(fields: Iterable[str] | None) -> list[str]:

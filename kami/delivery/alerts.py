@@ -67,6 +67,13 @@ ALERTS: dict[str, tuple[str, str]] = {
            "Last error: %(error)s\n\n"
            "Fix the cause, then retry delivery #%(message_id)s from the delivery queue, or mark it handled."),
     ),
+    "webhook_disabled": (
+        N_("Webhook endpoint #%(endpoint)s (%(host)s) was disabled: it kept failing"),
+        N_("Event %(msg_id)s could not be delivered to %(host)s after %(attempts)s attempt(s) over %(days)s days.\n"
+           "Last error: %(error)s\n\n"
+           "No more events are sent to it. Fix the receiver, then enable the endpoint and redeliver its failed "
+           "events from the back office (Webhooks)."),
+    ),
 }
 
 # event → its name for people (the event code itself stays in English: receivers match on it)
@@ -77,6 +84,7 @@ EVENT_NAMES: dict[str, str] = {
     "flagged": N_("Payment flagged for review"),
     "duplicate_payment": N_("Duplicate payment"),
     "delivery_manual": N_("Delivery needs a human"),
+    "webhook_disabled": N_("Webhook endpoint disabled"),
 }
 
 

@@ -14,9 +14,11 @@ from django.conf import settings
 _rng = random.SystemRandom()
 
 
-def schedule() -> list[int]:
-    """The configured schedule, in seconds (settings.KAMI_DELIVERY_BACKOFF)."""
-    return [int(s) for s in settings.KAMI_DELIVERY_BACKOFF]
+def schedule(channel: str = "") -> list[int]:
+    """The configured schedule, in seconds: the channel's own (settings.KAMI_DELIVERY_BACKOFF_BY_CHANNEL,
+    e.g. the merchant's webhooks, retried over days) or else settings.KAMI_DELIVERY_BACKOFF."""
+    own = settings.KAMI_DELIVERY_BACKOFF_BY_CHANNEL.get(channel) if channel else None
+    return [int(s) for s in (own if own is not None else settings.KAMI_DELIVERY_BACKOFF)]
 
 
 def max_attempts(plan: list[int]) -> int:

@@ -82,6 +82,8 @@ def order_keys_enqueue_elsewhere(*, order_id: int, now=None) -> None:
             OutboxMessage.objects.create(kind="order_keys", channel=channel, target=target[:254],
                                          dedupe_key=f"order_keys:{order_id}:{channel}", payload={"order_id": order_id},
                                          next_attempt_at=now, created_at=now)
+    for listener in _order_fulfilled_listeners:
+        listener(order_id=order_id, now=now)
 
 
 # Where an order's keys go besides its email: lookups order_id -> [(channel, target)], added at
@@ -93,6 +95,43 @@ _order_keys_recipients: list = []
 def order_keys_recipients_register(lookup) -> None:
     if lookup not in _order_keys_recipients:
         _order_keys_recipients.append(lookup)
+
+
+# Who else hears of a fulfilled order, in the fulfilling transaction: callables (order_id=, now=),
+# added at start (kami.webhooks: order.paid / order.fulfilled to the merchant's endpoints). Both
+# confirm paths (ORM and set-based), backfill and manual fulfilment all pass through
+# order_keys_enqueue_elsewhere, so a listener hears every fulfilment once.
+_order_fulfilled_listeners: list = []
+
+
+def order_fulfilled_listeners_register(listener) -> None:
+    if listener not in _order_fulfilled_listeners:
+        _order_fulfilled_listeners.append(listener)
+
+
+# Who else hears of an admin alert, in the alerting transaction: callables (event=, dedupe_key=,
+# params=, text=), added at start (kami.webhooks turns awaiting_stock, flagged, low_stock and a
+# failed key delivery into the merchant's webhook events). Called even when no alert channel is set.
+_alert_listeners: list = []
+
+
+def admin_alert_listeners_register(listener) -> None:
+    if listener not in _alert_listeners:
+        _alert_listeners.append(listener)
+
+
+# What happens when a delivery of a given kind runs out of attempts, instead of the generic
+# delivery_manual alert (kami.delivery.worker._escalate): kind -> callable (message, error), run in
+# the worker's recording transaction. kami.webhooks disables the endpoint and alerts once.
+_escalations: dict = {}
+
+
+def delivery_escalation_register(kind: str, handler) -> None:
+    _escalations[kind] = handler
+
+
+def delivery_escalation_handler(kind: str):
+    return _escalations.get(kind)
 
 
 def admin_alert(*, event: str, dedupe_key: str, params: dict | None = None, text: str = "") -> list[OutboxMessage]:
@@ -112,6 +151,8 @@ def admin_alert(*, event: str, dedupe_key: str, params: dict | None = None, text
         subject, body = f"{event}: {dedupe_key}", "\n".join(f"{k}: {v}" for k, v in params.items())
     event_id = _event_id(event, dedupe_key)
     payload = {"event": event, "id": event_id, "subject": subject, "body": body, "language": admin_language()}
+    for listener in _alert_listeners:
+        listener(event=event, dedupe_key=dedupe_key, params=params, text=key)
     queued = []
     for channel, target in alert_channels():
         row = outbox_enqueue(kind="admin_alert", channel=channel, target=target[:254],

@@ -27,10 +27,10 @@ from django.db.models import QuerySet
 from kami.core import clock
 from kami.core.errors import NotFound
 from kami.delivery import backoff
-from kami.delivery.channels import PermanentFailure, TemporaryFailure, channel_get
+from kami.delivery.channels import Deferred, PermanentFailure, TemporaryFailure, channel_get
 from kami.delivery.leases import LeaseKeeper, lease_end, lease_token_new
 from kami.delivery.models import DeliveryAttempt, OutboxMessage
-from kami.delivery.services import admin_alert
+from kami.delivery.services import admin_alert, delivery_escalation_handler
 from kami.delivery.wake import OutboxListener
 from kami.orders.models import Order
 
@@ -59,7 +59,6 @@ def outbox_claim(*, worker_id: str, limit: int = 50) -> list[OutboxMessage]:
     Each returned message carries `claimed_status`, the status it had before the claim."""
     now = clock.now()
     lease, token = lease_end(), lease_token_new()
-    plan = backoff.schedule()
     claimed: list[OutboxMessage] = []
     with transaction.atomic():  # the claim: rows locked (others' skipped) only for as long as it takes to lease them
         rows: list[OutboxMessage] = []
@@ -72,7 +71,7 @@ def outbox_claim(*, worker_id: str, limit: int = 50) -> list[OutboxMessage]:
                 row.attempts += 1
                 row.claimed_status = S.FAILED
                 DeliveryAttempt.objects.create(message=row, at=now, ok=False, error=LEASE_EXPIRED, worker=worker_id[:100])
-                if row.attempts >= backoff.max_attempts(plan):
+                if row.attempts >= backoff.max_attempts(backoff.schedule(row.channel)):
                     OutboxMessage.objects.filter(id=row.id).update(
                         status=S.MANUAL, attempts=row.attempts, lease_until=None, lease_token="", last_error=LEASE_EXPIRED)
                     log.error("outbox #%s %s via %s: manual (attempt %s): %s", row.id, row.kind, row.channel,
@@ -110,6 +109,8 @@ def outbox_perform(message: OutboxMessage, *, worker_id: str) -> str:
         channel_get(message.channel).send(message)
     except CONNECTION_LOST:
         raise  # the database, not the channel: nothing was sent, the pass hands the message back
+    except Deferred as exc:
+        return _when_database_answers(lambda: _defer(message, exc))
     except (PermanentFailure, NotFound) as exc:
         error, permanent = _short(exc), True
     except TemporaryFailure as exc:
@@ -137,9 +138,20 @@ def _lease_renew(message: OutboxMessage) -> bool:
     return bool(mine)
 
 
+def _defer(message: OutboxMessage, deferred: Deferred) -> str:
+    """The channel chose to wait (kami.delivery.channels.Deferred): back to the status it was
+    claimed in, due at `until`, no attempt counted. Applies only while the lease is ours."""
+    mine = OutboxMessage.objects.filter(id=message.id, status=S.SENDING, lease_token=message.lease_token).update(
+        status=getattr(message, "claimed_status", S.PENDING), next_attempt_at=deferred.until, lease_until=None,
+        lease_token="")
+    log.info("outbox #%s %s via %s: deferred to %s: %s", message.id, message.kind, message.channel,
+             deferred.until, deferred)
+    return "deferred" if mine else "lost"
+
+
 def _record(message: OutboxMessage, *, worker_id: str, error: str | None, permanent: bool) -> str:
     now = clock.now()
-    plan = backoff.schedule()
+    plan = backoff.schedule(message.channel)
     attempts = message.attempts + 1
     if error is None:
         fields = {"status": S.SENT, "sent_at": now, "last_error": ""}
@@ -165,6 +177,10 @@ def _record(message: OutboxMessage, *, worker_id: str, error: str | None, perman
 
 def _escalate(message: OutboxMessage, error: str) -> None:
     """Out of attempts: a human is told (inside the caller's transaction, through the outbox)."""
+    handler = delivery_escalation_handler(message.kind)
+    if handler is not None:  # a kind that escalates its own way (kami.delivery.services._escalations)
+        handler(message, error)
+        return
     if message.kind == "admin_alert":  # never alert about an alert: the log is the last resort
         log.error("outbox #%s: admin alert %r could not be delivered (%s); it stays in the outbox as manual",
                   message.id, (message.payload or {}).get("subject", ""), error)

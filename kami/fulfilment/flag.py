@@ -14,6 +14,7 @@ from kami.core.errors import BadInput, Conflict, NotFound
 from kami.fulfilment.backfill import restock_backfill
 from kami.orders.models import Order
 from kami.orders.services import order_event
+from kami.webhooks.events import order_event_emit
 
 S = Order.Status
 # Paid orders only: a pending one has nothing to review yet (and a payment arriving for a
@@ -34,7 +35,8 @@ def order_flag(*, order_no: str, reason: str, actor: str, ip: str = "") -> Order
         previous = order.status
         order.status, order.flag_reason = S.FLAGGED, reason
         order.save(update_fields=["status", "flag_reason"])
-        order_event(order=order, kind="flagged", reason="staff", detail=reason, previous=previous, actor=actor)
+        flagged = order_event(order=order, kind="flagged", reason="staff", detail=reason, previous=previous, actor=actor)
+        order_event_emit(event="order.flagged", order=order, subject=f"event:{flagged.pk}", reason="staff", detail=reason)
         audit_record(actor=actor, action="order.flag", obj_type="order", obj_id=order_no, ip=ip, reason=reason,
                      previous=previous)
     return order

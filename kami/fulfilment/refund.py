@@ -28,6 +28,7 @@ from kami.orders.services import order_event
 from kami.payments.models import Payment
 from kami.payments.registry import gateway_get
 from kami.stock.models import Key
+from kami.webhooks.events import order_event_emit
 
 log = logging.getLogger("kami.refund")
 REFUNDABLE = (Order.Status.FULFILLED, Order.Status.AWAITING_STOCK, Order.Status.AWAITING_MANUAL, Order.Status.FLAGGED)
@@ -86,6 +87,7 @@ def _refund_finish(order_id: int, *, reason: str, manual: bool, gateway_ref: str
                     keys_voided=voided)
         outbox_enqueue(kind="order_refunded", channel="email", target=order.email,
                        dedupe_key=f"order_refunded:{order.pk}:email", payload={"order_id": order.pk, "reason": reason})
+        order_event_emit(event="order.refunded", order=order, reason=reason, manual=manual, keys_voided=voided)
         audit_record(actor=actor, action="order.refund", obj_type="order", obj_id=order.order_no, ip=ip,
                      manual=manual, keys_voided=voided, reason=reason)
     return voided

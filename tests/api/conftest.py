@@ -6,6 +6,7 @@ import json
 import uuid
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from kami.api.tokens import api_token_create
@@ -43,6 +44,18 @@ class Api:
             headers["HTTP_IDEMPOTENCY_KEY"] = uuid.uuid4().hex if key == "new" else key
         return self.client.post(f"/api/v1/merchant{path}", json.dumps(body if body is not None else {}),
                                 content_type="application/json", **headers)
+
+    def patch(self, path: str, body: dict):
+        return self.client.patch(f"/api/v1/merchant{path}", json.dumps(body), content_type="application/json",
+                                 **self._auth())
+
+    def upload(self, path: str, content: bytes, *, name: str = "keys.txt", key: str | None = "new", **fields):
+        """A multipart upload, as `curl -F file=@keys.txt` sends it."""
+        headers = self._auth()
+        if key is not None:
+            headers["HTTP_IDEMPOTENCY_KEY"] = uuid.uuid4().hex if key == "new" else key
+        return self.client.post(f"/api/v1/merchant{path}", {"file": SimpleUploadedFile(name, content), **fields},
+                                **headers)
 
 
 @pytest.fixture

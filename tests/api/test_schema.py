@@ -22,6 +22,17 @@ EXAMPLES = int(os.environ.get("KAMI_API_FUZZ_EXAMPLES", "30"))
 DERANDOMIZE = "KAMI_API_FUZZ_EXAMPLES" not in os.environ
 
 
+M = "/api/v1/merchant"
+EXPECTED_OPERATIONS = {  # every one is fuzzed below (other parts of the API may add more)
+    f"GET {M}/products", f"POST {M}/products", f"GET {M}/products/{{slug}}", f"PATCH {M}/products/{{slug}}",
+    f"GET {M}/stock", f"POST {M}/stock/{{slug}}/keys", f"GET {M}/stock/{{slug}}/keys", f"POST {M}/stock/{{slug}}/generate",
+    f"POST {M}/stock/{{slug}}/void", f"POST {M}/stock/{{slug}}/imports", f"GET {M}/imports/{{job_id}}",
+    f"GET {M}/imports/{{job_id}}/report", f"GET {M}/orders", f"GET {M}/orders/{{order_no}}",
+    f"POST {M}/orders/{{order_no}}/resend", f"POST {M}/orders/{{order_no}}/refund",
+    f"POST {M}/orders/{{order_no}}/keys/{{key_id}}/replace", "POST /api/v1/orders", "GET /api/v1/orders/{order_no}",
+}
+
+
 def test_the_schema_is_openapi_3_1_and_errors_are_problem_details(client):
     # when
     schema = client.get("/api/v1/openapi.json").json()
@@ -71,7 +82,11 @@ def test_schemathesis_finds_no_server_error_and_every_answer_matches_the_schema(
     auth = {"Authorization": f"Bearer {make_token(','.join(SCOPES))}"}
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", get_wsgi_application())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 13
+    labels = {operation.label for operation in operations}
+    assert EXPECTED_OPERATIONS <= labels, EXPECTED_OPERATIONS - labels
+    # Products made by the fuzzer take slugs other operations then draw too (both come from the
+    # schema's own words): made last, they cannot turn "no such product" into a real import.
+    operations.sort(key=lambda o: o.label in (f"POST {M}/products", f"PATCH {M}/products/{{slug}}"))
     # when / then
     for operation in operations:
         @hsettings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None,
@@ -83,6 +98,10 @@ def test_schemathesis_finds_no_server_error_and_every_answer_matches_the_schema(
             # A buyer's order names a product and a gateway that must exist: a schema-valid but
             # unknown one is rightly refused (400), so "valid data is accepted" is not asked there.
             buyer = not case.path.startswith("/api/v1/merchant/")
-            case.call_and_validate(headers=auth | fresh, excluded_checks=[positive_data_acceptance] if buyer else None)
+            # A product's min_qty <= max_qty spans two fields (and, in a PATCH, the stored product):
+            # JSON Schema cannot state it, so a schema-valid product may rightly get a 422.
+            quantities = case.path.startswith(f"{M}/products") and case.method in ("POST", "PATCH")
+            excluded = [positive_data_acceptance] if buyer or quantities else None
+            case.call_and_validate(headers=auth | fresh, excluded_checks=excluded)
 
         fuzz()

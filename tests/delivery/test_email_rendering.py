@@ -49,6 +49,8 @@ ALERT_EXAMPLES = {
                                                        "error": "SMTP 451 4.3.0 try again later"}),
     "delivery_manual": ("delivery_manual", {"message_id": 42, "kind": "order_refunded", "channel": "email",
                                             "target": "b@example.com", "attempts": 12, "error": "SMTP 451 busy"}),
+    "webhook_disabled": ("webhook_disabled", {"endpoint": 3, "host": "erp.example.com", "msg_id": "msg_2611270008",
+                                              "attempts": 14, "days": 6.9, "error": "HTTP 502"}),
 }
 
 

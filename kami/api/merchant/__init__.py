@@ -6,5 +6,5 @@ problems.py     RFC 9457 problem details: the one error shape
 idempotency.py  Idempotency-Key on every POST
 schemas.py      request and response shapes (the OpenAPI schema is made from them)
 selectors.py    reads no domain selector offers yet
-products.py stock.py orders.py  the endpoints: parse, call one service, render
+products.py stock.py orders.py imports.py  the endpoints: parse, call one service, render
 """

@@ -93,8 +93,10 @@ def _unexpected(request, exc: Exception):
                                                                   "Retry with the same Idempotency-Key"))
 
 
-from kami.api.merchant import orders, products, stock  # noqa: E402  (routers register on `api`)
+from kami.api.merchant import imports, orders, products, stock, webhooks  # noqa: E402  (routers register on `api`)
 
 api.add_router("/merchant/products", products.router)
 api.add_router("/merchant/stock", stock.router)
 api.add_router("/merchant/orders", orders.router)
+api.add_router("/merchant/webhooks", webhooks.router)
+api.add_router("/merchant", imports.router)

@@ -33,4 +33,4 @@ class ScopedToken(HttpBearer):
         return found
 
 
-READ, STOCK, ORDERS, REFUNDS = (ScopedToken(s) for s in ("read", "stock", "orders", "refunds"))
+READ, STOCK, ORDERS, REFUNDS, PRODUCTS = (ScopedToken(s) for s in ("read", "stock", "orders", "refunds", "products"))

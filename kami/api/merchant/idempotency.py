@@ -35,11 +35,13 @@ HEADER_RULES = {"description": HEADER_DOC, "min_length": 1, "max_length": KEY_MA
 Work = Callable[[], tuple[int, dict]]
 
 
-def idempotent(request: HttpRequest, *, key: str | None, run: Work) -> HttpResponse:
-    """Run `run` (→ status, JSON body) once per (token, key); answer repeats from the record."""
+def idempotent(request: HttpRequest, *, key: str | None, run: Work, body: bytes | None = None) -> HttpResponse:
+    """Run `run` (→ status, JSON body) once per (token, key); answer repeats from the record.
+    `body` stands for the request's body where that cannot be read again (a multipart upload,
+    already streamed to a file: the caller passes the file's digest and the form's fields)."""
     key = _checked(key)
     digest = hashlib.sha256(b"%s %s\n" % (request.method.encode(), request.get_full_path().encode())
-                            + request.body).hexdigest()
+                            + (request.body if body is None else body)).hexdigest()
     for _ in range(3):
         record, first = _claim(request.auth, key, digest)
         if first:

@@ -1,22 +1,24 @@
-"""GET /merchant/orders, /merchant/orders/{order_no} (scope `read`); POST …/resend (scope
-`orders`) and …/refund (scope `refunds`), through the back office's services."""
+"""GET /merchant/orders, /merchant/orders/{order_no} (scope `read`); POST …/resend and
+…/keys/{key_id}/replace (scope `orders`) and …/refund (scope `refunds`), through the back office's
+services (the same locks and checks)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone as dt_timezone
 from typing import Literal
 
 from django.utils import timezone
-from ninja import Header, Query, Router, Schema
+from ninja import Header, Path, Query, Router, Schema
 from pydantic import Field
 
 from kami.api.merchant.auth import ORDERS, READ, REFUNDS
 from kami.api.merchant.idempotency import HEADER_RULES, idempotent
 from kami.api.merchant.problems import Problem
 from kami.api.merchant.schemas import (READ_ERRORS, TEXT, WRITE_ERRORS, OrderDetailOut, OrderPageOut, RefundIn,
-                                       RefundOut, ResendOut, errors, order_no_path)
+                                       RefundOut, ReplaceIn, ReplaceOut, ResendOut, errors, order_no_path)
 from kami.api.merchant.selectors import ORDER_PAGE_MAX, order_detail_get, order_get, orders_search
 from kami.core.net import client_ip
 from kami.fulfilment.refund import order_refund
+from kami.fulfilment.replace import order_key_replace
 from kami.fulfilment.resend import order_delivery_resend
 from kami.orders.models import Order
 
@@ -98,5 +100,19 @@ def order_refund_(request, payload: RefundIn, order_no: str = order_no_path(), *
                                ip=client_ip(request) or "")
         return 200, {"order_no": outcome.order_no, "manual": outcome.manual, "keys_voided": outcome.keys_voided,
                      "gateway_ref": outcome.gateway_ref}
+
+    return idempotent(request, key=idempotency_key, run=run)
+
+
+@router.post("/{order_no}/keys/{key_id}/replace", auth=ORDERS, response={200: ReplaceOut, **WRITE_ERRORS},
+             summary="Replace a bad key of a fulfilled order with a new one from stock")
+def order_key_replace_(request, payload: ReplaceIn, order_no: str = order_no_path(),
+                       key_id: int = Path(..., ge=1, le=2**63 - 1, description="the key's id (order detail: keys)"),
+                       *, idempotency_key: str = Header(..., alias="Idempotency-Key", **HEADER_RULES)):
+    def run():
+        new = order_key_replace(order_no=order_no, key_pk=key_id, reason=payload.reason, actor=request.auth.actor,
+                                ip=client_ip(request) or "")
+        return 200, {"order_no": order_no, "replaced_key_id": key_id,
+                     "key": {"key_id": new.pk, "fingerprint": new.fingerprint[:12], "status": new.status}}
 
     return idempotent(request, key=idempotency_key, run=run)

@@ -7,7 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
-from kami.backoffice.pages import dashboard, deliveries, gateways, shop
+from kami.backoffice.pages import api_tokens, dashboard, deliveries, gateways, shop
 from kami.backoffice.perms import actor_of, ip_of
 from kami.backoffice.site import site
 from kami.catalog.coupons import coupon_create, coupon_deactivate, coupon_update
@@ -23,6 +23,8 @@ site.register_view("deliveries/<int:message_id>/handled/", deliveries.delivery_h
 site.register_view("gateways/", gateways.gateways_page, "gateways")
 site.register_view("gateways/<str:name>/", gateways.gateway_save, "gateway_save")
 site.register_view("shop/", shop.shop_settings_page, "shop_settings")
+for _route, _view, _name in api_tokens.ROUTES:  # merchant API tokens (owners only)
+    site.register_view(_route, _view, _name)
 
 
 class CouponForm(forms.ModelForm):

@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import pgettext
 
 from kami.backoffice.dashboard import COUNT_CAP, Dashboard, Sales, dashboard_get
+from kami.backoffice.pages.api_tokens import may_manage_tokens
 from kami.backoffice.perms import can
 from kami.backoffice.site import site
 
@@ -104,6 +105,9 @@ def ops_links(user) -> list[tuple[str, str]]:
         links.append((_("Payment gateways"), reverse("admin:gateways")))
     if can(user, "manage_shop"):
         links.append((_("Shop settings"), reverse("admin:shop_settings")))
+        links.append((_("Webhooks"), reverse("admin:webhooks")))
+    if may_manage_tokens(user):
+        links.append((_("API tokens"), reverse("admin:api_tokens")))
     return links
 
 

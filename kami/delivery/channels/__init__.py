@@ -22,6 +22,15 @@ class TemporaryFailure(Retryable):
     """The channel failed in a way that may go away (server down, timeout, 4xx)."""
 
 
+class Deferred(Exception):
+    """Not now, and not a failure: the message waits until `until` without spending an attempt
+    (a webhook whose order has an earlier event still on its way: kami.webhooks.channel)."""
+
+    def __init__(self, reason: str, *, until):
+        super().__init__(reason)
+        self.until = until
+
+
 class Channel(Protocol):
     name: str
 
