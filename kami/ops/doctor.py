@@ -105,7 +105,7 @@ def data_key_check(*, database_ok: bool) -> Check:
         return Check("data key", FAIL, f"{where}: {exc}")
     if not database_ok:
         return Check("data key", SKIP, f"{where} parses ({len(ring.keys)} key(s)); stored keys not tried: the database is not ready")
-    return _stored_keys_open(where, ring.keys)
+    return _stored_keys_open(where, ring.keys, ring.primary_id)
 
 
 def _keys_stored() -> bool:
@@ -114,7 +114,7 @@ def _keys_stored() -> bool:
     return Key.objects.exists()
 
 
-def _stored_keys_open(where: str, ring_ids) -> Check:
+def _stored_keys_open(where: str, ring_ids, primary_id: str) -> Check:
     """Open the newest stored key sealed under each data key id in use: proof that the keyring
     here is the one the database was filled with. The plaintext is dropped at once."""
     from kami.stock.models import Key
@@ -132,6 +132,11 @@ def _stored_keys_open(where: str, ring_ids) -> Check:
         except Exception as exc:  # noqa: BLE001 — InvalidTag, KeyMisplaced: the wrong key under the right id
             return Check("data key", FAIL, f"data key {key_id!r} at {where} does not open stored key #{pk} "
                                            f"({type(exc).__name__}): it is not the key these were sealed with; restore it from your backup")
+    older = sorted(set(used) - {primary_id})
+    if older:  # a rotation cut short, or a new key put first by hand: the old one cannot be retired yet
+        return Check("data key", WARN, f"{where} opens stored keys, but some are still sealed with older data key(s) "
+                                       f"{', '.join(older)}: run `kami keys rotate-data-key --resume` to move them to "
+                                       f"{primary_id!r} (docs/operations.md, \"Rotating the data key\")")
     return Check("data key", OK, f"{where} opens stored keys (data key ids in use: {', '.join(sorted(used)) or 'none yet'})")
 
 

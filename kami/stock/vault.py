@@ -127,6 +127,32 @@ def keys_open_many(rows: list[tuple], *, product_id: int) -> list[str]:
     return plain
 
 
+def keys_reseal_rows(rows: list[tuple]) -> list[tuple[int, str, bytes]]:
+    """(id, data key id, ciphertext) for stored keys sealed again under the primary data key
+    and bound to their product and fingerprint: the data-key rotation's step (kami.ops.rotation).
+    Each row is `OPEN_COLUMNS` then `product_id`. The plaintexts never leave this function; the
+    fingerprint is kept as stored (it does not depend on the data key), so the row stays the
+    one its (product, fingerprint) names and duplicates are still found across data keys."""
+    ring = keyring()
+    target, seal = ring.primary_id, AESGCM(ring.keys[ring.primary_id])
+    ciphers, shared = {}, Key.Seal.SHARED.value
+    nonces = os.urandom(NONCE_BYTES * len(rows))
+    out = []
+    for i, (pk, fingerprint, key_id, blob, kind, product_id) in enumerate(rows):
+        blob = bytes(blob)
+        cipher = ciphers.get(key_id) or ciphers.setdefault(key_id, _cipher(ring, key_id))
+        bound = key_aad(product_id=product_id, fingerprint=fingerprint)
+        try:
+            plain = cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], SHARED_AAD if kind == shared else bound)
+        except InvalidTag:
+            raise KeyMisplaced(
+                f"key #{pk} ({fingerprint[:8]}) of product #{product_id} does not open: its ciphertext was moved "
+                "from another key or product, or altered; restore this row from a backup") from None
+        nonce = nonces[i * NONCE_BYTES:(i + 1) * NONCE_BYTES]
+        out.append((pk, target, nonce + seal.encrypt(nonce, plain, bound)))
+    return out
+
+
 def _cipher(ring, key_id: str) -> AESGCM:
     try:
         return AESGCM(ring.keys[key_id])

@@ -12,7 +12,7 @@ from kami.orders.services import PendingOwner
 from kami.payments.models import GatewayAccount
 from kami.payments.services import gateway_configure
 from kami.telegram.config import AAD, bot_settings
-from kami.telegram.models import BotChat, SeenUpdate, TelegramOrder
+from kami.telegram.models import BotChat, BotSettings, SeenUpdate, TelegramOrder
 
 
 def bot_settings_set(*, token: str | None = None, webhook: bool | None = None, admins: str | None = None,
@@ -89,3 +89,20 @@ def stars_token_follow(*, token: str, actor: str) -> None:
     """A new bot token: the Stars gateway takes it too (its invoices and payments are this bot's)."""
     if token and GatewayAccount.objects.filter(name=STARS).exists():
         gateway_configure(name=STARS, values={"bot_token": token}, actor=actor)
+
+
+def bot_token_key_ids() -> list[str]:
+    """The data key id sealing the stored bot token (none when the token is not stored)."""
+    return list(BotSettings.objects.exclude(token_key_id="").values_list("token_key_id", flat=True))
+
+
+def bot_token_reseal(target: str) -> int:
+    """Seal the stored bot token with the data key `target` (the data-key rotation); 1 if it moved."""
+    with transaction.atomic():  # the token: read locked, sealed again, written
+        row = BotSettings.objects.select_for_update().exclude(token_key_id="").exclude(token_key_id=target).first()
+        if row is None:
+            return 0
+        ring = keyring()
+        token = ring.decrypt(row.token_key_id, bytes(row.token_ciphertext), aad=AAD)
+        key_id, blob = ring.encrypt(token.reveal(), aad=AAD)
+        return BotSettings.objects.filter(pk=row.pk).update(token_key_id=key_id, token_ciphertext=blob)

@@ -16,7 +16,7 @@ from kami.delivery.models import OutboxMessage
 from kami.delivery.services import delivery_retry_now
 from kami.delivery.wake import outbox_written
 from kami.webhooks.models import EVENTS, Endpoint, WebhookMessage
-from kami.webhooks.signing import secret_new, secret_seal
+from kami.webhooks.signing import secret_new, secret_open, secret_seal
 
 S = OutboxMessage.Status
 ROTATION_OVERLAP_HOURS = 24  # how long the previous secret keeps signing after a rotation
@@ -164,6 +164,37 @@ def endpoint_redeliver_failed(*, endpoint_id: int, actor: str, ip: str = "") -> 
     if count:
         outbox_written()  # after commit: wake the workers
     return count
+
+
+def secrets_key_ids() -> list[str]:
+    """The data key id of each stored endpoint secret (the current one and, during a rotation of
+    the endpoint's secret, the previous one)."""
+    ids = []
+    for current, previous in Endpoint.objects.values_list("secret_key_id", "previous_key_id"):
+        ids += [current] + ([previous] if previous else [])
+    return ids
+
+
+def secrets_reseal(target: str) -> int:
+    """Seal every endpoint secret with the data key `target` (the data-key rotation); how many
+    secrets moved. The endpoint's signing secrets stay the same: only their sealing changes."""
+    moved = 0
+    stale = Endpoint.objects.exclude(secret_key_id=target) | Endpoint.objects.exclude(previous_key_id__in=("", target))
+    for pk in stale.values_list("pk", flat=True).distinct():
+        with transaction.atomic():  # one endpoint: read locked, sealed again, written
+            endpoint = Endpoint.objects.select_for_update().get(pk=pk)
+            if endpoint.secret_key_id != target:
+                secret = secret_open(endpoint.secret_key_id, endpoint.secret_ciphertext)
+                endpoint.secret_key_id, endpoint.secret_ciphertext = secret_seal(secret)
+                moved += 1
+            if endpoint.previous_key_id not in ("", target):
+                secret = secret_open(endpoint.previous_key_id, endpoint.previous_ciphertext)
+                endpoint.previous_key_id, endpoint.previous_ciphertext = secret_seal(secret)
+                moved += 1
+            Endpoint.objects.filter(pk=pk).update(
+                secret_key_id=endpoint.secret_key_id, secret_ciphertext=endpoint.secret_ciphertext,
+                previous_key_id=endpoint.previous_key_id, previous_ciphertext=endpoint.previous_ciphertext)
+    return moved
 
 
 def _locked(endpoint_id: int) -> Endpoint:

@@ -1,4 +1,4 @@
-"""`kami keys import|generate|export|void|reseal`: thin edges over kami.stock.services.
+"""`kami keys import|generate|export|void|reseal|rotate-data-key`: thin edges over kami.stock.services.
 
 After an import or a generation the awaiting-stock orders of the product are fulfilled at once,
 first paid first served (DESIGN.md §2, restock backfill).
@@ -17,6 +17,7 @@ from kami.catalog.models import Product
 from kami.catalog.selectors import product_get
 from kami.cli.base import KamiCommand
 from kami.cli.progress import count_progress, import_progress, silence_stdout, utf8_out
+from kami.cli.rotate import add_rotate_parser, rotate_handle
 from kami.fulfilment.backfill import stock_added
 from kami.stock.generator import DEFAULT_PATTERN, pattern_bits
 from kami.stock.report import ImportReport, line_list
@@ -28,11 +29,12 @@ ACTOR = "cli"
 
 
 class Command(KamiCommand):
-    help = "Import, generate, export and void card keys."
+    help = "Import, generate, export and void card keys; rotate the data key that encrypts them."
     stealth_options = ("stdin",)  # tests hand a bytes stream in place of stdin
 
     def add_arguments(self, parser):
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{import,generate,export,void,reseal}")
+        actions = parser.add_subparsers(dest="action", required=True,
+                                        metavar="{import,generate,export,void,reseal,rotate-data-key}")
         imp = actions.add_parser("import", help="import keys from a file, one per line (- reads stdin)")
         imp.add_argument("slug", metavar="SLUG")
         imp.add_argument("file", metavar="FILE", help="a UTF-8 text file with one key per line, or - for stdin")
@@ -56,8 +58,11 @@ class Command(KamiCommand):
         reseal = actions.add_parser("reseal", help="re-encrypt keys stored before ciphertexts were bound to their "
                                                    "product (and under the newest data key)")
         reseal.add_argument("slug", metavar="SLUG")
+        add_rotate_parser(actions)  # kami.cli.rotate: the data key, for every product at once
 
-    def handle(self, *args, action: str, slug: str, **options):
+    def handle(self, *args, action: str, slug: str = "", **options):
+        if action == "rotate-data-key":
+            return rotate_handle(self, **options)
         product = product_get(slug=slug)
         getattr(self, f"_{action}")(product, **options)
 
