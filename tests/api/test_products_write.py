@@ -2,9 +2,9 @@
 its audit rows under the token's name), Idempotency-Key on the create, problems naming the input."""
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
-from django.conf import settings
 from django.utils import translation
 
 from kami.audit.models import AuditLog
@@ -86,11 +86,15 @@ def test_the_kind_is_fixed_once_the_product_has_keys(api_as, make_product):
     api = api_as("products")
     # when
     fixed = api.patch("/products/stocked", {"kind": "reusable"})
+    asked = api.client.patch("/api/v1/merchant/products/stocked", json.dumps({"kind": "reusable"}),
+                             content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {api.secret}",
+                             HTTP_ACCEPT_LANGUAGE="zh-CN")
     free = api.patch("/products/fresh", {"kind": "reusable"})
-    # then
-    with translation.override(settings.LANGUAGE_CODE):  # the catalog's own (translated) refusal
-        refusal = translation.gettext("kind cannot change once the product has keys or orders; create a new product")
+    # then: the catalog's own refusal, in English unless the caller asked for a language
+    refusal = "kind cannot change once the product has keys or orders; create a new product"
     assert assert_problem(fixed, 409, "conflict")["detail"] == refusal
+    with translation.override("zh-hans"):
+        assert assert_problem(asked, 409, "conflict")["detail"] == translation.gettext(refusal) != refusal
     assert Product.objects.get(slug="stocked").kind == "unique"
     assert free.status_code == 200 and free.json()["kind"] == "reusable"
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils import translation
 from ninja.security import HttpBearer
 
 from kami.api.merchant.problems import Problem
@@ -17,6 +18,14 @@ class ScopedToken(HttpBearer):
     def __init__(self, scope: str):
         super().__init__()
         self.scope = scope
+
+    def __call__(self, request: HttpRequest):
+        # Every merchant endpoint passes here first: its problems' `detail` is English unless the
+        # caller asks for a language (docs/api.md), not the shop's default language for buyers.
+        if "HTTP_ACCEPT_LANGUAGE" not in request.META:
+            translation.activate("en")
+            request.LANGUAGE_CODE = "en"
+        return super().__call__(request)
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiToken | None:
         found = api_token_authenticate(secret=token.strip())
