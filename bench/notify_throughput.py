@@ -1,20 +1,40 @@
 """Notifications confirmed per second on PostgreSQL, through the real HTTP server (`kami serve`),
 against `pgbench -N` with the same client count in the same run.
 
-    .venv/bin/python bench/notify_throughput.py [--keys 30000] [--seconds 10] [--clients 16 64] \
-        [--serve-args '--threads 4'] [--db-prefix kami_bench]
+    .venv/bin/python bench/notify_throughput.py [--keys 20000] [--seconds 10] [--clients 16 64] \
+        [--loader wrk|python] [--serve-args '--threads 4'] \
+        [--variant 'LABEL;SERVE ARGS;ENV=VALUE …' …] [--rounds 1] [--py-spy DIR] [--db-prefix kami_bench] [--reuse]
+
+The shop (one hot product, `--keys` keys, as many pending orders) is made once into a template
+database; every measured run starts from a fresh copy of it (`CREATE DATABASE … TEMPLATE`), so
+variants and rounds see the same shop, and the notifications are signed just before each run
+(the sandbox refuses them after 5 minutes). `--variant` runs several servers side by side in one
+run — e.g. `--variant 'before;--threads 4;KAMI_BENCH_TREE=/tmp/kami-before' --variant 'after;'`
+(KAMI_BENCH_TREE: serve from another checkout of the same migrations, e.g. `git archive` of the
+commit before) — alternated
+within each round (reversed every other round), each against the `pgbench -N` measured in the
+same round (before and after the variants; the mean is the baseline). After each run the bench
+counts the fulfilled orders: every 200 must be one.
+
+The load generator: `wrk` (C; Debian's `wrk` package) posting the pre-signed bodies through a Lua
+script, so the figure is the server's, not a Python client's on the same two cores; `python`
+(httpx, asyncio) when wrk is not installed. `--py-spy DIR` records each run's server with
+`py-spy record --idle` (collapsed stacks, one file per run) for a look at where the time goes.
 
 Needs a local PostgreSQL (postgres@127.0.0.1:5432, trust auth) and pgbench. Creates and drops
-its own databases (<prefix>_notify, <prefix>_pgbench). Prints figures; asserts nothing.
+its own databases (<prefix>_notify*, <prefix>_pgbench). Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -108,47 +128,226 @@ def base_env(db: str) -> dict:
             "KAMI_SANDBOX": "1"}  # the sandbox plays the gateway: live only where asked for
 
 
+SETUP_TEMPLATE = """
+import json, django, sys
+django.setup()
+from decimal import Decimal
+from kami.catalog.services import product_create
+from kami.orders.services import order_create
+from kami.payments.services import gateway_configure
+from kami.payments.registry import gateway_get
+from kami.stock.models import Key
+from kami.stock.vault import key_seal
+p = product_create(slug="hot", name="Hot", price=Decimal("9.90"), max_qty=5)
+rows = []
+for i in range({keys}):
+    kid, blob, fp = key_seal(f"BENCH-{{i:08d}}", product_id=p.pk)
+    rows.append(Key(product=p, key_id=kid, ciphertext=blob, fingerprint=fp))
+Key.objects.bulk_create(rows, batch_size=5000)
+gateway_configure(name="sandbox", values={{}}, enable=True)
+made = [order_create(product=p, quantity=1, email=f"b{{i}}@x.test", gateway="sandbox")[0] for i in range({orders})]
+json.dump({{"secret": gateway_get("sandbox").secrets["secret"],
+           "orders": [[o.order_no, str(o.amount), o.currency] for o in made]}}, sys.stdout)
+"""
+
+
+def template_make(env: dict, db: str, keys: int) -> dict:
+    """The shop once, into database `db` (a template for the runs): {"secret", "orders"}."""
+    psql(f"DROP DATABASE IF EXISTS {db}")
+    psql(f"CREATE DATABASE {db}")
+    subprocess.run([sys.executable, "-m", "kami", "migrate", "-v", "0"], env=env, check=True, cwd=REPO)
+    done = subprocess.run([sys.executable, "-c", SETUP_TEMPLATE.format(keys=keys, orders=keys)], env=env, check=True,
+                          cwd=REPO, capture_output=True, text=True)
+    # A shop that has been selling has statistics (autovacuum); a fresh copy made within the minute
+    # has none, and the planner then reads every pending order to find a batch's few.
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qc", "ANALYZE"], check=True)
+    return json.loads(done.stdout)
+
+
+def jobs_signed(shop: dict) -> list[tuple[str, str, str]]:
+    """Every order's notification, signed now as the sandbox gateway signs (kami/payments/gateways/sandbox.py)."""
+    stamp, secret = int(time.time()), shop["secret"].encode()
+    jobs = []
+    for i, (order_no, amount, currency) in enumerate(shop["orders"]):
+        body = json.dumps({"order_no": order_no, "trade_no": f"T{i}", "amount": amount, "currency": currency,
+                           "status": "paid", "timestamp": stamp}, separators=(",", ":"))
+        jobs.append((order_no, body, hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()))
+    return jobs
+
+
+WRK_SCRIPT = r"""
+-- Each thread posts its share of the pre-signed notifications (line i: body TAB signature), once each.
+local n, threads = 0, {}
+function setup(thread) thread:set("id", n); n = n + 1; threads[#threads + 1] = thread end
+function init(args)
+  bodies, sigs, bad, sample = {}, {}, 0, ""
+  for line in io.lines(args[1]) do
+    local tab = line:find("\t", 1, true)
+    bodies[#bodies + 1], sigs[#sigs + 1] = line:sub(1, tab - 1), line:sub(tab + 1)
+  end
+  step, at = tonumber(args[2]), id + 1
+end
+function request()
+  local i = math.min(at, #bodies)
+  at = at + step
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json", ["X-Sandbox-Signature"] = sigs[i]}, bodies[i])
+end
+function response(status, headers, body)
+  if status ~= 200 then bad = bad + 1; if sample == "" then sample = status .. " " .. body:sub(1, 200) end end
+  if at > #bodies then wrk.thread:stop() end
+end
+function done(summary, latency, requests)
+  local bad_all, sample_all = 0, ""
+  for _, t in ipairs(threads) do
+    bad_all = bad_all + t:get("bad")
+    if sample_all == "" then sample_all = t:get("sample") end
+  end
+  io.write(string.format("KAMI-WRK %d %d %d %d %d %s\n", summary.requests, summary.duration,
+           latency:percentile(50), latency:percentile(99), bad_all, sample_all))
+end
+"""
+
+
+def send_wrk(url: str, jobs: list, clients: int, seconds: float) -> tuple[int, float, float, float]:
+    """wrk, closed loop: (answered, wall s, p50 s, p99 s). Stops when the notifications run out."""
+    threads = min(clients, os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory(prefix="kami-wrk-") as tmp:
+        lines, script = Path(tmp, "jobs.tsv"), Path(tmp, "notify.lua")
+        lines.write_text("".join(f"{body}\t{sig}\n" for _, body, sig in jobs))
+        script.write_text(WRK_SCRIPT)
+        done = subprocess.run(["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{seconds}s", "--timeout", "30s",
+                              "-s", str(script), url, "--", str(lines), str(threads)],
+                             capture_output=True, text=True)
+    found = re.search(r"^KAMI-WRK (\d+) (\d+) (\d+) (\d+) (\d+) ?(.*)$", done.stdout, re.M)
+    if found is None:
+        raise SystemExit(f"wrk said:\n{done.stdout}{done.stderr}")
+    n, wall_us, p50, p99, bad = (int(found.group(g)) for g in range(1, 6))
+    if bad:
+        raise SystemExit(f"notify answered {bad} requests with another status than 200, e.g. {found.group(6)}")
+    return n, wall_us / 1e6, p50 / 1e6, p99 / 1e6
+
+
+def send_python(url: str, jobs: list, clients: int, seconds: float) -> tuple[int, float, float, float]:
+    n, lat = asyncio.run(send_all(url, jobs, clients, seconds))
+    wall, lat = lat[-1], sorted(lat[:-1])
+    return n, wall, statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
+
+
+def fulfilled_count(db: str) -> int:
+    out = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-tAc",
+                          "SELECT count(*) FROM orders_order WHERE status = 'fulfilled'"],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out.strip())
+
+
+def serve_run(*, env: dict, variant: tuple[str, str, dict], template: str, db: str, jobs: list, clients: int,
+              seconds: int, loader: str, py_spy: Path | None, tag: str) -> tuple[int, float, float, float]:
+    """One measured run: a fresh copy of the shop, `kami serve --no-worker` with the variant's arguments
+    and environment, the load; the server stopped; the fulfilled orders counted."""
+    label, serve_args, extra_env = variant
+    psql(f"DROP DATABASE IF EXISTS {db}")
+    psql(f"CREATE DATABASE {db} TEMPLATE {template}")
+    port = free_port()
+    run_env = {**env, "DATABASE_URL": f"{PG}/{db}", "KAMI_LOG_LEVEL": "INFO", **extra_env}  # INFO: the batch sizes
+    tree = run_env.pop("KAMI_BENCH_TREE", REPO)  # another checkout's code against the same shop (e.g. "before")
+    log = tempfile.TemporaryFile(mode="w+")
+    server = subprocess.Popen([sys.executable, "-m", "kami", "serve", "--no-worker", "--port", str(port),
+                               *serve_args.split()], env=run_env, cwd=tree, stdout=subprocess.DEVNULL,
+                              stderr=log, start_new_session=True)
+    spy = None
+    try:
+        deadline = time.monotonic() + 300  # a loaded machine starts Django slowly
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise SystemExit(f"kami serve ({label}) did not start:\n{log.read()[-3000:]}")
+            time.sleep(0.3)
+        url = f"http://127.0.0.1:{port}/pay/sandbox/notify"
+        if py_spy is not None:
+            spy = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--idle", "--subprocesses", "-r", "200", "-d", str(seconds),
+                                    "-p", str(server.pid), "-f", "raw", "-o", str(py_spy / f"{tag}-{label}-{clients}.txt")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result = (send_wrk if loader == "wrk" else send_python)(url, jobs, clients, seconds)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 15)  # the server and any processes it started
+        server.wait()
+        if spy is not None:
+            spy.wait()
+        log.seek(0)
+        for line in log:
+            if "group commit:" in line:
+                print(f"    {label}: {line.split('group commit:', 1)[1].strip()}", flush=True)
+    fulfilled = fulfilled_count(db)
+    if fulfilled < result[0]:
+        print(f"    ({label}: {result[0]} answered 200, {fulfilled} orders fulfilled)", flush=True)
+    return result
+
+
+def variant_parse(text: str) -> tuple[str, str, dict]:
+    """'LABEL;SERVE ARGS;ENV=VALUE ENV=VALUE' (the last two parts optional)."""
+    label, serve_args, env = (text.split(";") + ["", ""])[:3]
+    return label.strip(), serve_args.strip(), dict(item.split("=", 1) for item in env.split())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--keys", type=int, default=30000)
+    parser.add_argument("--keys", type=int, default=20000, help="keys and pending orders (at most one run's notifications)")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--serve-args", default="--threads 4",
-                        help="passed to `kami serve --no-worker` (e.g. '--server waitress --threads 4')")
+    parser.add_argument("--loader", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python")
+    parser.add_argument("--serve-args", default="", help="passed to `kami serve --no-worker` (e.g. '--threads 4')")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="'LABEL;SERVE ARGS;ENV=VALUE …': servers to compare in the same run (default: one, --serve-args)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole comparison, alternating the order")
+    parser.add_argument("--py-spy", type=Path, help="record each run's server with py-spy into this directory")
     parser.add_argument("--db-prefix", default="kami_bench", help="names of the databases made and dropped")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the shop's template database for the next run, and use the last one kept")
     args = parser.parse_args()
-    notify_db, pgbench_db = f"{args.db_prefix}_notify", f"{args.db_prefix}_pgbench"
+    variants = [variant_parse(v) for v in args.variant] or [("kami serve", args.serve_args, {})]
+    template, notify_db, pgbench_db = f"{args.db_prefix}_notify_tpl", f"{args.db_prefix}_notify", f"{args.db_prefix}_pgbench"
+    if args.py_spy:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+    env = base_env(template)
+    print(f"machine: {os.cpu_count()} cores · load average {os.getloadavg()[0]:.1f} · keys {args.keys} · "
+          f"{args.seconds}s per run · loader {args.loader}", flush=True)
+    t0 = time.perf_counter()
+    saved = Path(tempfile.gettempdir(), f"{template}.json")  # --reuse: the shop of an earlier run
+    if args.reuse and saved.exists():
+        shop = json.loads(saved.read_text())
+        env["KAMI_DATA_KEY"] = shop["data_key"]  # the gateway's secret is sealed with it
+    else:
+        shop = {**template_make(env, template, args.keys), "data_key": env["KAMI_DATA_KEY"]}
+        saved.write_text(json.dumps(shop))
     pgbench_init(pgbench_db)
-    print(f"machine: {os.cpu_count()} cores · keys {args.keys} · {args.seconds}s per run · "
-          f"kami serve {args.serve_args}")
-    for clients in args.clients:
-        psql(f"DROP DATABASE IF EXISTS {notify_db}")
-        psql(f"CREATE DATABASE {notify_db}")
-        env = base_env(notify_db)
-        jobs = setup_shop(env, args.keys, args.keys)
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "kami", "serve", "--no-worker", "--port", str(port),
-                                   *args.serve_args.split()], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(150):
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            n, lat = asyncio.run(send_all(f"http://127.0.0.1:{port}/pay/sandbox/notify", jobs, clients, args.seconds))
-        finally:
-            server.terminate()
-            server.wait()
-        wall, lat = lat[-1], sorted(lat[:-1])
-        rate = n / wall
-        tps = pgbench(clients, args.seconds, pgbench_db)
-        print(f"{clients:>3} senders: {rate:8.0f} notifications/s  p50 {statistics.median(lat) * 1000:6.1f} ms  "
-              f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:7.1f} ms | pgbench -N {tps:8.0f} tps | ratio {rate / tps:.3f}x",
-              flush=True)
-    psql(f"DROP DATABASE IF EXISTS {notify_db}")
-    psql(f"DROP DATABASE IF EXISTS {pgbench_db}")
+    print(f"shop made in {time.perf_counter() - t0:.0f} s", flush=True)
+    try:
+        for round_ in range(args.rounds):
+            for clients in args.clients:
+                order = variants if round_ % 2 == 0 else variants[::-1]
+                tps = [pgbench(clients, args.seconds, pgbench_db)]
+                results = {}
+                for variant in order:
+                    results[variant[0]] = serve_run(env=env, variant=variant, template=template, db=notify_db,
+                                                    jobs=jobs_signed(shop), clients=clients, seconds=args.seconds,
+                                                    loader=args.loader, py_spy=args.py_spy, tag=f"r{round_}")
+                tps.append(pgbench(clients, args.seconds, pgbench_db))
+                base = statistics.mean(tps)
+                print(f"round {round_ + 1} · {clients} senders · pgbench -N {tps[0]:.0f} / {tps[1]:.0f} tps · "
+                      f"load average {os.getloadavg()[0]:.1f}", flush=True)
+                for label, _, _ in variants:
+                    n, wall, p50, p99 = results[label]
+                    print(f"  {label:<24} {n / wall:7.0f} notifications/s  p50 {p50 * 1000:6.1f} ms  "
+                          f"p99 {p99 * 1000:7.1f} ms  ratio {n / wall / base:.3f}x", flush=True)
+    finally:
+        for db in (notify_db, pgbench_db) if args.reuse else (notify_db, template, pgbench_db):
+            psql(f"DROP DATABASE IF EXISTS {db}")
 
 
 if __name__ == "__main__":

@@ -75,20 +75,30 @@ def order_keys_enqueue_elsewhere(*, order_id: int, now=None) -> None:
     """The order's key delivery to the places besides its email (the registered lookups below).
     Part of order_keys_enqueue; called alone by the set-based confirm (kami.fulfilment.confirm_sql),
     whose statement writes the email row itself."""
+    orders_keys_enqueue_elsewhere(order_ids=[order_id], now=now)
+
+
+def orders_keys_enqueue_elsewhere(*, order_ids: list[int], now=None) -> None:
+    """order_keys_enqueue_elsewhere for several orders fulfilled in one transaction (a group
+    commit's batch): each lookup reads once for all of them, and their rows go in one INSERT."""
     now = now or clock.now()
     outbox_written()  # both confirm paths come here: the workers are woken once the sale commits
-    for lookup in _order_keys_recipients:
-        for channel, target in lookup(order_id):
-            OutboxMessage.objects.create(kind="order_keys", channel=channel, target=target[:254],
-                                         dedupe_key=f"order_keys:{order_id}:{channel}", payload={"order_id": order_id},
-                                         next_attempt_at=now, created_at=now)
-    for listener in _order_fulfilled_listeners:
-        listener(order_id=order_id, now=now)
+    rows = [OutboxMessage(kind="order_keys", channel=channel, target=target[:254],
+                          dedupe_key=f"order_keys:{order_id}:{channel}", payload={"order_id": order_id},
+                          next_attempt_at=now, created_at=now)
+            for lookup in _order_keys_recipients
+            for order_id, places in sorted(lookup(order_ids).items()) for channel, target in places]
+    if rows:
+        OutboxMessage.objects.bulk_create(rows)
+    for order_id in order_ids:
+        for listener in _order_fulfilled_listeners:
+            listener(order_id=order_id, now=now)
 
 
-# Where an order's keys go besides its email: lookups order_id -> [(channel, target)], added at
-# start by the edges that take orders elsewhere (kami.telegram: the buyer's chat). A registry, so
-# this layer never imports an edge; one lookup is one indexed read in the fulfilling transaction.
+# Where an order's keys go besides its email: lookups [order_id] -> {order_id: [(channel, target)]}
+# (orders with no such place may be left out), added at start by the edges that take orders
+# elsewhere (kami.telegram: the buyer's chat). A registry, so this layer never imports an edge;
+# one lookup is one indexed read in the fulfilling transaction, for a whole batch of orders.
 _order_keys_recipients: list = []
 
 

@@ -3,17 +3,20 @@ one transaction (issue 9; PostgreSQL).
 
     request thread ─► payment_confirm_grouped ─► queue ─┬─ no batch running: this thread leads
                                                         └─ else: wait for its outcome (or to lead)
-    leader: take everything queued ─► BEGIN; payment_decide for each, in order-number order; COMMIT
+    leader: take everything queued ─► BEGIN; payments_decide (one statement for the common cases,
+            the rest one by one, in order-number order); the raw notification rows in one INSERT; COMMIT
             ─► each member gets its own outcome ─► the first member queued meanwhile leads next
 
 No timer: a notification that finds no batch running is confirmed at once, alone, through
 `payment_confirm` (its deadlock retry and waiting claim included). Notifications queue only while
 a commit is in flight, so a batch is whatever arrived during the previous one.
 
-Every member keeps its own outcome: `payment_decide` (kami/fulfilment/confirm.py) is the same
-per-notice confirm the single path runs — the set-based statement for the common case, the ORM
-path for every other — and the member's `record` (notify.py: its raw notification row) runs
-in the batch's transaction, so a confirmed notification's row commits with it.
+Every member keeps its own outcome: `payments_decide` (kami/fulfilment/confirm.py) gives each the
+outcome the single path's `payment_decide` gives it when the members run one after another in
+order-number order — the members' common cases in one set-based statement for the whole batch,
+every other member through the per-notice confirm, after it — and the members' `record` rows
+(notify.py: their raw notification rows) are written in the batch's transaction, in one INSERT,
+so a confirmed notification's row commits with it.
 
 A batch is all-or-nothing. If anything in it fails (a database error, a deadlock, a short claim
 under SKIP LOCKED), the transaction rolls back whole and every member runs again alone, in its own
@@ -22,19 +25,21 @@ the single path's error handling (notify.py then writes the raw row alone, with 
 
 Locks: members are confirmed in order-number order, so batches lock orders in one global order;
 inside a batch keys are only claimed with SKIP LOCKED, never waited on.
+
+Size: a batch is at most one member per request thread (`kami serve --threads`, 16 by default):
+while the leader commits, each other thread can have queued one notification.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
 
-from kami.fulfilment.confirm import Outcome, payment_confirm, payment_decide
+from kami.fulfilment.confirm import Outcome, Record, payment_confirm, payments_decide
 from kami.payments.interface import Notice
 
 log = logging.getLogger("kami.fulfilment")
@@ -44,7 +49,7 @@ log = logging.getLogger("kami.fulfilment")
 class _Member:
     gateway: str
     notice: Notice
-    record: Callable[[Outcome], None] | None
+    record: Record | None
     done: threading.Event = field(default_factory=threading.Event)
     outcome: Outcome | None = None
     error: BaseException | None = None
@@ -66,7 +71,7 @@ class Batcher:
         with self._lock:
             return len(self._queue)
 
-    def confirm(self, *, gateway: str, notice: Notice, record: Callable[[Outcome], None] | None) -> Outcome:
+    def confirm(self, *, gateway: str, notice: Notice, record: Record | None) -> Outcome:
         member = _Member(gateway=gateway, notice=notice, record=record)
         with self._lock:
             self._queue.append(member)
@@ -107,22 +112,33 @@ class Batcher:
                 member.error = exc
             self.sizes[1] += 1
             return
+        members = sorted(batch, key=lambda m: m.notice.order_no)
         try:
             with transaction.atomic():  # the group commit: every member's confirm and raw notification, or none
-                outcomes = [payment_decide(gateway=m.gateway, notice=m.notice, record=m.record)
-                            for m in sorted(batch, key=lambda m: m.notice.order_no)]
+                outcomes = payments_decide([(m.gateway, m.notice) for m in members])
+                _rows_write([m.record(outcome) for m, outcome in zip(members, outcomes) if m.record is not None])
         except Exception as exc:  # one bad member: the rest must not fail with it
             log.info("a batch of %d confirms rolled back (%s); each runs again alone", len(batch), type(exc).__name__)
             return
-        for member, outcome in zip(sorted(batch, key=lambda m: m.notice.order_no), outcomes):
+        for member, outcome in zip(members, outcomes):
             member.outcome = outcome
         self.sizes[len(batch)] += 1
+
+
+def _rows_write(rows: list) -> None:
+    """The members' rows, one INSERT per model (in the caller's transaction)."""
+    by_model: dict[type, list] = {}
+    for row in rows:
+        if row is not None:
+            by_model.setdefault(type(row), []).append(row)
+    for model, same in by_model.items():
+        model.objects.bulk_create(same)
 
 
 BATCHER = Batcher()
 
 
-def payment_confirm_grouped(*, gateway: str, notice: Notice, record: Callable[[Outcome], None] | None = None) -> Outcome:
+def payment_confirm_grouped(*, gateway: str, notice: Notice, record: Record | None = None) -> Outcome:
     """`payment_confirm`, through the process's group commit where it applies (PostgreSQL,
     KAMI_CONFIRM_BATCH, not inside a caller's transaction); same outcomes, same errors."""
     if not (settings.KAMI_CONFIRM_BATCH and connection.vendor == "postgresql") or connection.in_atomic_block:

@@ -11,13 +11,14 @@ import enum
 import logging
 from collections.abc import Callable
 
-from django.db import OperationalError, transaction
+from django.db import OperationalError, models, transaction
 
 from kami.catalog.models import Product
 from kami.core import clock, money
 from kami.core.locks import deadlock_victim
-from kami.delivery.services import admin_alert, order_keys_enqueue, order_keys_enqueue_elsewhere
-from kami.fulfilment.confirm_sql import confirm_set_based, set_based_available
+from kami.delivery.services import (admin_alert, order_keys_enqueue, order_keys_enqueue_elsewhere,
+                                    orders_keys_enqueue_elsewhere)
+from kami.fulfilment.confirm_sql import Applied, confirm_set_based, confirm_set_based_many, set_based_available
 from kami.fulfilment.coupon_uses import CouponRaced, coupon_hold, coupon_use_count
 from kami.orders.locks import orders_for_update
 from kami.orders.models import Order, OrderKey
@@ -40,11 +41,16 @@ class Outcome(str, enum.Enum):
     WRONG_GATEWAY = "rejected"  # the sandbox paying another gateway's order, or the reverse: nothing changes
 
 
-def payment_confirm(*, gateway: str, notice: Notice, record: Callable[[Outcome], None] | None = None) -> Outcome:
-    """Apply a verified paid notice. Safe to call any number of times, from any number of threads.
+# `record(outcome)` runs inside the confirm transaction, last, and gives the row to write there with
+# the outcome (or None); the confirm saves it, so it commits with the confirm: notify.py's raw
+# notification row, so a confirmed notification costs one transaction. (The group commit writes a
+# batch's rows in one INSERT.)
+Record = Callable[[Outcome], models.Model | None]
 
-    `record(outcome)` runs inside the confirm transaction, last, and commits with it: notify.py
-    writes the raw notification row there, so a confirmed notification costs one transaction."""
+
+def payment_confirm(*, gateway: str, notice: Notice, record: Record | None = None) -> Outcome:
+    """Apply a verified paid notice. Safe to call any number of times, from any number of threads.
+    `record`: the row to write with the outcome, in the confirm transaction (above)."""
     # Confirms of one product run side by side (each locks its order, then its keys). MariaDB can
     # still pick one of two claims as a deadlock victim (secondary-index locks of keys changing
     # status): the victim was rolled back whole, so it runs again, a few times, before the gateway
@@ -60,7 +66,7 @@ def payment_confirm(*, gateway: str, notice: Notice, record: Callable[[Outcome],
     return _confirm_claiming(gateway, notice, record)
 
 
-def _confirm_claiming(gateway: str, notice: Notice, record: Callable[[Outcome], None] | None) -> Outcome:
+def _confirm_claiming(gateway: str, notice: Notice, record: Record | None) -> Outcome:
     try:
         return _confirm(gateway, notice, wait=False, record=record)
     except (ShortClaim, CouponRaced):
@@ -70,21 +76,58 @@ def _confirm_claiming(gateway: str, notice: Notice, record: Callable[[Outcome], 
         return _confirm(gateway, notice, wait=True, record=record)
 
 
-def _confirm(gateway: str, notice: Notice, *, wait: bool, record: Callable[[Outcome], None] | None) -> Outcome:
+def _confirm(gateway: str, notice: Notice, *, wait: bool, record: Record | None) -> Outcome:
     with transaction.atomic():  # the confirm transaction: order, payment, keys, outbox (and the notification) commit together
         return payment_decide(gateway=gateway, notice=notice, wait=wait, record=record)
 
 
-def payment_decide(*, gateway: str, notice: Notice, wait: bool = False,
-                   record: Callable[[Outcome], None] | None = None) -> Outcome:
+def payment_decide(*, gateway: str, notice: Notice, wait: bool = False, record: Record | None = None) -> Outcome:
     """One notice's whole confirm, in the caller's transaction, with no retry (ShortClaim and
     database errors go up): `_confirm` runs it alone, the group commit (kami/fulfilment/batch.py)
     runs several in one transaction. Whatever the confirm does belongs here or below, so both
     take it: the set-based statement for the common case on PostgreSQL, else the ORM path."""
     outcome = (None if wait else _decide_set_based(gateway, notice)) or _decide(gateway, notice, wait=wait)
-    if record is not None:
-        record(outcome)
+    if record is not None and (row := record(outcome)) is not None:
+        row.save()
     return outcome
+
+
+def payments_decide(notices: list[tuple[str, Notice]]) -> list[Outcome]:
+    """Several (gateway, notice) confirms in the caller's transaction (the group commit), each with
+    the outcome `payment_decide` gives it when they run one after another in this order, no retry.
+    On PostgreSQL the common cases go first, together, through one statement (confirm_sql's
+    CONFIRM_POSTGRES_MANY); the rest — not the common case, short of keys, or a second notice of an
+    order or trade already in the statement — then run one by one, in order, after the statement
+    and seeing what it did."""
+    if not (set_based_available() and len(notices) > 1):
+        return [payment_decide(gateway=gateway, notice=notice) for gateway, notice in notices]
+    firsts = _firsts(notices)
+    fulfilled = _decide_many_set_based(notices, firsts)
+    return [Outcome.FULFILLED if i in fulfilled
+            else (None if i in firsts else _decide_set_based(gateway, notice)) or _decide(gateway, notice, wait=False)
+            for i, (gateway, notice) in enumerate(notices)]
+
+
+def _firsts(notices: list[tuple[str, Notice]]) -> list[int]:
+    """The notices that name an order and a trade no earlier notice names: the statement's input."""
+    orders, trades, firsts = set(), set(), []
+    for i, (gateway, notice) in enumerate(notices):
+        if notice.order_no not in orders and (gateway, notice.trade_no) not in trades:
+            orders.add(notice.order_no)
+            trades.add((gateway, notice.trade_no))
+            firsts.append(i)
+    return firsts
+
+
+def _decide_many_set_based(notices: list[tuple[str, Notice]], firsts: list[int]) -> set[int]:
+    """CONFIRM_POSTGRES_MANY for `firsts`; the indexes of the notices it fulfilled, with what
+    _fulfil does besides the statement's rows (deliveries besides email; the low-stock check, once
+    a product: the count after the whole batch's sales)."""
+    applied = confirm_set_based_many(notices=[notices[i] for i in firsts], now=clock.now(), grace=payment_grace())
+    orders_keys_enqueue_elsewhere(order_ids=[done.order_id for _, done in sorted(applied.items())])
+    for product in {done.product.pk: done.product for done in applied.values()}.values():
+        low_stock_check(product)
+    return {firsts[n] for n in applied}
 
 
 def _decide_set_based(gateway: str, notice: Notice) -> Outcome | None:
@@ -93,9 +136,11 @@ def _decide_set_based(gateway: str, notice: Notice) -> Outcome | None:
     if not set_based_available():
         return None
     applied = confirm_set_based(gateway=gateway, notice=notice, now=clock.now(), grace=payment_grace())
-    if applied is None:
-        return None
-    # What _fulfil does besides the statement's rows: the deliveries besides email, the low-stock alert.
+    return None if applied is None else _after_set_based(applied)
+
+
+def _after_set_based(applied: Applied) -> Outcome:
+    """What _fulfil does besides the statement's rows: the deliveries besides email, the low-stock alert."""
     order_keys_enqueue_elsewhere(order_id=applied.order_id)
     low_stock_check(applied.product)
     return Outcome.FULFILLED
@@ -149,6 +194,7 @@ def _apply(order: Order, gateway: str, notice: Notice, *, wait: bool) -> Outcome
     order_event(order=order, kind="paid", gateway=gateway, trade_no=notice.trade_no, amount=str(notice.amount))
     if coupon_hold(order):  # its coupon's uses ran out after checkout: paid and recorded, a person decides
         return Outcome.FLAGGED
+        return Outcome.AWAITING_STOCK
     if not order.product.needs_keys:
         return _await_staff(order)
     if _fulfil(order, wait=wait):

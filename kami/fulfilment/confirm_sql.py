@@ -134,3 +134,113 @@ def confirm_set_based(*, gateway: str, notice: Notice, now: datetime, grace: tim
     product = Product(pk=product_id, slug=slug, name=name, kind=Product.Kind.UNIQUE, low_stock=low,
                       low_stock_alerted=alerted)
     return Applied(order_id=order_id, product=product)
+
+
+# Several notices' common cases at once (group commit, kami/fulfilment/batch.py): CONFIRM_POSTGRES
+# for a whole batch, one row of input per notice (`n`: its place in the batch). Orders are locked
+# in order-number order (the batches' global lock order); each product's keys are claimed at once
+# (SKIP LOCKED, as many as its orders need) and dealt out in order-number order, each order all or
+# nothing: an order its product's claim cannot cover in full is left untouched, like every order
+# that is not the common case, for the per-notice path. The caller passes each order and each
+# trade at most once (a twin goes to the per-notice path after the statement, and sees its effects).
+CONFIRM_POSTGRES_MANY = """
+WITH given AS (
+    SELECT * FROM unnest(%(n)s::int[], %(order_no)s::text[], %(gateway)s::text[], %(trade_no)s::text[],
+                         %(amount)s::numeric[], %(currency)s::text[], %(paid_detail)s::jsonb[])
+           AS g (n, order_no, gateway, trade_no, amount, currency, paid_detail)
+), ord AS (
+    SELECT o.id, o.order_no, o.quantity, o.product_id, o.email,
+           g.n, g.gateway, g.trade_no, g.amount, g.currency, g.paid_detail,
+           p.slug, p.name, p.low_stock, p.low_stock_alerted
+      FROM given g JOIN orders_order o ON o.order_no = g.order_no JOIN catalog_product p ON p.id = o.product_id
+     WHERE o.status = 'pending' AND o.gateway = g.gateway
+       AND o.amount = g.amount AND upper(o.currency) = upper(g.currency)
+       AND o.expires_at >= %(late_after)s AND o.coupon_id IS NULL AND p.kind = 'unique'
+       AND NOT EXISTS (SELECT 1 FROM payments_payment t
+                        WHERE t.gateway = g.gateway AND t.trade_no = g.trade_no)
+     ORDER BY o.order_no
+       FOR UPDATE OF o
+), need AS (
+    SELECT product_id, sum(quantity) AS total FROM ord GROUP BY product_id
+), claim AS (
+    SELECT c.id, need.product_id, row_number() OVER (PARTITION BY need.product_id ORDER BY c.id) AS rank
+      FROM need CROSS JOIN LATERAL (
+           SELECT k.id FROM stock_key k
+            WHERE k.product_id = need.product_id AND k.status = 'available' AND NOT k.reusable
+            ORDER BY k.status, k.id
+            LIMIT need.total
+              FOR UPDATE SKIP LOCKED) c
+), dealt AS (
+    SELECT ord.*, sum(ord.quantity) OVER (PARTITION BY ord.product_id ORDER BY ord.order_no) AS upto FROM ord
+), enough AS (
+    SELECT d.* FROM dealt d WHERE d.upto <= (SELECT count(*) FROM claim c WHERE c.product_id = d.product_id)
+), sold AS (
+    UPDATE stock_key k SET status = 'sold', sold_at = %(now)s
+      FROM claim c JOIN enough e ON e.product_id = c.product_id AND c.rank > e.upto - e.quantity AND c.rank <= e.upto
+     WHERE k.id = c.id AND k.status = 'available'
+    RETURNING k.id, e.id AS order_id
+), paid AS (
+    UPDATE orders_order o SET status = 'fulfilled', paid_at = %(now)s, fulfilled_at = %(now)s
+      FROM enough e
+     WHERE o.id = e.id AND (SELECT count(*) FROM sold s WHERE s.order_id = e.id) = e.quantity
+    RETURNING o.id, e.order_no, e.quantity, e.email, e.gateway, e.trade_no, e.amount, e.currency, e.paid_detail
+), trade AS (
+    INSERT INTO payments_payment (order_id, gateway, trade_no, amount, currency, created_at)
+    SELECT paid.id, paid.gateway, paid.trade_no, paid.amount, paid.currency, %(now)s FROM paid ORDER BY paid.order_no
+    RETURNING id
+), linked AS (
+    INSERT INTO orders_orderkey (order_id, key_id, exclusive_key_id, position)
+    SELECT paid.id, s.id, s.id, row_number() OVER (PARTITION BY paid.id ORDER BY s.id) - 1
+      FROM paid JOIN sold s ON s.order_id = paid.id ORDER BY paid.order_no, s.id
+    RETURNING id
+), events AS (
+    INSERT INTO orders_orderevent (order_id, at, kind, detail)
+    SELECT paid.id, %(now)s, e.kind, e.detail
+      FROM paid CROSS JOIN LATERAL (VALUES (1, 'paid', paid.paid_detail),
+                                           (2, 'fulfilled', jsonb_build_object('keys', paid.quantity)))
+                                   AS e (step, kind, detail)
+     ORDER BY paid.order_no, e.step
+    RETURNING id
+), outbox AS (
+    INSERT INTO delivery_outboxmessage (kind, channel, target, payload, dedupe_key, status, attempts,
+                                        next_attempt_at, lease_until, lease_token, last_error, message_id,
+                                        created_at, sent_at, note, handled_by, handled_at)
+    SELECT 'order_keys', 'email', paid.email, jsonb_build_object('order_id', paid.id),
+           'order_keys:' || paid.id || ':email', 'pending', 0, %(now)s, NULL, '', '', '', %(now)s, NULL, '', '', NULL
+      FROM paid WHERE paid.email <> '' ORDER BY paid.order_no
+    RETURNING id
+)
+SELECT g.n, paid.id, ord.product_id, ord.slug, ord.name, ord.low_stock, ord.low_stock_alerted,
+       (SELECT count(*) FROM paid), (SELECT coalesce(sum(quantity), 0) FROM paid),
+       (SELECT count(*) FROM paid WHERE email <> ''), (SELECT count(*) FROM sold), (SELECT count(*) FROM trade),
+       (SELECT count(*) FROM linked), (SELECT count(*) FROM events), (SELECT count(*) FROM outbox)
+  FROM given g LEFT JOIN ord ON ord.n = g.n LEFT JOIN paid ON paid.id = ord.id
+"""
+
+
+def confirm_set_based_many(*, notices: list[tuple[str, Notice]], now: datetime,
+                           grace: timedelta) -> dict[int, Applied]:
+    """Run CONFIRM_POSTGRES_MANY in the caller's transaction for (gateway, notice) pairs, each order
+    and each trade at most once. Returns {index in `notices`: Applied} for the orders it fulfilled;
+    the others were not changed."""
+    params = {"n": list(range(len(notices))), "order_no": [n.order_no for _, n in notices],
+              "gateway": [g for g, _ in notices], "trade_no": [n.trade_no for _, n in notices],
+              "amount": [n.amount for _, n in notices], "currency": [n.currency for _, n in notices],
+              "paid_detail": [json.dumps({"gateway": g, "trade_no": n.trade_no, "amount": str(n.amount)})
+                              for g, n in notices],
+              "now": now, "late_after": now - grace}
+    with connection.cursor() as cursor:
+        cursor.execute(CONFIRM_POSTGRES_MANY, params)
+        rows = cursor.fetchall()
+    applied, counts = {}, None
+    for n, order_id, product_id, slug, name, low, alerted, *totals in rows:
+        counts = totals
+        if order_id is not None:
+            applied[n] = Applied(order_id=order_id, product=Product(
+                pk=product_id, slug=slug, name=name, kind=Product.Kind.UNIQUE, low_stock=low, low_stock_alerted=alerted))
+    orders, keys, mailed, sold, trades, linked, events, outbox = counts
+    if (orders, sold, trades, linked, events, outbox) != (len(applied), keys, orders, keys, 2 * orders, mailed):
+        raise RuntimeError(f"set-based batch confirm fulfilled {len(applied)} orders ({orders} paid) but wrote {sold} "
+                           f"keys, {trades} trades, {linked} links, {events} events, {outbox} outbox rows "
+                           f"for {keys} keys; rolling back")
+    return applied

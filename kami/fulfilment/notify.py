@@ -136,7 +136,7 @@ def _notification_take(*, gateway_name: str, inbound: Inbound) -> Reply:
         # Through the process's group commit (kami/fulfilment/batch.py): the row is written in
         # whichever transaction confirms it, afresh each time (a batch that rolled back runs again alone).
         outcome = payment_confirm_grouped(gateway=gateway_name, notice=notice,
-                                          record=lambda outcome: _finish(_unsaved(row), Notification.Result(outcome.value)))
+                                          record=lambda outcome: _prepared(_unsaved(row), Notification.Result(outcome.value)))
     except DatabaseError as exc:
         # its INSERT rolled back with the confirm: write it again, alone
         _finish(_unsaved(row), Notification.Result.ERROR, error=f"{type(exc).__name__}: {exc}"[:2000])
@@ -184,7 +184,12 @@ def _unsaved(row: Notification) -> Notification:
     return row
 
 
-def _finish(row: Notification, result: str, *, error: str = "") -> None:
-    """Write the row once, with its result (one INSERT; in the confirm transaction when called from there)."""
+def _prepared(row: Notification, result: str, *, error: str = "") -> Notification:
+    """The row with its result, unsaved: the confirm writes it in its transaction (one INSERT)."""
     row.result, row.error = result, error
-    row.save()
+    return row
+
+
+def _finish(row: Notification, result: str, *, error: str = "") -> None:
+    """Write the row once, with its result, in its own autocommit."""
+    _prepared(row, result, error=error).save()

@@ -9,10 +9,11 @@ from kami.telegram.models import TelegramOrder
 CHANNEL = "telegram_chat"
 
 
-def order_chat_recipients(order_id: int) -> list[tuple[str, str]]:
-    """Registered with the delivery layer: an order made in the bot also gets its keys in the chat."""
-    chat = TelegramOrder.objects.filter(order_id=order_id).values_list("chat_id", flat=True).first()
-    return [] if chat is None else [(CHANNEL, str(chat))]
+def order_chat_recipients(order_ids: list[int]) -> dict[int, list[tuple[str, str]]]:
+    """Registered with the delivery layer: an order made in the bot also gets its keys in the
+    chat. One read for all the orders a transaction fulfils."""
+    chats = TelegramOrder.objects.filter(order_id__in=order_ids).values_list("order_id", "chat_id")
+    return {order_id: [(CHANNEL, str(chat))] for order_id, chat in chats}
 
 
 def user_orders(*, user_id: int, limit: int = 10) -> QuerySet[Order]:

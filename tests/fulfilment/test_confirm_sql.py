@@ -16,8 +16,8 @@ from kami.catalog.coupons import coupon_create
 from kami.catalog.models import Product
 from kami.core import clock
 from kami.delivery.models import OutboxMessage
-from kami.fulfilment.confirm import payment_confirm
-from kami.fulfilment.confirm_sql import CONFIRM_POSTGRES, confirm_set_based
+from kami.fulfilment.confirm import payment_confirm, payments_decide
+from kami.fulfilment.confirm_sql import CONFIRM_POSTGRES, CONFIRM_POSTGRES_MANY, confirm_set_based
 from kami.orders.models import Order, OrderEvent, OrderKey
 from kami.orders.services import order_create, payment_grace
 from kami.payments.interface import Notice
@@ -303,3 +303,135 @@ def test_the_statements_claim_reads_the_partial_index_after_analyze(make_product
     hits = sum(int(n) for n in re.findall(r"(?:hit|read)=(\d+)", claim))
     assert hits < 50, plan
     assert Order.objects.get(pk=order.pk).status == "pending"
+
+
+# The group commit's statement (CONFIRM_POSTGRES_MANY, through `payments_decide`): a batch of the
+# same scenarios leaves the rows the ORM path leaves when the notices run one after another in the
+# batch's order (order-number order). Order numbers follow creation here, so both copies deal keys
+# to the same orders; rows are compared as sets (the statement writes the batch's common cases
+# before the per-notice path writes the others, so ids interleave differently).
+class Numbered(World):
+    def order(self, product, quantity: int = 1, gateway: str = "sandbox", coupon: str = ""):
+        order = super().order(product, quantity, gateway, coupon)
+        order.order_no = f"{self.tag}{len(self.orders):04d}"
+        Order.objects.filter(pk=order.pk).update(order_no=order.order_no)
+        return order
+
+
+def batch_mixed(w):
+    """Two products dealt at once, quantities, a product's keys running out mid-batch (all or
+    nothing: the short order gets none, a later single one gets the last key), a twin of a
+    notification and a second trade for a paid order inside the batch, money that does not match."""
+    p, q = w.product(stock=6), w.product(stock=2)
+    a, b, c, d = w.order(p, 2), w.order(p, 3), w.order(p, 2), w.order(p, 1)
+    e, f = w.order(q, 2), w.order(p, 1)
+    return [w.paid(a, "A"), w.paid(b, "B"), w.paid(c, "C"), w.paid(d, "D"), w.paid(e, "E"), w.paid(a, "A"),
+            w.paid(e, "E2"), w.paid(f, "F", amount=f.amount + 1)]
+
+
+def _batch_order(notices):
+    return sorted(notices, key=lambda pair: pair[1].order_no)  # kami/fulfilment/batch.py's order
+
+
+def _run_batch(settings, make_product, scenario, tag: str) -> tuple[list, dict]:
+    settings.KAMI_CONFIRM_SQL = True
+    w = Numbered(tag=tag, make_product=make_product)
+    notices = _batch_order(scenario(w))
+    outbox_after = OutboxMessage.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    try:
+        with transaction.atomic():
+            outcomes = [o.value for o in payments_decide(notices)]
+    except Exception:  # the batch rolls back whole; batch.py then confirms each alone
+        outcomes = []
+        for gateway, notice in notices:
+            try:
+                outcomes.append(payment_confirm(gateway=gateway, notice=notice).value)
+            except Exception as exc:
+                outcomes.append(type(exc).__name__)
+    return outcomes, _rows(w, outbox_after)
+
+
+def _as_set(rows: list) -> list:
+    return sorted(map(repr, rows))
+
+
+BATCH_SCENARIOS = [s for s in SCENARIOS if s is not low_stock] + [batch_mixed]
+
+
+@pytest.mark.parametrize("scenario", BATCH_SCENARIOS, ids=[s.__name__ for s in BATCH_SCENARIOS])
+def test_a_batch_through_the_statement_leaves_the_rows_of_one_notice_after_another(settings, make_product, scenario):
+    # given the same scenario twice
+    # when one copy is confirmed as one batch and the other one notice after another on the ORM path
+    batch = _run_batch(settings, make_product, scenario, "S")
+    reference = _run_sequential(settings, make_product, scenario, "R")
+    # then each notice has the same outcome and the same rows are written
+    assert batch[0] == reference[0]
+    for table in reference[1]:
+        assert _as_set(batch[1][table]) == _as_set(reference[1][table]), table
+
+
+def _run_sequential(settings, make_product, scenario, tag: str) -> tuple[list, dict]:
+    settings.KAMI_CONFIRM_SQL = False
+    w = Numbered(tag=tag, make_product=make_product)
+    notices = _batch_order(scenario(w))
+    outbox_after = OutboxMessage.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    outcomes = []
+    for gateway, notice in notices:
+        try:
+            outcomes.append(payment_confirm(gateway=gateway, notice=notice).value)
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+    return outcomes, _rows(w, outbox_after)
+
+
+def test_the_mixed_batch_covers_what_it_claims(settings, make_product):
+    outcomes, rows = _run_batch(settings, make_product, batch_mixed, "M")
+    # in order-number order: a 2, a's twin, b 3, c 2 (short: 1 key left), d 1 (the last key), e 2 of q, e's second
+    # trade (the buyer paid twice), f's money
+    assert outcomes == ["fulfilled", "duplicate", "fulfilled", "awaiting_stock", "fulfilled", "fulfilled", "flagged",
+                        "flagged"]
+    assert sorted(k["order_id"] for k in rows["order_keys"]) == [0, 0, 1, 1, 1, 3, 4, 4]
+
+
+def test_a_low_stock_alert_in_a_batch_is_sent_once(settings, make_product):
+    # the batch sells its keys at once, so the alert counts what is left after the whole batch
+    outcomes, rows = _run_batch(settings, make_product, low_stock, "L")
+    assert outcomes == ["fulfilled", "fulfilled"]
+    alerts = [m["payload"] for m in rows["outbox"] if m["kind"] == "admin_alert"]
+    assert [a["event"] for a in alerts] == ["low_stock"]
+
+
+def test_the_batch_statement_finds_orders_by_number_and_claims_from_the_partial_index_after_analyze(make_product):
+    # given thousands of pending orders and of sold keys, fresh statistics
+    w = World(tag="F", make_product=make_product)
+    hot = w.product(stock=0)
+    add_keys(hot, (f"HOT-{i}" for i in range(3000)))
+    sold = list(Key.objects.filter(product=hot).order_by("id").values_list("id", flat=True)[:2500])
+    Key.objects.filter(id__in=sold).update(status=Key.Status.SOLD)
+    orders = [w.order(hot, 1) for _ in range(8)]
+    Order.objects.bulk_create([Order(**{**{f.attname: getattr(orders[0], f.attname) for f in Order._meta.concrete_fields
+                                           if f.attname != "id"}, "order_no": f"BULK{i:08d}", "token_hash": f"t{i}"})
+                               for i in range(3000)])
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE stock_key")
+        cursor.execute("ANALYZE orders_order")
+    # when the batch statement is explained for the eight (in a transaction that rolls back)
+    now = clock.now()
+    notices = [w.paid(o, f"T{i}") for i, o in enumerate(orders)]
+    params = {"n": list(range(8)), "order_no": [n.order_no for _, n in notices], "gateway": ["sandbox"] * 8,
+              "trade_no": [n.trade_no for _, n in notices], "amount": [n.amount for _, n in notices],
+              "currency": [n.currency for _, n in notices], "paid_detail": ["{}"] * 8, "now": now,
+              "late_after": now - payment_grace()}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + CONFIRM_POSTGRES_MANY, params)
+        plan = "\n".join(r[0] for r in cursor.fetchall())
+        transaction.set_rollback(True)
+    # then the orders are found by their numbers, not by reading every pending order
+    ord_ = plan.split("CTE ord")[1].split("CTE need")[0]
+    assert "order_no" in ord_ and "rows=3008" not in ord_ and "Seq Scan on orders_order" not in ord_, plan
+    # and the keys come from the partial index in id order, without reading the sold ones
+    claim = plan.split("CTE claim")[1].split("CTE enough")[0]
+    assert "key_claim" in claim and "stock_key_pkey" not in claim and "Seq Scan" not in claim, plan
+    scan = claim.split("Index Scan using key_claim")[1].split("->")[0]  # its own buffers (ord's count above it)
+    hits = sum(int(n) for n in re.findall(r"(?:hit|read)=(\d+)", scan))
+    assert hits < 50, plan
