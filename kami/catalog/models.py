@@ -147,3 +147,21 @@ class Coupon(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+
+class PictureFile(models.Model):
+    """A stored product picture file (kami.catalog.picture_store): in the database, so every web
+    and worker machine serves and sends the same pictures without a shared directory."""
+
+    name = models.CharField(verbose_name=_("name"), max_length=100, unique=True)
+    data = models.BinaryField(verbose_name=_("data"))
+    created_at = models.DateTimeField(verbose_name=_("created at"))
+
+    class Meta:
+        verbose_name = _("picture file")
+        verbose_name_plural = _("picture files")
+
+    def __repr__(self) -> str:
+        return f"<PictureFile {self.name}>"
+
+    __str__ = __repr__

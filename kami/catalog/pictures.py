@@ -7,9 +7,10 @@ are copied into a fresh image and encoded by us as WebP (PNG where Pillow lacks 
 gone. Each picture is two files, a thumbnail and a page size, named `<product id>-<content
 hash>-<size>.<ext>`: a new picture gets a new URL, so the old one may be cached for good.
 
-Files live in the data dir (`<data dir>/pictures`) or in the Django storage named
-`kami_pictures` in settings.STORAGES when a deployment configures one. The storefront serves
-them (kami.storefront.pictures); `Product.picture_thumb` / `picture_page` give the file names.
+Files live in the database (kami.catalog.picture_store: every web and worker machine sees them,
+no shared data dir), or in the Django storage named `kami_pictures` in settings.STORAGES when a
+deployment configures one. The storefront serves them (kami.storefront.pictures), the Telegram
+bot sends them; `Product.picture_thumb` / `picture_page` give the file names.
 """
 from __future__ import annotations
 
@@ -20,13 +21,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.core.files.storage import Storage, storages
 from django.db import transaction
 from django.utils.translation import gettext
 
 from kami.audit.services import audit_record
 from kami.catalog.models import Product, picture_file
-from kami.core import datadir
+from kami.catalog.picture_store import PictureDatabaseStorage
 from kami.core.errors import BadInput
 
 log = logging.getLogger("kami.catalog.pictures")
@@ -57,9 +58,7 @@ class PreparedPicture:
 def picture_storage() -> Storage:
     if STORAGE_ALIAS in settings.STORAGES:
         return storages[STORAGE_ALIAS]
-    # 0600 like everything in the data dir (Django's own default for uploads is 0644).
-    return FileSystemStorage(location=datadir.data_dir() / "pictures", file_permissions_mode=0o600,
-                             directory_permissions_mode=0o700)
+    return PictureDatabaseStorage()
 
 
 def picture_prepare(source) -> PreparedPicture:

@@ -1,12 +1,14 @@
 """Background key imports from an uploaded file or a paste (the back office's upload).
 
-    create  the upload is copied in chunks to <data dir>/imports/<id>.upload (size-limited,
-            never held in memory); the job row is queued
+    create  the upload is copied in chunks into the database (kami.stock.jobfiles: size-limited,
+            never held in memory, no shared directory between web and worker); the job row is queued
     claim   a worker leases one due job (SKIP LOCKED): queued, or running with a lease run out
-    run     the file streams through the one import loop (kami.stock.importer); after every
-            chunk the counts, the position and the report file's size go on the job row:
-            they are the progress bar and the checkpoint a resumed run starts from
-    end     done, or failed with the error; the upload (plaintext keys) is deleted either way
+    run     the upload is spooled to a private file in the worker's own data dir and streams
+            through the one import loop (kami.stock.importer); after every chunk the report's
+            new lines (in the database too), the counts, the position and the report's size go
+            on the job row: they are the progress bar and the checkpoint a resumed run starts from
+    end     done, or failed with the error; the upload (plaintext keys) and the spool are
+            deleted either way
 
 A resumed run seeks to the checkpoint and cuts the report back to it. Keys the dead run stored
 after its checkpoint are met again and counted as imported (`ImportReport.carried`); the
@@ -18,8 +20,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +38,8 @@ from kami.core.datadir import data_dir
 from kami.core.errors import BadInput, Conflict, KamiError, NotFound, storage_full, storage_full_raised
 from kami.stock.csvsource import csv_column_index, csv_column_reader, csv_header
 from kami.stock.importer import batch_finish, batch_start, keys_import_into
+from kami.stock.jobfiles import (file_create, file_delete, file_exists, file_open, file_spool, file_truncate,
+                                 file_write, files_orphaned_delete)
 from kami.stock.models import ImportBatch, ImportJob, Key
 from kami.stock.report import ImportReport
 
@@ -55,17 +59,10 @@ class Stopped(Exception):
 
 
 def imports_dir() -> Path:
+    """Where a worker spools the upload it runs: its own data dir, private, emptied after each run."""
     path = data_dir() / "imports"
     path.mkdir(mode=0o700, exist_ok=True)
     return path
-
-
-def upload_path(job_id: int) -> Path:
-    return imports_dir() / f"{job_id}.upload"
-
-
-def report_path(job_id: int) -> Path:
-    return imports_dir() / f"{job_id}.report.csv"
 
 
 def max_bytes() -> int:
@@ -88,27 +85,32 @@ def import_job_create(*, product: Product, stream, filename: str, fmt: str = "tx
 
 
 def _job_create(*, product: Product, stream, name: str, fmt: str, column, actor: str, ip: str) -> ImportJob:
-    temp, size = _receive(_chunks_of(stream), name)
-    job = None
+    files_orphaned_delete()
+    upload = file_create()
     try:
+        size = _receive(_chunks_of(stream), name, upload.pk)
         if fmt == ImportJob.Format.CSV:
-            with temp.open("rb") as f:
+            with file_open(upload.pk) as f:
                 csv_column_index(csv_header(f), column)
-        with transaction.atomic():  # workers see the row only once its file is in place
+        with transaction.atomic():  # workers see the row only once its file is in place, with its (empty) report
             job = ImportJob.objects.create(
                 product=product, filename=name, fmt=fmt, column=str(column).strip() if fmt == "csv" else "",
-                actor=actor[:150], ip=ip[:45], bytes_total=size, created_at=clock.now())
-            job.report_path = str(report_path(job.pk))
-            job.save(update_fields=["report_path"])
-            os.replace(temp, upload_path(job.pk))
+                actor=actor[:150], ip=ip[:45], bytes_total=size, created_at=clock.now(), upload=upload,
+                report=file_create())
             audit_record(actor=actor, action="keys.import_upload", obj_type="product", obj_id=product.slug, ip=ip,
                          job=job.pk, filename=name, format=fmt, bytes=size)
     except BaseException:
-        temp.unlink(missing_ok=True)
-        if job is not None and job.pk:
-            upload_path(job.pk).unlink(missing_ok=True)
+        _quietly_delete(upload.pk)
         raise
     return job
+
+
+def _quietly_delete(file_id: int) -> None:
+    """Refused or failed upload: its chunks go. When even that fails (a full disk), the orphan sweep does it later."""
+    try:
+        file_delete(file_id)
+    except Exception:  # noqa: BLE001 — the original error is the one to report
+        log.warning("could not delete the chunks of a refused upload (import file #%s): swept later", file_id)
 
 
 def import_job_create_from_text(*, product: Product, text: str, actor: str, ip: str = "") -> ImportJob:
@@ -127,31 +129,23 @@ def _chunks_of(stream) -> Iterator[bytes]:
         yield from stream
 
 
-def _receive(chunks: Iterable[bytes], name: str) -> tuple[Path, int]:
-    """Copy the chunks to a private temporary file; refuse past KAMI_IMPORT_MAX_BYTES."""
+def _receive(chunks: Iterable[bytes], name: str, file_id: int) -> int:
+    """Copy the chunks into the database file `file_id`; refuse past KAMI_IMPORT_MAX_BYTES."""
     limit = max_bytes()
-    temp = imports_dir() / f"incoming-{secrets.token_hex(8)}.part"
-    size = 0
-    with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-        try:
-            for block in chunks:
-                size += len(block)
-                if size > limit:
-                    raise BadInput(f"{name} is larger than {limit / 2**20:,.0f} MiB (KAMI_IMPORT_MAX_BYTES): "
-                                   "split it into smaller files, or raise the limit")
-                out.write(block)
-            out.flush()  # a full disk shows here at the latest, inside the clean-up (not at close)
-        except BaseException:
-            try:
-                out.close()
-            except OSError:
-                pass  # its buffer could not be written either (a full disk): the file goes anyway
-            temp.unlink(missing_ok=True)
-            raise
+
+    def bounded() -> Iterator[bytes]:
+        size = 0
+        for block in chunks:
+            size += len(block)
+            if size > limit:
+                raise BadInput(f"{name} is larger than {limit / 2**20:,.0f} MiB (KAMI_IMPORT_MAX_BYTES): "
+                               "split it into smaller files, or raise the limit")
+            yield block
+
+    size = file_write(file_id, bounded(), sealed=True)  # plaintext keys: sealed like stored keys
     if not size:
-        temp.unlink(missing_ok=True)
         raise BadInput(f"{name} is empty: there are no keys to import")
-    return temp, size
+    return size
 
 
 def import_job_claim_due(*, owner: str) -> ImportJob | None:
@@ -202,9 +196,13 @@ def import_job_run(*, job_id: int, owner: str | None = None, stop: Callable[[], 
 
 def _run(job: ImportJob, owner: str, stop: Callable[[], bool] | None) -> None:
     batch = job.batch or _batch_for(job, owner)
+    if job.report_id is None:  # queued before its files moved into the database (migration stock.0008)
+        _report_attach(job, owner)
     report = _report_at_checkpoint(job, batch)
+    spool = None
     try:
-        with upload_path(job.pk).open("rb") as stream, _ReportFile(job) as out:
+        spool = file_spool(job.upload_id, _spools_cleared(job), prefix=f"{job.pk}-")  # FileNotFoundError: no upload
+        with spool.open("rb") as stream, _ReportFile(job) as out:
             reader = None
             if job.fmt == ImportJob.Format.CSV:
                 reader = csv_column_reader(csv_column_index(csv_header(stream), job.column))
@@ -222,11 +220,33 @@ def _run(job: ImportJob, owner: str, stop: Callable[[], bool] | None) -> None:
     except Exception as exc:  # noqa: BLE001 — every failure ends on the job row, for the merchant to read
         _failed(job, owner, batch, report, exc)
         return
+    finally:
+        if spool is not None:
+            spool.unlink(missing_ok=True)  # plaintext keys: never left on the worker's disk
     batch_finish(batch=batch, report=report, action="keys.import", ip=job.ip, job=job.pk, filename=job.filename)
     done = ImportJob.objects.filter(pk=job.pk, lease_owner=owner, status=S.RUNNING).update(
         status=S.DONE, finished_at=clock.now(), lease_owner="", lease_until=None, error="", **_counts(report))
     if done:
-        upload_path(job.pk).unlink(missing_ok=True)
+        _upload_delete(job)
+
+
+def _spools_cleared(job: ImportJob) -> Path:
+    """The spool folder, without what dead runs left in it (plaintext keys): this job's earlier
+    spools (we hold its lease, so their run is over) and any spool a day old."""
+    folder, day_ago = imports_dir(), time.time() - 86_400
+    for path in folder.glob("*.spool"):
+        try:
+            if path.name.startswith(f"{job.pk}-") or path.stat().st_mtime < day_ago:
+                path.unlink()
+        except FileNotFoundError:
+            pass  # another worker of this data dir cleared it first
+    return folder
+
+
+def _upload_delete(job: ImportJob) -> None:
+    """The job has ended: its upload (plaintext keys) goes from the database."""
+    ImportJob.objects.filter(pk=job.pk).update(upload=None)
+    file_delete(job.upload_id)
 
 
 def _batch_for(job: ImportJob, owner: str) -> ImportBatch:
@@ -234,6 +254,14 @@ def _batch_for(job: ImportJob, owner: str) -> ImportBatch:
     if not ImportJob.objects.filter(pk=job.pk, lease_owner=owner).update(batch=batch):
         raise LeaseLost()
     return batch
+
+
+def _report_attach(job: ImportJob, owner: str) -> None:
+    job.report = file_create()
+    if not ImportJob.objects.filter(pk=job.pk, lease_owner=owner).update(report=job.report):
+        file_delete(job.report_id)
+        raise LeaseLost()
+    job.report_bytes = 0  # no report to continue: it starts again (with its header)
 
 
 def _report_at_checkpoint(job: ImportJob, batch: ImportBatch) -> ImportReport:
@@ -268,8 +296,8 @@ def _checkpoint(job: ImportJob, owner: str, report: ImportReport, *, report_byte
 def _failed(job: ImportJob, owner: str, batch: ImportBatch, report: ImportReport, exc: Exception) -> None:
     """A merchant-readable error on the job. An unexpected one (database hiccup) sends the job
     back to the queue for another run at its checkpoint, up to MAX_RUNS runs."""
-    if isinstance(exc, FileNotFoundError):
-        error = f"the uploaded file {job.filename} is gone from {imports_dir()}: upload it again"
+    if isinstance(exc, FileNotFoundError) and not exc.filename:  # no upload in the database (not a spool file)
+        error = f"the uploaded file {job.filename} is gone from the database: upload it again"
     elif isinstance(exc, KamiError):
         error = str(exc)
     else:
@@ -282,31 +310,28 @@ def _failed(job: ImportJob, owner: str, batch: ImportBatch, report: ImportReport
             return
     if ImportJob.objects.filter(pk=job.pk, lease_owner=owner).update(
             status=S.FAILED, error=error[:2000], finished_at=clock.now(), lease_owner="", lease_until=None):
-        upload_path(job.pk).unlink(missing_ok=True)
+        _upload_delete(job)
         batch_finish(batch=batch, report=report, action="keys.import", ip=job.ip, job=job.pk,
                      filename=job.filename, error=error[:300])
 
 
 class _ReportFile:
-    """The job's report, `line,problem,detail` (never key text). Problems are held until the
-    chunk is written, then appended sorted by line: all lines read before lie in that range."""
+    """The job's report, `line,problem,detail` (never key text), in the database (jobfiles).
+    Problems are held until the chunk is written, then appended sorted by line: all lines read
+    before lie in that range. Each flush appends whole rows, so the checkpoint's size is always
+    a row boundary to cut back to."""
 
     def __init__(self, job: ImportJob):
-        self.path, self.resume_at = Path(job.report_path or report_path(job.pk)), job.report_bytes
+        self.file_id, self.resume_at = job.report_id, job.report_bytes
         self.pending: list[tuple[int, str, str]] = []
 
     def __enter__(self) -> "_ReportFile":
-        if self.resume_at and self.path.exists():
-            self.out = self.path.open("r+b")
-            self.out.truncate(self.resume_at)  # what a dead run wrote past its checkpoint
-            self.out.seek(self.resume_at)
-        else:
-            self.out = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
-            self.out.write(REPORT_HEADER)
+        file_truncate(self.file_id, self.resume_at)  # what a dead run wrote past its checkpoint (all, if none)
+        self.size = self.resume_at or file_write(self.file_id, [REPORT_HEADER])
         return self
 
     def __exit__(self, *exc) -> None:
-        self.out.close()
+        pass
 
     def add(self, line: int, problem: str, detail: str) -> None:
         self.pending.append((line, problem, detail))
@@ -317,10 +342,9 @@ class _ReportFile:
             self.pending.sort(key=lambda p: p[0])
             text = io.StringIO()
             csv.writer(text, lineterminator="\n").writerows(self.pending)
-            self.out.write(text.getvalue().encode("utf-8"))
+            self.size = file_write(self.file_id, [text.getvalue().encode("utf-8")], at=self.size)
             self.pending = []
-        self.out.flush()
-        return self.out.tell()
+        return self.size
 
 
 def import_job_progress(job: ImportJob) -> dict:
@@ -332,21 +356,20 @@ def import_job_progress(job: ImportJob) -> dict:
     return {"id": job.pk, "status": job.status, "percent": percent, "filename": job.filename, "fmt": job.fmt,
             "bytes_total": job.bytes_total, "bytes_done": job.bytes_done, "lines_done": job.lines_done,
             "imported": job.imported, "duplicates": job.duplicates, "invalid": job.invalid, "blank": job.blank,
-            "error": job.error, "report_ready": job.status in (S.DONE, S.FAILED) and Path(job.report_path).is_file(),
+            "error": job.error, "report_ready": job.status in (S.DONE, S.FAILED) and file_exists(job.report_id),
             "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at}
 
 
 def import_job_report_open(*, job_id: int, actor: str, ip: str = "") -> BinaryIO:
-    """The finished job's report file, opened for download (the caller closes it); audited."""
+    """The finished job's report, opened for download from the database (the caller closes it); audited."""
     job = ImportJob.objects.select_related("product").filter(pk=job_id).first()
     if job is None:
         raise NotFound(f"no import job #{job_id}")
     if job.status not in (S.DONE, S.FAILED):
         raise Conflict(f"import job #{job_id} is {job.status}: its report is ready when the import finishes")
-    try:
-        handle = Path(job.report_path).open("rb")
-    except FileNotFoundError:
-        raise NotFound(f"the report of import job #{job_id} is missing from {imports_dir()}") from None
+    if not file_exists(job.report_id):
+        raise NotFound(f"the report of import job #{job_id} is missing from the database")
+    handle = file_open(job.report_id)
     audit_record(actor=actor, action="keys.import_report", obj_type="import_job", obj_id=job.pk, ip=ip,
                  product=job.product.slug, filename=job.filename)
     return handle

@@ -80,6 +80,45 @@ class Key(models.Model):
     __str__ = __repr__
 
 
+class ImportFile(models.Model):
+    """A file of an import job, kept in the database in chunks (ImportFileChunk) so that the web
+    that received an upload and the worker that imports it need no shared directory: the upload
+    (plaintext keys, deleted when its job ends) and the job's report (kami.stock.jobfiles)."""
+
+    created_at = models.DateTimeField(verbose_name=_("created at"))
+
+    class Meta:
+        verbose_name = _("import file")
+        verbose_name_plural = _("import files")
+
+    def __repr__(self) -> str:
+        return f"<ImportFile #{self.pk}>"
+
+    __str__ = __repr__
+
+
+class ImportFileChunk(models.Model):
+    """At most 1 MiB of an ImportFile, at byte `offset`: memory stays flat for any file size,
+    and each row stays well under MariaDB's max_allowed_packet (16 MiB by default). An upload's
+    chunks hold plaintext keys: they are AES-256-GCM under data key `key_id` (a database dump
+    reads no key, invariant 5); a report's ("" here) hold no key text and are stored as they are."""
+
+    file = models.ForeignKey(ImportFile, verbose_name=_("file"), on_delete=models.CASCADE, related_name="chunks")
+    offset = models.BigIntegerField(verbose_name=_("offset"))
+    key_id = models.CharField(verbose_name=_("key id"), max_length=16, blank=True, default="")
+    data = models.BinaryField(verbose_name=_("data"))
+
+    class Meta:
+        verbose_name = _("import file chunk")
+        verbose_name_plural = _("import file chunks")
+        constraints = [models.UniqueConstraint(fields=["file", "offset"], name="import_file_chunk_offset")]
+
+    def __repr__(self) -> str:
+        return f"<ImportFileChunk file #{self.file_id} @{self.offset}>"
+
+    __str__ = __repr__
+
+
 class ImportJob(models.Model):
     """A key import from an uploaded file, run in the background by a worker (kami.stock.jobs).
 
@@ -115,7 +154,11 @@ class ImportJob(models.Model):
     duplicates_in_file = models.PositiveIntegerField(verbose_name=_("duplicates in the file"), default=0)
     invalid = models.PositiveIntegerField(verbose_name=_("invalid"), default=0)
     blank = models.PositiveIntegerField(verbose_name=_("blank lines"), default=0)
-    report_path = models.CharField(verbose_name=_("report path"), max_length=500, blank=True, default="")
+    # The uploaded file until the job ends, and the report (ImportFile: in the database, see there).
+    upload = models.ForeignKey(ImportFile, verbose_name=_("upload"), null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="+")
+    report = models.ForeignKey(ImportFile, verbose_name=_("report"), null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="+")
     report_bytes = models.BigIntegerField(verbose_name=_("report size (bytes)"), default=0)
     error = models.TextField(verbose_name=_("error"), blank=True, default="")
     created_at = models.DateTimeField(verbose_name=_("created at"))

@@ -1,4 +1,5 @@
-"""Product pictures, served from wherever catalog.pictures stored them. Only names it gives are
+"""Product pictures, served from wherever catalog.pictures stored them (the database by default,
+so any web machine serves any picture, whichever machine stored it). Only names it gives are
 served (`<id>-<hash>-thumb.webp` …); the URL (`/pictures/<name>`) is what the Telegram bot
 sends too, prefixed with KAMI_BASE_URL."""
 from __future__ import annotations

@@ -9,7 +9,7 @@ from django.utils import translation
 from PIL import Image
 
 from kami.audit.models import AuditLog
-from kami.catalog.models import Product
+from kami.catalog.models import PictureFile, Product
 from kami.catalog.pictures import (PICTURE_MAX_BYTES, picture_storage, product_picture_remove,
                                    product_picture_set)
 from kami.catalog.services import product_update
@@ -121,17 +121,19 @@ def test_a_format_kami_does_not_take_is_named(pictures_dir, make_product):
         product_picture_set(product=make_product("steam"), source=out.getvalue(), actor="test")
 
 
-def test_without_a_configured_storage_pictures_go_to_the_data_dir(settings, make_product):
+def test_without_a_configured_storage_pictures_go_to_the_database(settings, make_product):
     # given no kami_pictures storage
     product = make_product("steam")
     # when
     product_picture_set(product=product, source=png(), actor="test")
-    # then
+    # then both files are rows (every web and worker machine reads them), none in the data dir
     storage, name = picture_storage(), product.picture_page
-    assert storage.exists(name) and storage.path(name).startswith(str(settings.DATA_DIR / "pictures"))
-    assert Path(storage.path(name)).stat().st_mode & 0o777 == 0o600  # the data dir's files are the owner's
+    assert set(PictureFile.objects.values_list("name", flat=True)) == {product.picture_thumb, name}
+    with storage.open(name, "rb") as f:
+        assert opened(f.read()).size == (640, 480)
+    assert not (Path(settings.DATA_DIR) / "pictures" / name).exists()
     product_picture_remove(product=product, actor="test")
-    assert not storage.exists(name)
+    assert not storage.exists(name) and not PictureFile.objects.exists()
 
 
 def test_the_refusal_is_in_the_merchants_language(pictures_dir, make_product):

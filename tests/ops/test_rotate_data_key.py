@@ -8,6 +8,8 @@ Each test keeps its keyring in a data dir file (KAMI_DATA_KEY emptied), as a sho
 a running web or worker process, reads it again when it changes."""
 from __future__ import annotations
 
+import io
+
 import base64
 import os
 import pty
@@ -34,6 +36,9 @@ from kami.stock.models import Key
 from kami.stock.vault import SHARED_AAD, key_fingerprint, key_open
 from kami.telegram.config import bot_token
 from kami.telegram.services import bot_settings_set
+from kami.stock.jobfiles import file_open
+from kami.stock.jobs import import_job_create
+from kami.stock.models import ImportFileChunk, ImportJob
 from kami.webhooks.models import Endpoint
 from kami.webhooks.services import endpoint_create, endpoint_secret_rotate
 from kami.webhooks.signing import secret_open
@@ -229,6 +234,8 @@ def test_gateway_secrets_bot_token_and_old_format_keys_move_too_and_a_rerun_chan
     bot_settings_set(token="123456:ABC-secret", actor="test")
     first = endpoint_create(url="https://erp.example.com/hooks", events=["order.paid"], actor="test")
     second = endpoint_secret_rotate(endpoint_id=first.endpoint.pk, actor="test")
+    queued = import_job_create(product=make_product(), stream=io.BytesIO(b"QUEUED-1\nQUEUED-2\n"), filename="k.txt",
+                               actor="test")
     product = make_product()
     old_id, blob = keyring().encrypt("LEGACY-1", aad=SHARED_AAD)
     Key.objects.create(product=product, key_id=old_id, ciphertext=blob, fingerprint=key_fingerprint("LEGACY-1"),
@@ -237,7 +244,7 @@ def test_gateway_secrets_bot_token_and_old_format_keys_move_too_and_a_rerun_chan
     out = rotate()
     # then all of them are under the new key, the key in the bound format, and all open
     new = keyring().primary_id
-    assert "re-encrypted 1 key(s) and 4 secret(s)" in out
+    assert "re-encrypted 1 key(s) and 5 secret(s)" in out
     assert set(GatewayAccount.objects.values_list("secrets_key_id", flat=True)) == {new}
     assert {a.name: secrets_decrypt(a) for a in GatewayAccount.objects.all()} == before
     assert bot_token() == "123456:ABC-secret"
@@ -245,6 +252,8 @@ def test_gateway_secrets_bot_token_and_old_format_keys_move_too_and_a_rerun_chan
     assert (endpoint.secret_key_id, endpoint.previous_key_id) == (new, new)
     assert secret_open(endpoint.secret_key_id, endpoint.secret_ciphertext) == second.secret
     assert secret_open(endpoint.previous_key_id, endpoint.previous_ciphertext) == first.secret
+    assert set(ImportFileChunk.objects.values_list("key_id", flat=True)) == {new}
+    assert file_open(ImportJob.objects.get(pk=queued.pk).upload_id).read() == b"QUEUED-1\nQUEUED-2\n"
     key = Key.objects.get()
     assert (key.key_id, key.seal) == (new, Key.Seal.BOUND) and key_open(key).reveal() == "LEGACY-1"
     # and running it again to resume moves nothing and adds no key

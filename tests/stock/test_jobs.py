@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -10,9 +11,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from kami.audit.models import AuditLog
 from kami.core import clock
 from kami.core.errors import BadInput, Conflict
+from kami.stock.jobfiles import file_delete, file_open
 from kami.stock.jobs import (import_job_claim_due, import_job_create, import_job_create_from_text, import_job_progress,
-                             import_job_report_open, import_job_run, imports_dir, upload_path)
-from kami.stock.models import ImportJob, Key
+                             import_job_report_open, import_job_run, imports_dir)
+from kami.stock.models import ImportFile, ImportFileChunk, ImportJob, Key
 from kami.stock.vault import key_fingerprint
 from tests.factories import add_keys
 from tests.stock.helpers import stored_keys
@@ -24,6 +26,18 @@ def upload(product, data: bytes, **options) -> ImportJob:
     options.setdefault("filename", "keys.txt")
     options.setdefault("actor", "alice")
     return import_job_create(product=product, stream=io.BytesIO(data), **options)
+
+
+def stored_file(file_id: int | None) -> bytes:
+    """A job file's bytes (upload or report), read back from the database."""
+    with file_open(file_id) as f:
+        return f.read()
+
+
+def raw_rows(file_id: int | None) -> bytes:
+    """A job file's rows as the database holds them (what a dump would show)."""
+    chunks = ImportFileChunk.objects.filter(file_id=file_id).order_by("offset").values_list("data", flat=True)
+    return b"".join(bytes(c) for c in chunks)
 
 
 def report_rows(job: ImportJob) -> list[list[str]]:
@@ -38,7 +52,8 @@ def test_txt_upload_runs_with_counts_and_a_report_without_key_text(make_product)
     data = "A-1\nOLD-KEY\n\nA-2\nA-1\n" + "X" * 1100 + "\n中文-3\nbad\x01ctl\n"
     job = upload(product, data.encode("utf-8") + b"\xff\xfe\n", ip="10.0.0.5")
     # when
-    assert job.status == "queued" and upload_path(job.pk).exists()
+    assert job.status == "queued" and stored_file(job.upload_id).startswith(b"A-1\nOLD-KEY\n")
+    assert b"A-1" not in raw_rows(job.upload_id) and b"OLD-KEY" not in raw_rows(job.upload_id)  # sealed in the database
     job = import_job_run(job_id=job.pk)
     # then
     assert (job.status, job.imported, job.duplicates, job.invalid, job.blank) == ("done", 3, 2, 3, 1)
@@ -52,8 +67,9 @@ def test_txt_upload_runs_with_counts_and_a_report_without_key_text(make_product)
         ["8", "contains control character U+0001", ""],
         ["9", "not valid UTF-8 (save the file as UTF-8)", ""],
     ]
-    assert not upload_path(job.pk).exists(), "the plaintext upload must be deleted once imported"
-    report_text = open(job.report_path, encoding="utf-8").read()
+    assert job.upload_id is None and ImportFile.objects.count() == 1, "the plaintext upload must be deleted once imported"
+    assert list(imports_dir().iterdir()) == [], "the worker's spool of the upload must be deleted too"
+    report_text = stored_file(job.report_id).decode("utf-8")
     assert "A-1" not in report_text and "OLD-KEY" not in report_text
     audits = dict(AuditLog.objects.values_list("action", "ip"))
     assert audits["keys.import_upload"] == "10.0.0.5" and audits["keys.import"] == "10.0.0.5"
@@ -84,7 +100,7 @@ def test_a_bad_csv_column_is_refused_at_upload(make_product, column, message):
     with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
         upload(product, b"sku,code\nA,K-1\n", filename="k.csv", fmt="csv", column=column)
     assert not ImportJob.objects.exists()
-    assert list(imports_dir().glob("incoming-*")) == []
+    assert not ImportFile.objects.exists() and not ImportFileChunk.objects.exists()
 
 
 def test_an_oversized_upload_is_refused_and_nothing_is_kept(make_product, settings):
@@ -95,7 +111,7 @@ def test_an_oversized_upload_is_refused_and_nothing_is_kept(make_product, settin
     # when / then
     with pytest.raises(BadInput, match=r"keys\.txt is larger than 0 MiB \(KAMI_IMPORT_MAX_BYTES\): split it"):
         import_job_create(product=product, stream=chunks, filename="../../keys.txt", actor="alice")
-    assert not ImportJob.objects.exists() and list(imports_dir().glob("incoming-*")) == []
+    assert not ImportJob.objects.exists() and not ImportFile.objects.exists() and not ImportFileChunk.objects.exists()
 
 
 def test_empty_upload_and_unknown_format_are_refused(make_product):
@@ -202,7 +218,7 @@ def test_report_of_an_unfinished_job_is_not_served(make_product):
 
 def test_a_missing_upload_fails_the_job_with_a_clear_error(make_product):
     job = upload(make_product(), b"K-1\n")
-    upload_path(job.pk).unlink()
+    file_delete(job.upload_id)
     job = import_job_run(job_id=job.pk)
     assert job.status == "failed" and "upload it again" in job.error
 
@@ -214,5 +230,19 @@ def test_a_django_upload_is_copied_by_its_chunks(make_product):
     # when
     job = import_job_create(product=product, stream=uploaded, filename=uploaded.name, actor="alice")
     # then
-    assert upload_path(job.pk).read_bytes() == b"UP-1\nUP-2\n" and oct(upload_path(job.pk).stat().st_mode)[-3:] == "600"
+    assert stored_file(job.upload_id) == b"UP-1\nUP-2\n"
     assert import_job_run(job_id=job.pk).imported == 2
+
+
+def test_a_dead_runs_spool_is_cleared_when_its_job_runs_again(make_product):
+    # given: the spool a killed worker left behind (plaintext keys on its disk), and an old stray one
+    job = upload(make_product(), b"K-1\n")
+    dead = imports_dir() / f"{job.pk}-0123456789abcdef.spool"
+    dead.write_bytes(b"K-1\n")
+    stray = imports_dir() / "999999-fedcba9876543210.spool"
+    stray.write_bytes(b"OLD\n")
+    os.utime(stray, (clock.now().timestamp() - 2 * 86_400,) * 2)
+    # when
+    assert import_job_run(job_id=job.pk).status == "done"
+    # then
+    assert list(imports_dir().iterdir()) == []

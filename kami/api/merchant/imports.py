@@ -4,7 +4,7 @@
     GET  /merchant/imports/{id}           the job's progress and counts (poll it)
     GET  /merchant/imports/{id}/report    the finished job's report, line,problem,detail (never key text)
 
-The file streams to the data dir (kami.stock.jobs.import_job_create: size-limited, a CSV's column
+The file streams into the database (kami.stock.jobs.import_job_create: size-limited, a CSV's column
 checked at once); the worker runs the job, then fulfils orders waiting for stock
 (kami.fulfilment.imports). A JSON array of keys is imported at once by POST …/keys instead.
 """
