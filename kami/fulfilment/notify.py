@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
 from kami.core import clock
-from kami.core.errors import Retryable, VerificationFailed
+from kami.core.errors import Retryable, VerificationFailed, storage_full
 from kami.core.ratelimit import ratelimit_hit, ratelimit_spent
 from kami.fulfilment.batch import payment_confirm_grouped
 from kami.fulfilment.confirm import Outcome
@@ -95,8 +95,12 @@ def notification_handle(*, gateway_name: str, inbound: Inbound) -> Reply:
     try:
         return _notification_take(gateway_name=gateway_name, inbound=inbound)
     except (OperationalError, InterfaceError) as exc:
-        log.warning("notification from %s: database unavailable (%s); asking the gateway to retry", gateway_name,
-                    type(exc).__name__)
+        full = storage_full(exc)  # a full disk says where and what to free, not "unavailable"
+        if full is not None:
+            log.error("notification from %s: %s; asking the gateway to retry", gateway_name, full)
+        else:
+            log.warning("notification from %s: database unavailable (%s); asking the gateway to retry", gateway_name,
+                        type(exc).__name__)
         return gateway_class(gateway_name)(config={}, secrets={}).acknowledge(False)
 
 

@@ -174,6 +174,7 @@ def test_a_full_data_dir_refuses_clearly_keeps_the_database_sound_and_recovers_w
         full_answers = {(status, body) for _, _, _, status, body in list(gateway.answers)}
         assert full_answers == {(400, "fail")} and not gateway.acked
         assert log_has(log, f"the disk holding {data} is full")  # the merchant's log says where and what to do
+        assert log_has(log, f"notification from sandbox: the disk holding {data} is full")  # the notify path too
         # when: space is freed (serve and its worker keep running)
         filler.unlink()
         freed = time.monotonic()
