@@ -59,6 +59,11 @@ if bool(KAMI_ALERT_WEBHOOK_URL) != bool(KAMI_ALERT_WEBHOOK_SECRET):
     raise ImproperlyConfigured("webhook alerts need KAMI_ALERT_WEBHOOK_URL and KAMI_ALERT_WEBHOOK_SECRET: set both, or neither")
 KAMI_ORDER_TTL_MINUTES = int(os.environ.get("KAMI_ORDER_TTL_MINUTES", "30"))
 KAMI_WORKER_POLL_SECONDS = float(os.environ.get("KAMI_WORKER_POLL_SECONDS", "1"))
+# Worker heartbeats (kami/delivery/heartbeats.py): each `kami worker` writes one every HEARTBEAT
+# seconds; `kami doctor` fails and /metrics counts no worker running when none was seen within LATE.
+KAMI_WORKER_HEARTBEAT_SECONDS = float(os.environ.get("KAMI_WORKER_HEARTBEAT_SECONDS", "15"))
+KAMI_WORKER_LATE_SECONDS = float(os.environ.get("KAMI_WORKER_LATE_SECONDS", "120"))
+KAMI_WORKER_HEARTBEAT_KEEP_DAYS = int(os.environ.get("KAMI_WORKER_HEARTBEAT_KEEP_DAYS", "7"))  # then a silent row goes
 # Delivery retry schedule, in seconds, as data: 11 retries after the first attempt. Each wait is
 # drawn between 50% and 100% of its step, so the last retry comes 16–32 h (≈ 24 h on average)
 # after the first attempt; then the delivery goes `manual` and a human is alerted.
@@ -70,6 +75,11 @@ KAMI_DELIVERY_BACKOFF = [
 # try (never under 3 days); then the endpoint is disabled and the merchant alerted.
 KAMI_DELIVERY_BACKOFF_BY_CHANNEL = {"merchant_webhook": [int(x) for x in os.environ.get(
     "KAMI_WEBHOOK_BACKOFF", "10,60,300,1800,7200,21600,43200,86400,86400,86400,86400,86400,86400").split(",")]}
+# A dynamic product's mint (kami/fulfilment/mint): a buyer is waiting, so 6 retries, the last 21–42
+# minutes after the first try; then the order waits for a person (alert). Each call waits this long for an answer.
+KAMI_DELIVERY_BACKOFF_BY_CHANNEL["mint"] = [int(x) for x in os.environ.get(
+    "KAMI_MINT_BACKOFF", "10,30,60,300,900,1200").split(",")]
+KAMI_MINT_TIMEOUT_SECONDS = float(os.environ.get("KAMI_MINT_TIMEOUT_SECONDS", "10"))
 KAMI_SWEEP_SECONDS = int(os.environ.get("KAMI_SWEEP_SECONDS", "60"))
 # Sent deliveries are deleted after this many days (0: kept forever), by the worker hourly and by
 # `kami deliveries prune`, in batches of KAMI_OUTBOX_PRUNE_BATCH rows (kami/delivery/housekeeping.py).

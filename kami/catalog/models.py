@@ -32,6 +32,7 @@ class Product(models.Model):
         UNIQUE = "unique", _("unique — each key sold once")
         REUSABLE = "reusable", _("reusable — the same key(s) for every buyer")
         MANUAL = "manual", _("manual — a person delivers each order (top-ups, services)")
+        DYNAMIC = "dynamic", _("dynamic — the merchant's system mints the keys for each order")
 
     slug = models.SlugField(verbose_name=_("slug"), max_length=64, unique=True)
     name = models.CharField(verbose_name=_("name"), max_length=200)
@@ -63,6 +64,14 @@ class Product(models.Model):
     active = models.BooleanField(verbose_name=_("active"), default=True)
     sort_order = models.IntegerField(verbose_name=_("sort order"), default=0)
     created_at = models.DateTimeField(verbose_name=_("created at"), auto_now_add=True)
+    # `dynamic` only (kami/fulfilment/mint): the merchant's URL that mints a paid order's keys, and
+    # the secret its requests are signed with, sealed with the data key (shown once, when made).
+    # Written only by product_mint_set / product_mint_secret_new, never by a form.
+    mint_url = models.URLField(verbose_name=_("mint URL"), max_length=500, blank=True, default="", editable=False)
+    mint_secret_key_id = models.CharField(verbose_name=_("mint secret's data key id"), max_length=16, blank=True,
+                                          default="", editable=False)
+    mint_secret_ciphertext = models.BinaryField(verbose_name=_("encrypted mint secret"), null=True, blank=True,
+                                                editable=False)
 
     class Meta:
         verbose_name = _("product")
@@ -84,8 +93,9 @@ class Product(models.Model):
 
     @property
     def needs_keys(self) -> bool:
-        """False for `manual` products: a person delivers them, so they are always in stock."""
-        return self.kind != self.Kind.MANUAL
+        """False for `manual` products (a person delivers them) and `dynamic` ones (the merchant's
+        system mints their keys per order): both are always in stock."""
+        return self.kind not in (self.Kind.MANUAL, self.Kind.DYNAMIC)
 
 
 class TierPrice(models.Model):

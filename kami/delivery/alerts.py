@@ -61,6 +61,14 @@ ALERTS: dict[str, tuple[str, str]] = {
            "The buyer can still see them on the order page. Fix the cause (mail settings, address), then "
            "retry delivery #%(message_id)s from the delivery queue or send the buyer the order link by hand."),
     ),
+    "delivery_manual.mint_keys": (
+        N_("Order %(order_no)s is paid but its keys could not be minted: %(product)s's mint URL kept failing"),
+        N_("Kami asked %(target)s for %(quantity)s key(s) of %(product)s for order %(order_no)s, %(attempts)s "
+           "time(s), without a usable answer.\nLast error: %(error)s\n\n"
+           "The order is waiting. Fix the merchant system, then retry delivery #%(message_id)s from the delivery "
+           "queue (it sends the same idempotency keys again); or deliver the keys by hand (fulfil manually), or "
+           "refund the order."),
+    ),
     "delivery_manual": (
         N_("Delivery failed: message #%(message_id)s (%(kind)s) could not be sent by %(channel)s"),
         N_("Message #%(message_id)s (%(kind)s) could not be sent to %(target)s after %(attempts)s attempt(s).\n"

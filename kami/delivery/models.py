@@ -61,3 +61,25 @@ class DeliveryAttempt(models.Model):
     class Meta:
         verbose_name = _("delivery attempt")
         verbose_name_plural = _("delivery attempts")
+
+
+class WorkerHeartbeat(models.Model):
+    """One row per running `kami worker` (kami/delivery/heartbeats.py): written when it starts,
+    its `seen_at` moved forward every KAMI_WORKER_HEARTBEAT_SECONDS from its delivery loop,
+    `stopped_at` set when it stops cleanly. `kami doctor` and `/metrics` read it to say whether a
+    worker runs. Not used to take rows over from a dead worker: leases do that (leases.py)."""
+
+    name = models.CharField(verbose_name=_("worker"), max_length=100, unique=True)  # the worker id, host:pid by default
+    host = models.CharField(verbose_name=_("host"), max_length=255)
+    pid = models.PositiveIntegerField(verbose_name=_("process id"))
+    version = models.CharField(verbose_name=_("version"), max_length=40, blank=True, default="")
+    started_at = models.DateTimeField(verbose_name=_("started at"))
+    seen_at = models.DateTimeField(verbose_name=_("last seen at"), db_index=True)
+    stopped_at = models.DateTimeField(verbose_name=_("stopped at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("worker heartbeat")
+        verbose_name_plural = _("worker heartbeats")
+
+    def __str__(self) -> str:
+        return self.name

@@ -28,6 +28,7 @@ from kami.core import clock
 from kami.core.errors import NotFound
 from kami.delivery import backoff
 from kami.delivery.channels import Deferred, PermanentFailure, TemporaryFailure, channel_get
+from kami.delivery.heartbeats import Heartbeat
 from kami.delivery.leases import LeaseKeeper, lease_end, lease_token_new
 from kami.delivery.models import DeliveryAttempt, OutboxMessage
 from kami.delivery.services import admin_alert, delivery_escalation_handler
@@ -299,18 +300,25 @@ def run_once(worker_id: str, limit: int = 50, stop_event: threading.Event | None
 
 
 def run_forever(worker_id: str, poll_seconds: float, stop_event: threading.Event,
-                on_pass: Callable[[], None] | None = None, limit: int = 50) -> None:
+                on_pass: Callable[[], None] | None = None, limit: int = 50,
+                heartbeat: Heartbeat | None = None) -> None:
     """Deliver until `stop_event` is set. `on_pass` runs after every pass (the command hangs
     its periodic sweep there). Whenever the queue is drained it waits up to `poll_seconds`, and on
-    PostgreSQL less: until a process that queued a delivery wakes it (kami/delivery/wake.py)."""
+    PostgreSQL less: until a process that queued a delivery wakes it (kami/delivery/wake.py).
+    `heartbeat` (kami/delivery/heartbeats.py) is registered here, beaten on every turn of the
+    loop (it writes every KAMI_WORKER_HEARTBEAT_SECONDS) and marked stopped on the way out."""
     listener = OutboxListener()
     listener.start()  # before the first pass: a delivery queued after it is heard
     log.info("worker %s started (poll %ss%s)", worker_id, poll_seconds,
              ", woken by NOTIFY" if listener.conn is not None else "")
     outage = DatabaseOutage(f"worker {worker_id}")
+    if heartbeat is not None:
+        heartbeat.start()
     try:
         while not stop_event.is_set():
             close_old_connections()  # a long-lived process: drop a connection the database closed
+            if heartbeat is not None:
+                heartbeat.beat()
             done = 0
             try:
                 done = run_once(worker_id, limit=limit, stop_event=stop_event)
@@ -327,5 +335,9 @@ def run_forever(worker_id: str, poll_seconds: float, stop_event: threading.Event
             if done < limit:
                 listener.wait(poll_seconds, stop_event)
     finally:
-        listener.close()
+        try:
+            if heartbeat is not None:
+                heartbeat.stop()
+        finally:
+            listener.close()
     log.info("worker %s stopped", worker_id)

@@ -20,6 +20,7 @@ from kami.delivery.services import (admin_alert, order_keys_enqueue, order_keys_
                                     orders_keys_enqueue_elsewhere)
 from kami.fulfilment.confirm_sql import Applied, confirm_set_based, confirm_set_based_many, set_based_available
 from kami.fulfilment.coupon_uses import CouponRaced, coupon_hold, coupon_use_count
+from kami.fulfilment.mint.service import mint_queue
 from kami.orders.locks import orders_for_update
 from kami.orders.models import Order, OrderKey
 from kami.orders.services import order_event, payment_grace
@@ -194,6 +195,8 @@ def _apply(order: Order, gateway: str, notice: Notice, *, wait: bool) -> Outcome
     order_event(order=order, kind="paid", gateway=gateway, trade_no=notice.trade_no, amount=str(notice.amount))
     if coupon_hold(order):  # its coupon's uses ran out after checkout: paid and recorded, a person decides
         return Outcome.FLAGGED
+    if order.product.kind == Product.Kind.DYNAMIC:  # keys minted by the merchant's URL after commit (fulfilment/mint)
+        mint_queue(order)
         return Outcome.AWAITING_STOCK
     if not order.product.needs_keys:
         return _await_staff(order)
@@ -225,7 +228,7 @@ def _fulfil(order: Order, *, wait: bool) -> bool:
     ids = keys_claim(product=product, quantity=order.quantity, wait=wait)
     if ids is None:
         return False
-    exclusive = product.kind == Product.Kind.UNIQUE
+    exclusive = product.kind != Product.Kind.REUSABLE  # unique, and dynamic keys a person imported
     OrderKey.objects.bulk_create([
         OrderKey(order=order, key_id=key_id, exclusive_key_id=key_id if exclusive else None, position=i)
         for i, key_id in enumerate(ids)

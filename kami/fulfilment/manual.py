@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 
 from kami.audit.services import audit_record
+from kami.catalog.models import Product
 from kami.core import clock
 from kami.core.crypto import keyring, normalise_key
 from kami.core.errors import BadInput, Conflict, NotFound
@@ -42,15 +43,16 @@ def _lines(contents: object) -> list[str]:
 def _sealed(order: Order, lines: list[str]) -> list[Key]:
     """Key rows for `lines`. For a key product the fingerprint is the product's usual one, so a
     key already in stock or sold is refused (invariant 1); for a `manual` product it is scoped
-    to the order and line, so the same text ("done") may be delivered to many orders."""
-    now, rows = clock.now(), []
+    to the order and line, so the same text ("done") may be delivered to many orders. A `dynamic`
+    product's keys are keys (kami/fulfilment/mint): the product's usual fingerprint."""
+    now, rows, keyed = clock.now(), [], order.product.kind != Product.Kind.MANUAL
     for i, text in enumerate(lines):
-        fingerprint = "" if order.product.needs_keys else keyring().fingerprint(
+        fingerprint = "" if keyed else keyring().fingerprint(
             normalise_key(text), scope=f"manual:{order.order_no}:{i}")
         key_id, blob, fingerprint = key_seal(text, product_id=order.product_id, fingerprint=fingerprint)
         rows.append(Key(product_id=order.product_id, key_id=key_id, ciphertext=blob, fingerprint=fingerprint,
                         status=Key.Status.SOLD, sold_at=now))
-    if order.product.needs_keys:
+    if keyed:
         fingerprints = [row.fingerprint for row in rows]
         repeated = [i for i, fp in enumerate(fingerprints, start=1) if fp in fingerprints[:i - 1]]
         taken = set(Key.objects.filter(product_id=order.product_id, fingerprint__in=fingerprints)

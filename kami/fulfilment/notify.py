@@ -189,8 +189,10 @@ def _unsaved(row: Notification) -> Notification:
 
 
 def _prepared(row: Notification, result: str, *, error: str = "") -> Notification:
-    """The row with its result, unsaved: the confirm writes it in its transaction (one INSERT)."""
+    """The row with its result and how long deciding it took, unsaved: the confirm writes it in its
+    transaction (one INSERT)."""
     row.result, row.error = result, error
+    row.handled_ms = max(0, round((clock.now() - row.received_at).total_seconds() * 1000))  # 0: a clock stepped back
     return row
 
 

@@ -1,9 +1,9 @@
 """`kami doctor`: is this deployment sound? One `Check` per concern, each a line saying what is
 wrong and what to do. Nothing here changes anything (no data key is generated, no mail is sent).
 
-The worker check reads the delivery outbox: there is no worker heartbeat table, so "seen
-recently" means "no delivery is waiting past its time" (a stopped worker shows up as overdue
-rows within minutes of the first order); the newest attempt's age is reported beside it."""
+The worker check reads the workers' heartbeat rows (kami/delivery/heartbeats.py): it fails when
+none was seen within KAMI_WORKER_LATE_SECONDS (a brand-new shop, with no order and no worker ever,
+only gets a warning), and also when a delivery waits past its time, whatever the heartbeats say."""
 from __future__ import annotations
 
 import os
@@ -190,9 +190,15 @@ def gateway_checks() -> list[Check]:
 
 
 def worker_check() -> Check:
+    """Running workers from their heartbeats (kami/delivery/heartbeats.py), and deliveries
+    waiting past their time (a worker that beats but does not deliver is no better)."""
+    from kami.delivery.heartbeats import workers_seen
     from kami.delivery.models import OutboxMessage
+    from kami.orders.models import Order
 
     now = clock.now()
+    workers = workers_seen(now=now)
+    running = [w for w in workers if w.running]
     waiting = OutboxMessage.objects.filter(status__in=(OutboxMessage.Status.PENDING, OutboxMessage.Status.FAILED),
                                            next_attempt_at__lt=now - WORKER_LATE)
     waiting = waiting.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
@@ -200,9 +206,31 @@ def worker_check() -> Check:
     last = OutboxMessage.objects.aggregate(last=Max("attempt_log__at"))["last"]
     seen = f"last delivery attempt {_ago(now - last)} ago" if last else "no delivery attempted yet"
     if oldest is not None:
-        return Check("worker", FAIL, f"{waiting.count()} delivery(ies) due {_ago(now - oldest)} ago and not sent, {seen}: "
-                                     "is `kami worker` running? (systemctl status kami-worker)")
-    return Check("worker", OK, f"no delivery overdue; {seen}")
+        return Check("worker", FAIL, f"{waiting.count()} delivery(ies) due {_ago(now - oldest)} ago and not sent, {seen}; "
+                                     f"{_workers_line(workers, running)}: is `kami worker` running? "
+                                     "(systemctl status kami-worker)")
+    if running:
+        return Check("worker", OK, f"{_workers_line(workers, running)}; no delivery overdue; {seen}")
+    start = "start `kami worker` (systemctl start kami-worker; `kami serve` starts one unless --no-worker)"
+    if workers:
+        return Check("worker", FAIL, f"{_workers_line(workers, running)}: {start}")
+    if Order.objects.exists() or OutboxMessage.objects.exists():
+        return Check("worker", FAIL, f"no worker has ever run on this shop, and it has orders: {start}")
+    return Check("worker", WARN, f"no worker seen yet (a new shop, no order so far): {start} before the first sale")
+
+
+def _workers_line(workers, running) -> str:
+    """"worker: 2 running, last seen 3s ago", or the most recently seen worker that stopped."""
+    if running:
+        return f"{len(running)} running, last seen {_ago(timedelta(seconds=running[0].age_seconds))} ago"
+    if not workers:
+        return "no worker heartbeat ever recorded"
+    last, late = workers[0], int(settings.KAMI_WORKER_LATE_SECONDS)
+    more = f"; {len(workers) - 1} older heartbeat row(s)" if len(workers) > 1 else ""
+    if last.stopped_at is not None:
+        return (f"no worker running: {last.name} stopped cleanly {_ago(timedelta(seconds=last.age_seconds))} ago{more}")
+    return (f"no worker running: {last.name} last seen {_ago(timedelta(seconds=last.age_seconds))} ago (more than "
+            f"{late}s: killed, or stuck in one pass){more}")
 
 
 def disk_check(*, min_free_mb: int) -> Check:

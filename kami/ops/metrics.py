@@ -14,6 +14,7 @@ from django.db.models import Count, Min, Q, Sum
 
 from kami.catalog.models import Product
 from kami.core import clock, money
+from kami.delivery.heartbeats import workers_seen
 from kami.delivery.models import OutboxMessage
 from kami.orders.models import Order
 from kami.payments.models import Notification
@@ -22,6 +23,8 @@ from kami.stock.models import ImportJob, Key
 # Not sent yet: still to be tried, being tried, or waiting for a retry.
 DELIVERY_WAITING = (OutboxMessage.Status.PENDING, OutboxMessage.Status.SENDING, OutboxMessage.Status.FAILED)
 NOTIFICATION_WINDOW = timedelta(hours=1)
+WORKER_LABELS_WINDOW = timedelta(hours=1)  # a worker silent longer leaves kami_worker_last_seen_seconds
+MAX_WORKER_LABELS = 50
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ def _money(value, currency: str) -> Decimal:
 
 def stock_available(*, max_labels: int) -> Stock:
     """Keys available for products that sell keys; a product with none shows 0 (sold out)."""
-    products = list(Product.objects.exclude(kind=Product.Kind.MANUAL).order_by("id").values_list("id", "slug"))
+    without_stock = (Product.Kind.MANUAL, Product.Kind.DYNAMIC)  # a person delivers, or the merchant's system mints
+    products = list(Product.objects.exclude(kind__in=without_stock).order_by("id").values_list("id", "slug"))
     counts = dict(Key.objects.filter(status=Key.Status.AVAILABLE).order_by().values("product_id")
                   .annotate(n=Count("id")).values_list("product_id", "n"))
     shown = products[:max_labels]
@@ -109,3 +113,43 @@ def notifications_recent(*, now: datetime | None = None) -> dict[tuple[str, str]
     rows = (Notification.objects.filter(received_at__gte=since).order_by().values("gateway", "result")
             .annotate(n=Count("id")))
     return {(row["gateway"], row["result"]): row["n"] for row in rows}
+
+
+# Upper bounds (seconds) of kami_notify_seconds_last_hour's buckets.
+NOTIFY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class NotifyTimes:
+    buckets: list[tuple[float, int]]  # (upper bound in seconds, notifications at most that long), cumulative
+    count: int
+    sum_seconds: float
+
+
+def notify_times_recent(*, now: datetime | None = None) -> dict[str, NotifyTimes]:
+    """How long the last hour's verified notifications took from arrival to their result, per
+    gateway (one query: a count per bucket, summed on the database)."""
+    since = (now or clock.now()) - NOTIFICATION_WINDOW
+    counts = {f"le{n}": Count("id", filter=Q(handled_ms__lte=round(bound * 1000)))
+              for n, bound in enumerate(NOTIFY_BUCKETS)}
+    rows = (Notification.objects.filter(received_at__gte=since, verified=True, handled_ms__isnull=False).order_by()
+            .values("gateway").annotate(n=Count("id"), total=Sum("handled_ms"), **counts))
+    return {row["gateway"]: NotifyTimes(buckets=[(bound, row[f"le{n}"]) for n, bound in enumerate(NOTIFY_BUCKETS)],
+                                        count=row["n"], sum_seconds=(row["total"] or 0) / 1000)
+            for row in rows}
+
+
+@dataclass(frozen=True)
+class Workers:
+    running: int  # seen within KAMI_WORKER_LATE_SECONDS and not stopped
+    last_seen_seconds: dict[str, float]  # worker name -> seconds since its heartbeat (not stopped, seen in the last hour)
+
+
+def workers_by_heartbeat(*, now: datetime | None = None) -> Workers:
+    """Workers from their heartbeat rows. A killed worker keeps its label, age growing, for an
+    hour (long enough for an alert to name it), then leaves; a cleanly stopped one leaves at once."""
+    now = now or clock.now()
+    seen = workers_seen(now=now)
+    recent = [w for w in seen if w.stopped_at is None and w.age_seconds <= WORKER_LABELS_WINDOW.total_seconds()]
+    return Workers(running=sum(w.running for w in seen),
+                   last_seen_seconds={w.name: w.age_seconds for w in recent[:MAX_WORKER_LABELS]})

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 from django.conf import settings
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from kami.ops import metrics
 
@@ -83,9 +83,31 @@ def _notifications() -> Iterator[Metric]:
     yield family
 
 
+def _notify_times() -> Iterator[Metric]:
+    family = HistogramMetricFamily("kami_notify_seconds_last_hour",
+                                   "Seconds from a verified gateway notification's arrival to its result (the "
+                                   "confirm included), over the last hour, by gateway: a window, not a counter "
+                                   "(histogram_quantile without rate()).", labels=["gateway"])
+    for gateway, times in sorted(metrics.notify_times_recent().items()):
+        family.add_metric([gateway], [(str(bound), n) for bound, n in times.buckets] + [("+Inf", times.count)],
+                          times.sum_seconds)
+    yield family
+
+
+def _workers() -> Iterator[Metric]:
+    found = metrics.workers_by_heartbeat()
+    yield GaugeMetricFamily("kami_workers_running", "Delivery workers whose heartbeat is newer than "
+                            "KAMI_WORKER_LATE_SECONDS (alert when 0).", value=found.running)
+    seen = GaugeMetricFamily("kami_worker_last_seen_seconds", "Seconds since each worker's last heartbeat "
+                             "(workers not stopped, seen within the last hour).", labels=["worker"])
+    for name, seconds in sorted(found.last_seen_seconds.items()):
+        seen.add_metric([name], seconds)
+    yield seen
+
+
 FAMILIES: dict[str, Callable[[], Iterator[Metric]]] = {
     "orders": _orders, "sales": _sales, "stock": _stock, "deliveries": _deliveries,
-    "imports": _imports, "notifications": _notifications,
+    "imports": _imports, "notifications": _notifications, "notify_times": _notify_times, "workers": _workers,
 }
 
 

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kami.core import clock
 from kami.delivery.models import OutboxMessage
+from kami.ops.metrics import NOTIFY_BUCKETS
 from kami.orders.models import Order
 from kami.stock.models import ImportJob
 from tests.factories import add_keys, make_orders
@@ -69,6 +70,12 @@ def test_a_scrape_counts_the_orders_keys_and_money_the_test_made(make_product):
     assert value(samples, "kami_notifications_last_hour", gateway="sandbox", result="rejected") == 1
     assert value(samples, "kami_notifications_last_hour", gateway="sandbox", result="fulfilled") == 3
     assert value(samples, "kami_notifications_last_hour", gateway="sandbox", result="awaiting_stock") == 1
+    # and how long the four verified ones took, as a histogram (the forged one is not timed)
+    assert value(samples, "kami_notify_seconds_last_hour_count", gateway="sandbox") == 4
+    assert value(samples, "kami_notify_seconds_last_hour_bucket", gateway="sandbox", le="+Inf") == 4
+    timed = [value(samples, "kami_notify_seconds_last_hour_bucket", gateway="sandbox", le=str(b)) for b in NOTIFY_BUCKETS]
+    assert timed == sorted(timed) and timed[-1] <= 4
+    assert 0 <= value(samples, "kami_notify_seconds_last_hour_sum", gateway="sandbox") <= 4 * 10
     assert all(v == 0 for (name, _), v in samples.items() if name == "kami_metrics_query_errors")
     assert "process_cpu_seconds_total" in text and "python_info" in text
     # and nothing about a buyer or a key

@@ -1,7 +1,9 @@
 """`kami product add SLUG …`, `kami product list` and `kami product set SLUG picture=@file.png`.
 
 `set` takes KEY=VALUE like `kami shop set`: `picture=@path` gives the product a picture (checked,
-drawn again at two sizes, see catalog.pictures), `picture=` with nothing removes it."""
+drawn again at two sizes, see catalog.pictures), `picture=` with nothing removes it. A `dynamic`
+product takes `mint_url=https://…` (its signing secret is made and printed once, the first time)
+and `mint_secret=new` (a new secret, printed once): kami/fulfilment/mint."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,6 +18,7 @@ from kami.cli.base import KamiCommand
 from kami.cli.progress import console_for
 from kami.core import money
 from kami.core.errors import BadInput
+from kami.fulfilment.mint.config import product_mint_secret_new, product_mint_set
 from kami.stock.selectors import stock_summary
 
 
@@ -30,16 +33,20 @@ class Command(KamiCommand):
         add.add_argument("--price", required=True, help="unit price as a decimal, e.g. 29.90")
         add.add_argument("--currency", default="CNY")
         add.add_argument("--kind", default="unique", choices=Product.Kind.values,
-                         help="unique: each key sold once · reusable: the same key(s) for every buyer · manual: a person delivers each order")
+                         help="unique: each key sold once · reusable: the same key(s) for every buyer · "
+                              "manual: a person delivers each order · dynamic: the merchant's system mints the keys "
+                              "of each order")
         add.add_argument("--min-qty", type=int, default=1)
         add.add_argument("--max-qty", type=int, default=10)
         add.add_argument("--low-stock", type=int, default=0, help="alert when available keys fall below this")
         add.add_argument("--description", default="")
         actions.add_parser("list", help="list products with their available stock")
-        put = actions.add_parser("set", help="change a product: picture=@file.png, or picture= to remove it")
+        put = actions.add_parser("set", help="change a product: picture=@file.png, or picture= to remove it; "
+                                             "mint_url=https://… or mint_secret=new (dynamic products)")
         put.add_argument("slug", metavar="SLUG")
         put.add_argument("values", nargs="+", metavar="KEY=VALUE",
-                         help="picture=@path (PNG, JPEG, GIF or WebP); picture= removes the picture")
+                         help="picture=@path (PNG, JPEG, GIF or WebP); picture= removes the picture; "
+                              "mint_url=URL, mint_secret=new")
 
     def handle(self, *args, action: str, **options):
         if action == "add":
@@ -51,6 +58,9 @@ class Command(KamiCommand):
 
     def _set(self, *, slug: str, values: list[str]) -> None:
         product = product_get(slug=slug)
+        if values and values[0].partition("=")[0] in ("mint_url", "mint_secret"):
+            self._set_mint(product, values)
+            return
         picture = _picture_arg(values)
         if picture is None:
             product_picture_remove(product=product, actor="cli")
@@ -59,11 +69,27 @@ class Command(KamiCommand):
         product_picture_set(product=product, source=picture, actor="cli")
         self.stdout.write(f"{product.slug}: picture {product.picture} (shown at /pictures/{product.picture_page})")
 
+    def _set_mint(self, product: Product, values: list[str]) -> None:
+        name, _, value = values[0].partition("=")
+        if len(values) != 1 or (name == "mint_secret" and value != "new"):
+            raise BadInput(f"{' '.join(values)[:60]!r}: write mint_url=https://… (mint_url= clears it) "
+                           "or mint_secret=new, one at a time")
+        if name == "mint_url":
+            done = product_mint_set(product=product, url=value, actor="cli")
+            self.stdout.write(f"{product.slug}: mint URL {done.product.mint_url or 'cleared (paid orders will wait)'}")
+        else:
+            done = product_mint_secret_new(product=product, actor="cli")
+        if done.secret:
+            self.stdout.write(f"signing secret (shown once; verify requests with it): {done.secret}")
+
     def _add(self, *, slug, name, price, currency, kind, min_qty, max_qty, low_stock, description, **_):
         product = product_create(
             slug=slug, name=name, price=money.parse_amount(price, field="--price"), currency=currency, kind=kind,
             min_qty=min_qty, max_qty=max_qty, low_stock=max(low_stock, 0), description=description)
         self.stdout.write(f"added {product.slug}: {product.name} · {product.price} {product.currency} · {product.kind}")
+        if product.kind == Product.Kind.DYNAMIC:
+            self.stdout.write(f"next: kami product set {product.slug} mint_url=https://…   (where its keys are minted)")
+            return
         self.stdout.write(f"next: kami keys import {product.slug} FILE   (or: kami keys generate {product.slug} --count N)")
 
     def _list(self) -> None:

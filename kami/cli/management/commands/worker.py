@@ -20,6 +20,7 @@ from django.db import close_old_connections, connection
 
 from kami.cli.base import KamiCommand
 from kami.cli.startup import refuse_unsafe_start
+from kami.delivery.heartbeats import Heartbeat
 from kami.delivery.housekeeping import PRUNE_EVERY_SECONDS, outbox_prune, outbox_prune_enabled
 from kami.delivery.worker import CONNECTION_LOST, DatabaseOutage, run_forever, run_pass
 from kami.fulfilment.backfill import sweep
@@ -127,7 +128,8 @@ class Command(KamiCommand):
                              daemon=True).start()
         try:
             run_forever(worker_id, poll_seconds=float(settings.KAMI_WORKER_POLL_SECONDS), stop_event=stop,
-                        on_pass=Sweeper(float(settings.KAMI_SWEEP_SECONDS)), limit=limit)
+                        on_pass=Sweeper(float(settings.KAMI_SWEEP_SECONDS)), limit=limit,
+                        heartbeat=Heartbeat(worker_id))
         except KeyboardInterrupt:
             self.stderr.write("interrupted: a message cut off mid-send is retried when its lease expires")
             raise SystemExit(130) from None
