@@ -149,12 +149,22 @@ def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
             stop.set()
 
 
+SAME_STOP = 1.0  # seconds
+
+
 def _on_signals(stop: threading.Event) -> dict:
-    """SIGTERM/SIGINT set `stop` (finish the current message, then exit); a second one interrupts."""
+    """SIGTERM/SIGINT set `stop` (finish the current message, then exit); a second one interrupts
+    — unless it comes within SAME_STOP seconds of the first: a stop of the whole process group
+    (systemd, `kill -- -PGID`) reaches `kami serve`'s worker twice at once, from the group and then
+    from serve, and that is one request to stop, not two."""
+    first: list[float] = []
 
     def handler(signum, frame):
-        if stop.is_set():
+        if stop.is_set() and first and time.monotonic() - first[0] >= SAME_STOP:
             raise KeyboardInterrupt
+        if stop.is_set():
+            return
+        first.append(time.monotonic())
         log.info("%s: stopping after the current message (again to stop at once)", signal.Signals(signum).name)
         stop.set()
 
