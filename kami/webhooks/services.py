@@ -12,6 +12,7 @@ from django.db import transaction
 from kami.audit.services import audit_record
 from kami.core import clock
 from kami.core.errors import BadInput, NotFound
+from kami.core.httpurl import http_url_checked
 from kami.delivery.models import OutboxMessage
 from kami.delivery.services import delivery_retry_now
 from kami.delivery.wake import outbox_written
@@ -21,7 +22,6 @@ from kami.webhooks.signing import secret_new, secret_open, secret_seal
 S = OutboxMessage.Status
 ROTATION_OVERLAP_HOURS = 24  # how long the previous secret keeps signing after a rotation
 OVERLAP_MAX_HOURS = 24 * 7
-URL_MAX = 500
 
 
 @dataclass(frozen=True)
@@ -205,17 +205,10 @@ def _locked(endpoint_id: int) -> Endpoint:
 
 
 def _url(url: str) -> str:
-    url = (url or "").strip()
-    try:
-        parts = urlsplit(url)
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        parts, port_ok = None, False
-    if not parts or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-        raise BadInput(f"url: {url[:80]!r} is not an http(s) URL; give e.g. https://erp.example.com/kami/webhooks",
+    url = http_url_checked(url, field="url", example="https://erp.example.com/kami/webhooks")
+    if not url:
+        raise BadInput("url: give the address Kami posts events to, e.g. https://erp.example.com/kami/webhooks",
                        fields={"url": "invalid"})
-    if len(url) > URL_MAX:
-        raise BadInput(f"url: {len(url)} characters; keep it under {URL_MAX}", fields={"url": "too long"})
     return url
 
 

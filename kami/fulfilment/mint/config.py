@@ -14,10 +14,10 @@ from kami.audit.services import audit_record
 from kami.catalog.models import Product
 from kami.core.crypto import keyring
 from kami.core.errors import BadInput
+from kami.core.httpurl import http_url_checked
 from kami.webhooks.signing import secret_new
 
 AAD = b"kami:product-mint-secret"
-URL_MAX = 500
 
 
 @dataclass(frozen=True)
@@ -91,17 +91,4 @@ def _dynamic(product: Product, field: str) -> None:
 
 def _url(product: Product, url: str) -> str:
     _dynamic(product, "mint_url")
-    url = (url or "").strip()
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url)
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        parts, port_ok = None, False
-    if not parts or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-        raise BadInput(f"mint_url: {url[:80]!r} is not an http(s) URL; give e.g. https://erp.example.com/kami/mint",
-                       fields={"mint_url": "invalid"})
-    if len(url) > URL_MAX:
-        raise BadInput(f"mint_url: {len(url)} characters; keep it under {URL_MAX}", fields={"mint_url": "too long"})
-    return url
+    return http_url_checked(url, field="mint_url", example="https://erp.example.com/kami/mint")
