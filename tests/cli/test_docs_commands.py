@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-pytestmark = [pytest.mark.newcomer, pytest.mark.sqlite_only]  # its own SQLite data dir on every run
+# Its own SQLite data dir on every run: the same whatever the suite's engine (./dev runs it in the PostgreSQL pass).
+pytestmark = [pytest.mark.newcomer, pytest.mark.sqlite_only, pytest.mark.engine_free]
 
 # What a reader replaces before running a line: (text in the docs, what the test types instead).
 PLACEHOLDERS = [
