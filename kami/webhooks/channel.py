@@ -19,8 +19,6 @@ spending an attempt, until just after that one's next try (kami.delivery.channel
 from __future__ import annotations
 
 import json
-import logging
-import threading
 import time
 from datetime import datetime, timedelta
 
@@ -28,7 +26,7 @@ import httpx
 
 from kami.core import clock
 from kami.delivery.channels import Deferred, PermanentFailure, TemporaryFailure
-from kami.delivery.channels.webhook import webhook_host
+from kami.delivery.channels.webhook import url_path_hidden, webhook_host
 from kami.delivery.models import OutboxMessage
 from kami.orders.models import OrderKey
 from kami.stock.vault import key_open
@@ -64,16 +62,14 @@ class MerchantWebhookChannel:
 
 def _post(record: WebhookMessage, endpoint: Endpoint, body: bytes, headers: dict) -> None:
     host, started = webhook_host(endpoint.url), time.monotonic()
-    _sending.url = endpoint.url
     try:
-        response = httpx.post(endpoint.url, content=body, headers=headers, timeout=TIMEOUT_SECONDS,
-                              follow_redirects=False)
+        with url_path_hidden(endpoint.url):
+            response = httpx.post(endpoint.url, content=body, headers=headers, timeout=TIMEOUT_SECONDS,
+                                  follow_redirects=False)
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__} talking to {host}"
         _attempt(record, started, ok=False, error=error)
         raise TemporaryFailure(f"webhook endpoint #{endpoint.pk}: {error}") from None
-    finally:
-        _sending.url = ""
     ok = response.status_code // 100 == 2
     error = "" if ok else f"{host} answered HTTP {response.status_code}"
     _attempt(record, started, ok=ok, status=response.status_code, excerpt=response.text, error=error)
@@ -127,22 +123,3 @@ def webhook_body(message: OutboxMessage, *, include_keys: bool) -> bytes:
         data["keys"] = [key_open(link.key).reveal() for link in links]
     body = {"type": payload.get("event", ""), "timestamp": payload.get("timestamp", ""), "data": data}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-_sending = threading.local()  # the URL this thread is POSTing to, for the log filter below
-
-
-class _HideEndpointPath(logging.Filter):
-    """httpx logs every request's URL at INFO; an endpoint's path or query may carry a token, so
-    only its host is logged (as kami.delivery.channels.webhook does for the alert webhook)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        url = getattr(_sending, "url", "")
-        if url and isinstance(record.args, tuple):
-            url = str(httpx.URL(url))  # as httpx prints it
-            record.args = tuple(f"{webhook_host(url)}/…" if str(a) == url else a for a in record.args)
-        return True
-
-
-if not any(isinstance(f, _HideEndpointPath) for f in logging.getLogger("httpx").filters):
-    logging.getLogger("httpx").addFilter(_HideEndpointPath())

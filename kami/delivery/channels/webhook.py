@@ -18,6 +18,9 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import httpx
@@ -76,14 +79,32 @@ def webhook_host(url: str) -> str:
         return "webhook"
 
 
+_calling = threading.local()  # the URL this thread is calling now (url_path_hidden)
+
+
+@contextmanager
+def url_path_hidden(url: str) -> Iterator[None]:
+    """While this thread calls `url` (a merchant's webhook endpoint or mint URL), httpx's log lines
+    show only its host, as for the alert webhook."""
+    _calling.url = url
+    try:
+        yield
+    finally:
+        _calling.url = ""
+
+
 class _HideWebhookPath(logging.Filter):
     """httpx logs every request URL at INFO; a webhook URL's path or query may carry a token
-    (many chat services put one there), so only its host is logged."""
+    (many chat services put one there), so only its host is logged: the alert webhook's, and the
+    URL this thread is calling under url_path_hidden."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        url = settings.KAMI_ALERT_WEBHOOK_URL if settings.configured else ""
-        if url and isinstance(record.args, tuple):
-            record.args = tuple(f"{webhook_host(url)}/…" if str(a) == url else a for a in record.args)
+        if not isinstance(record.args, tuple):
+            return True
+        for url in (settings.KAMI_ALERT_WEBHOOK_URL if settings.configured else "", getattr(_calling, "url", "")):
+            if url:
+                shown = str(httpx.URL(url))  # as httpx prints it
+                record.args = tuple(f"{webhook_host(url)}/…" if str(a) in (url, shown) else a for a in record.args)
         return True
 
 

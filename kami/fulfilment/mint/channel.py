@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from datetime import timedelta
 
 import httpx
@@ -30,7 +29,7 @@ from django.conf import settings
 
 from kami.core import clock
 from kami.delivery.channels import Deferred, PermanentFailure, TemporaryFailure
-from kami.delivery.channels.webhook import webhook_host
+from kami.delivery.channels.webhook import url_path_hidden, webhook_host
 from kami.delivery.models import OutboxMessage
 from kami.fulfilment.mint.answer import ANSWER_MAX_BYTES, BadAnswer, answer_keys
 from kami.fulfilment.mint.config import mint_secret_open
@@ -87,17 +86,15 @@ def _post(job: MintJob, body: bytes, *, msg_id: str) -> bytes:
                "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
                "webhook-signature": signature_header(secrets_=[mint_secret_open(job.product)], msg_id=msg_id,
                                                      timestamp=timestamp, body=body)}
-    _sending.url = url
     try:
-        with httpx.stream("POST", url, content=body, headers=headers, timeout=settings.KAMI_MINT_TIMEOUT_SECONDS,
-                          follow_redirects=False) as response:
+        with url_path_hidden(url), httpx.stream("POST", url, content=body, headers=headers,
+                                                timeout=settings.KAMI_MINT_TIMEOUT_SECONDS,
+                                                follow_redirects=False) as response:
             if response.status_code // 100 != 2:
                 raise TemporaryFailure(f"mint URL {host} answered HTTP {response.status_code}")
             return _read(response, host)
     except httpx.HTTPError as exc:
         raise TemporaryFailure(f"mint URL: {type(exc).__name__} talking to {host}") from None
-    finally:
-        _sending.url = ""
 
 
 def _read(response: httpx.Response, host: str) -> bytes:
@@ -107,22 +104,3 @@ def _read(response: httpx.Response, host: str) -> bytes:
         if len(body) > ANSWER_MAX_BYTES:
             raise TemporaryFailure(f"mint URL {host}: answer larger than {ANSWER_MAX_BYTES} bytes")
     return body
-
-
-_sending = threading.local()  # the URL this thread is POSTing to, for the log filter below
-
-
-class _HideMintPath(logging.Filter):
-    """httpx logs every request's URL at INFO; only the mint URL's host is logged (its path or
-    query may carry a token), as kami.webhooks.channel does for the endpoints."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        url = getattr(_sending, "url", "")
-        if url and isinstance(record.args, tuple):
-            url = str(httpx.URL(url))
-            record.args = tuple(f"{webhook_host(url)}/…" if str(a) == url else a for a in record.args)
-        return True
-
-
-if not any(isinstance(f, _HideMintPath) for f in logging.getLogger("httpx").filters):
-    logging.getLogger("httpx").addFilter(_HideMintPath())
