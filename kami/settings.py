@@ -293,14 +293,23 @@ DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'kami.s
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# The cache holds only rate-limit counters. Default: per-process memory, so with several server
-# processes each counts on its own (a limit of N becomes N per process). Set KAMI_REDIS_URL
-# (redis://host:6379/0; needs the `redis` package) to share the counters between processes.
+# The cache holds the rate-limit counters and the shop's settings, shared by every process that
+# uses it. Default: files in the data dir (diskcache, SQLite underneath; kami.core.cache), shared
+# by the `kami serve` processes of one machine. Several machines share a Redis instead:
+# KAMI_REDIS_URL=redis://host:6379/0 (docs/scaling.md).
 KAMI_REDIS_URL = os.environ.get("KAMI_REDIS_URL", "")
 if KAMI_REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": KAMI_REDIS_URL}}
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "kami"}}
+    CACHES = {"default": {"BACKEND": "kami.core.cache.MachineCache", "LOCATION": str(DATA_DIR / "cache"),
+                          "OPTIONS": {"size_limit": 64 * 2**20}}}
+# Drawn storefront pages (kami.storefront.fragments) apart from the counters: pages come and go
+# with every stock change and must never push a counter out. Their keys are digests of what they
+# show, so none goes stale: TIMEOUT and MAX_ENTRIES only bound the memory.
+CACHES["storefront"] = {**CACHES["default"], "KEY_PREFIX": "kami-pages", "TIMEOUT": 600}
+if not KAMI_REDIS_URL:  # per process: a page drawn twice costs less than a file read per card
+    CACHES["storefront"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "kami-storefront",
+                            "TIMEOUT": 600, "OPTIONS": {"MAX_ENTRIES": 2000}}
 
 EMAIL_URL = os.environ.get("EMAIL_URL", "")
 if EMAIL_URL:

@@ -51,6 +51,7 @@ def startup_warnings() -> list[str]:
 
 
 class Command(KamiCommand):
+    requires_system_checks = "__all__"  # once, before the shop takes traffic (KamiCommand skips them)
     help = "Serve the shop with a production WSGI server (waitress) and run a delivery worker beside it."
 
     def add_arguments(self, parser):
@@ -64,8 +65,9 @@ class Command(KamiCommand):
         parser.add_argument("--server", choices=SERVERS, default=os.environ.get("KAMI_SERVER", DEFAULT_SERVER),
                             help=f"the HTTP server (default {DEFAULT_SERVER}; docs/performance.md has them side by side)")
         parser.add_argument("--processes", type=int, default=int(os.environ.get("KAMI_PROCESSES", "0")),
-                            help="server processes (granian only; 0: one per core when KAMI_REDIS_URL gives the "
-                                 "processes a shared cache, else 1: rate limits and cached settings live in the cache)")
+                            help=f"server processes (0, the default: one per core, at most {PROCESSES_MAX}, on "
+                                 "PostgreSQL and MariaDB; 1 on SQLite, which has one writer). They share the "
+                                 "database and the cache (the data dir's, or KAMI_REDIS_URL)")
 
     def handle(self, *args, host, port, threads, no_worker, server, processes, **options):
         refuse_unsafe_start()
@@ -89,10 +91,14 @@ class Command(KamiCommand):
         self.stdout.write(f"Back office: {settings.KAMI_BASE_URL}/{settings.KAMI_ADMIN_PATH}/")
         if settings.KAMI_TRUSTED_PROXIES:
             self.stdout.write("X-Forwarded-For/-Proto believed from: " + ", ".join(map(str, settings.KAMI_TRUSTED_PROXIES)))
+        processes = processes or _processes_default()
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             if server == "granian":
-                _granian(host=host, port=port, threads=threads, processes=processes or _processes_default())
+                _granian(host=host, port=port, threads=threads, processes=processes)
+            elif processes > 1:
+                self.stdout.write(f"{processes} server processes of {threads} threads (kami/cli/prefork.py)")
+                sys.exit(_waitress_forked(host=host, port=port, threads=threads, processes=processes))
             else:
                 _waitress(host=host, port=port, threads=threads)
         finally:
@@ -123,22 +129,50 @@ SERVERS = ("waitress", "granian")
 DEFAULT_SERVER = "waitress"
 
 
+PROCESSES_MAX = 4  # each process may hold --threads database connections; PostgreSQL allows 100 by default
+
+
 def _processes_default() -> int:
-    """One per core, but only when the processes share a cache (KAMI_REDIS_URL): with the default
-    per-process cache, N processes would keep N rate-limit counters and N copies of the shop's
-    cached settings."""
-    return (os.cpu_count() or 1) if settings.KAMI_REDIS_URL else 1
+    """One per core (at most PROCESSES_MAX) on a database server; one on SQLite, where every
+    write takes the one writer lock and more processes only queue for it."""
+    if connection.vendor == "sqlite":
+        return 1
+    return max(1, min(os.cpu_count() or 1, PROCESSES_MAX))
 
 
-def _waitress(*, host: str, port: int, threads: int) -> None:
+def _waitress(*, host: str, port: int, threads: int, sock=None) -> None:
+    """`sock`: a socket already listening (a forked server process's); else waitress binds."""
     from waitress import serve
 
     from kami.wsgi import application
 
     # Forwarding headers pass through waitress (it trusts one address, not a list of CIDRs);
     # kami.core.net believes them from KAMI_TRUSTED_PROXIES only and drops them otherwise.
-    serve(application, host=host, port=port, threads=threads, ident="kami", clear_untrusted_proxy_headers=False,
+    where = {"sockets": [sock]} if sock is not None else {"host": host, "port": port}
+    serve(application, **where, threads=threads, ident="kami", clear_untrusted_proxy_headers=False,
           **WAITRESS_LIMITS, max_request_body_size=settings.KAMI_REQUEST_MAX_BYTES)
+
+
+def _waitress_forked(*, host: str, port: int, threads: int, processes: int) -> int:
+    """waitress in `processes` forked processes on one socket (kami/cli/prefork.py); exit code."""
+    from django.db import connections
+
+    from kami.cli.prefork import listening_socket, serve_forked
+    from kami.wsgi import application  # noqa: F401  loaded once, before the fork: shared, and no process loads it again
+
+    try:
+        sock = listening_socket(host, port)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", returncode=2) from None
+    connections.close_all()  # no connection may cross the fork: each process opens its own
+
+    def run() -> None:
+        try:
+            _waitress(host=host, port=port, threads=threads, sock=sock)
+        finally:
+            _batches_report()
+
+    return serve_forked(processes=processes, run=run)
 
 
 # Hostile clients (tests/hostile/test_serve_limits.py). waitress reads requests in its event loop

@@ -1,0 +1,164 @@
+"""`kami serve`'s server processes (issue 9): one listening socket, bound here, and N copies of
+this process forked after Django is loaded, each running waitress on that socket; the kernel
+hands each new connection to one of them. Two cores confirm more notifications with two
+processes (each has its own GIL and its own group commit, kami/fulfilment/batch.py), and
+waitress stays the server: it reads a request whole in its event loop before a thread takes it,
+so slow senders hold sockets, not threads (tests/hostile/test_serve_limits.py).
+
+    kami serve (this process: binds, forks, watches; serves nothing itself)
+      ├─ server process 1 ─┐ waitress on the shared socket, its own database connections
+      ├─ server process 2 ─┘
+      └─ kami worker (started by serve, watches serve)
+
+A server process that dies is started again (a crash loop — 5 deaths in 10 seconds — stops the
+whole serve with exit code 1, rather than spinning). The server processes die with this one:
+Linux kills them when it goes, even by SIGKILL (PR_SET_PDEATHSIG), so a restarted serve never
+finds the port held by orphans; elsewhere they look for their parent every second.
+SIGTERM or SIGINT here stops them all (SIGTERM, then SIGKILL after STOP_SECONDS).
+Shared state between them: the database, and the cache (kami.core.cache: files in the data dir,
+or Redis) for rate limits and the shop's settings.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+log = logging.getLogger("kami.serve")
+
+STOP_SECONDS = 15
+CRASH_LOOP = (5, 10.0)  # this many deaths within this many seconds stop the serve
+
+
+def listening_socket(host: str, port: int, *, backlog: int = 1024) -> socket.socket:
+    """The socket every server process accepts on. OSError (port in use…) to the caller."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                        flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve_forked(*, processes: int, run: Callable[[], None]) -> int:
+    """Fork `processes` children that each call `run()` (which serves until SIGTERM), keep that
+    many running, and stop them all on SIGTERM/SIGINT. Returns the exit code for serve."""
+    children: dict[int, int] = {}  # pid -> slot number
+    deaths: deque[float] = deque(maxlen=CRASH_LOOP[0])
+    stopping = threading.Event()
+    parent = os.getpid()
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(_child(slot=slot, parent=parent, run=run))
+        children[pid] = slot
+        log.info("server process %d started (pid %d)", slot, pid)
+
+    def stop(*_) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    code = 0
+    try:
+        for slot in range(1, processes + 1):
+            spawn(slot)
+        while not stopping.wait(0.5):
+            for pid, slot in list(children.items()):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if not done:
+                    continue
+                del children[pid]
+                log.error("server process %d (pid %d) ended unexpectedly (%s); starting it again", slot, pid,
+                          _how(status))
+                deaths.append(time.monotonic())
+                if len(deaths) == deaths.maxlen and deaths[-1] - deaths[0] < CRASH_LOOP[1]:
+                    log.error("server processes keep dying (%d in %.0f s): stopping; the log above says why",
+                              len(deaths), deaths[-1] - deaths[0])
+                    code = 1
+                    stopping.set()
+                    break
+                spawn(slot)
+    finally:
+        _stop_all(children)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
+
+
+def _child(*, slot: int, parent: int, run: Callable[[], None]) -> int:
+    """A server process: its exit code. Never returns into the parent's code (os._exit)."""
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us in order
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        _die_with(parent)
+        run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        log.exception("server process %d failed", slot)
+        code = 1
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
+
+
+def _die_with(parent: int) -> None:
+    """Linux: the kernel sends SIGKILL when the parent dies (however it dies). Elsewhere, and in
+    case the parent died before this ran: a thread that looks every second."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="kami-parent-watch", daemon=True).start()
+
+
+def _stop_all(children: dict[int, int]) -> None:
+    for pid in children:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
+    while children and time.monotonic() < deadline:
+        for pid in list(children):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                del children[pid]
+        time.sleep(0.05)
+    for pid in children:
+        log.warning("server process pid %d did not stop within %d s: killed", pid, STOP_SECONDS)
+        _signal(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    children.clear()
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _how(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"

@@ -1,0 +1,144 @@
+"""`kami serve` with several server processes (kami/cli/prefork.py): they share one socket and
+one cache, a dead one is replaced, and none outlives `kami serve` — not even a SIGKILLed one.
+On PostgreSQL and MariaDB this is the default (one process per core); the fault tests
+(tests/faults/test_serve_killed.py, test_scale_out.py) run it there under load."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_security_deploy import data_dir, serve, template  # noqa: F401 (fixtures)
+
+pytestmark = [pytest.mark.sqlite_only, pytest.mark.slow]
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def server_processes(serve_pid: int) -> list[int]:
+    """serve's children that are server processes (the `kami worker` is started with --no-worker off)."""
+    return children(serve_pid)
+
+
+def connections_held(pid: int, port: int) -> int:
+    """Established TCP connections on `port` that process `pid` holds (Linux /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    held = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
+                held += 1
+    return held
+
+
+def wait_until(check, seconds: float = 15):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.1)
+    return check()
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    status = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
+    return status == "Z"
+
+
+def forged_notification(client: httpx.Client, base: str) -> int:
+    return client.post(f"{base}/pay/sandbox/notify", content=b'{"order_no": "K1"}', timeout=20,
+                       headers={"Content-Type": "application/json", "X-Sandbox-Signature": "00"}).status_code
+
+
+def test_two_processes_serve_one_port_and_share_their_rate_limits(data_dir, serve):  # noqa: F811
+    # given two server processes, and forged notifications stored for at most 10 per sender
+    server = serve(data_dir, "--no-worker", "--processes", "2", KAMI_SANDBOX="1", KAMI_NOTIFY_REJECTED_LIMIT="10")
+    workers = wait_until(lambda: len(server_processes(server.proc.pid)) == 2 and server_processes(server.proc.pid))
+    assert len(workers) == 2, server.output()
+    # when 20 connections are opened at once, then each sends two forgeries
+    clients = [httpx.Client() for _ in range(20)]
+    try:
+        assert all(c.get(f"{server.base}/healthz", timeout=20).status_code == 200 for c in clients)
+        held = [connections_held(pid, server.port) for pid in workers]
+        answers = [forged_notification(c, server.base) for c in clients for _ in range(2)]
+    finally:
+        for c in clients:
+            c.close()
+    # then both processes took connections, every forgery was refused, and the one counter they
+    # share stored exactly 10 (two per-process counters would have let up to 20 through)
+    assert all(held) and sum(held) == 20, held
+    assert set(answers) <= {400, 403} and len(answers) == 40
+    with sqlite3.connect(data_dir / "kami.sqlite3") as db:
+        stored = db.execute("SELECT count(*) FROM payments_notification WHERE result = 'rejected'").fetchone()[0]
+    assert stored == 10
+
+
+def test_a_server_process_that_dies_is_replaced_and_none_outlives_a_killed_serve(data_dir, serve):  # noqa: F811
+    # given
+    server = serve(data_dir, "--no-worker", "--processes", "2")
+    first = wait_until(lambda: len(server_processes(server.proc.pid)) == 2 and server_processes(server.proc.pid))
+    # when one server process is killed
+    os.kill(first[0], signal.SIGKILL)
+    # then another takes its place and the shop answers throughout
+    now = wait_until(lambda: (p := server_processes(server.proc.pid)) and len(p) == 2 and first[0] not in p and p)
+    assert now and first[1] in now, server.output()
+    assert all(httpx.get(f"{server.base}/healthz", timeout=10).status_code == 200 for _ in range(10))
+    assert "ended unexpectedly (killed by SIGKILL); starting it again" in server.output()
+    # when serve itself is killed outright (no code of its runs)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(timeout=20)
+    server.stop = server.log.close  # nothing left to stop
+    # then its server processes die with it, and the port is free for the next serve
+    assert wait_until(lambda: all(gone(pid) for pid in now), seconds=5), now
+    port_free(server.port)
+
+
+def test_sigterm_stops_serve_and_its_server_processes(data_dir, serve):  # noqa: F811
+    # given
+    server = serve(data_dir, "--no-worker", "--processes", "2")
+    workers = wait_until(lambda: len(server_processes(server.proc.pid)) == 2 and server_processes(server.proc.pid))
+    # when serve alone is asked to stop (its server processes are not signalled by anyone else)
+    os.kill(server.proc.pid, signal.SIGTERM)
+    # then it stops them, and itself, cleanly
+    assert server.proc.wait(timeout=20) == 0, server.output()
+    server.stop = server.log.close
+    assert all(gone(pid) for pid in workers), workers
+    port_free(server.port)
+
+
+def port_free(port: int) -> None:
+    """Nothing listens on `port` any more, within a moment (the kernel drops a listening socket
+    shortly after its last holder is gone). Binding it to check would race the machine's other
+    outgoing connections, which may take the port as their own ephemeral one."""
+    def listening() -> list[str]:
+        return [line for table in ("/proc/net/tcp", "/proc/net/tcp6") for line in Path(table).read_text().splitlines()[1:]
+                if int(line.split()[1].rsplit(":", 1)[1], 16) == port and line.split()[3] == "0A"]
+
+    assert wait_until(lambda: not listening(), seconds=5), listening()
+
+
+def test_sqlite_gets_one_server_process_by_default(data_dir, serve):  # noqa: F811
+    # given the embedded default (one writer), when served with no --processes
+    server = serve(data_dir, "--no-worker")
+    # then serve itself serves: it has no server processes of its own
+    assert server_processes(server.proc.pid) == []
+    assert httpx.get(f"{server.base}/healthz", timeout=10).status_code == 200
