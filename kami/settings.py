@@ -264,6 +264,9 @@ def _database(url: str) -> dict:
         config["CONN_MAX_AGE"] = int(os.environ.get("KAMI_DB_CONN_MAX_AGE", "60"))
         config["CONN_HEALTH_CHECKS"] = True
     if engine == "django.db.backends.sqlite3":
+        # Kept too (one per server thread): opening one runs the PRAGMAs below and registers
+        # Django's SQL functions, more than a cached storefront page's queries (docs/performance.md).
+        config["CONN_MAX_AGE"] = int(os.environ.get("KAMI_DB_CONN_MAX_AGE", "60"))
         # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so
         # two confirm transactions never deadlock upgrading read locks. synchronous=FULL: a commit
         # (an acknowledged payment) survives power loss; under NORMAL the gateway, already told

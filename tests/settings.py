@@ -25,7 +25,8 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 KAMI_SANDBOX = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Rate-limit counters in this process's memory, whatever KAMI_REDIS_URL says.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "kami-test"}}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "kami-test"},
+          "storefront": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "kami-test-pages"}}
 # Off for the suite (fuzz tests send hundreds of forgeries from one address); tests/payments/
 # test_notify_storage.py turns it on.
 KAMI_NOTIFY_REJECTED_LIMIT = 0

@@ -1,5 +1,7 @@
 """The product page and its stock check. The form posts to the `buy` view; the amount is
-always priced by catalog.services.price_for, the tier table here only shows the same tiers."""
+always priced by catalog.services.price_for, the tier table here only shows the same tiers.
+A page with an untouched form (no typed values, error, coupon or captcha) is cached
+(storefront.fragments): its product, tiers, stock state and gateways are read each time."""
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -10,7 +12,7 @@ from kami.catalog.services import tier_prices_list
 from kami.payments.registry import gateways_enabled
 from kami.storefront.buy_form import buy_form_context
 from kami.storefront.captcha_check import captcha_new
-from kami.storefront.markup import description_html
+from kami.storefront.fragments import page_cached
 from kami.storefront.stock import stock_state
 
 
@@ -25,12 +27,14 @@ def product_page(request: HttpRequest, slug: str, *, form=None, error: str = "",
     product = _active_product(slug)
     if product is None:
         return render(request, "storefront/not_found_product.html", status=404)
-    return render(request, "storefront/product.html", {
+    context = {
         **buy_form_context(request, product, form, errors), "tiers": tier_prices_list(product=product), "product": product,
-        "description": description_html(product.description), "stock": stock_state(product=product),
-        "gateways": gateways_enabled(),
+        "stock": stock_state(product=product), "gateways": gateways_enabled(),
         "form": form or {}, "error": error, "captcha": captcha_new(),
-    }, status=status)
+    }
+    if form is None and not (error or errors or context["captcha"] or context["coupon_typed"]) and status == 200:
+        return page_cached(request, "storefront/product.html", context)
+    return render(request, "storefront/product.html", context, status=status)
 
 
 def product_stock(request: HttpRequest, slug: str) -> JsonResponse:

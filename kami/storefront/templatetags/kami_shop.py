@@ -1,6 +1,6 @@
 """Template helpers of the storefront's pages: `money` (kami.core.templatetags.kami_money, the one
 way an amount is written, registered here too so pages load one library), the merchant's notice,
-and a gateway's display name.
+a product's description and a gateway's display name.
 """
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from django.utils.safestring import SafeString
 from kami.shop.selectors import Shop
 from kami.core.templatetags.kami_money import money
 from kami.payments.registry import GATEWAYS
-from kami.storefront.markup import notice_html
+from kami.storefront.markup import description_html, notice_html
 
 register = template.Library()
 register.filter("money", money)
+# Drawn in the template, not the view: a cached product page skips the Markdown altogether.
+register.filter("description_html", description_html)
 
 
 @register.filter
