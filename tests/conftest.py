@@ -41,3 +41,15 @@ def make_product(db):
         return product_create(slug=slug or f"p{next(counter)}", **fields)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory):
+    """One `kami demo --no-serve` data dir for the whole run (migrated, demo products and keys,
+    the sandbox row enabled; ~3 s of CPU each): tests copy it, never write to it."""
+    from tests.test_security_deploy import kami
+
+    data_dir = tmp_path_factory.mktemp("demo-template") / "var"
+    done = kami(data_dir, "demo", "--no-serve")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return data_dir

@@ -41,13 +41,11 @@ def kami(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, umask=0o022)
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Path:
-    """`kami demo --no-serve` once: migrated, demo products and keys, the sandbox row enabled."""
-    data_dir = tmp_path_factory.mktemp("template") / "var"
-    done = kami(data_dir, "demo", "--no-serve")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return data_dir
+@pytest.fixture
+def template(demo_template) -> Path:
+    """`kami demo --no-serve`, once for the run (tests/conftest.py): migrated, demo products and
+    keys, the sandbox row enabled."""
+    return demo_template
 
 
 @pytest.fixture

@@ -62,6 +62,12 @@ def _quiet_copy(action: argparse.Action) -> argparse.Action:
 
 
 class KamiCommand(BaseCommand):
+    # Django's system checks (models, admin, URL confs, templates, caches: the code and settings.py,
+    # nothing the environment changes) cost ~0.4 s of CPU per command, most of it importing every
+    # urls.py; an operational command gains nothing from them. `kami check` runs them, so do
+    # tests/cli/test_system_checks.py and `kami serve` before it takes traffic (it sets them back on).
+    requires_system_checks: list[str] | str = []
+
     def create_parser(self, prog_name, subcommand, **kwargs):
         return intermixed(super().create_parser(prog_name, subcommand, **kwargs))
 
