@@ -22,8 +22,10 @@ from tests.faults.test_database_restart import healthz, private_db, shop_up  # n
 from tests.faults.test_scale_out import buyer_mails
 from tests.ports import free_port
 
-ORDERS = 200  # quantities 1, 2, 3 in turn: 399 keys wanted
-KEYS = 360
+# Sized to what the fault needs, not more (issue 10): the kill lands with a third acknowledged and
+# 16 senders' notifications in flight, and keys run out before the storm ends.
+ORDERS = 120  # quantities 1, 2, 3 in turn: 240 keys wanted
+KEYS = 216
 REPEATED = 25  # notifications already acknowledged, sent again after the restart
 
 
@@ -45,7 +47,7 @@ def alive(pid: int) -> bool:
 # load average of 20, a process takes 30–60 s to start and the whole test 6–12 minutes.
 @pytest.mark.timeout(1800)
 def test_serve_killed_mid_storm_then_restarted_applies_every_notification_once(private_db, tmp_path):
-    # given: a shop on its own database server, `kami serve` with its worker, 360 keys, 200 pending orders
+    # given: a shop on its own database server, `kami serve` with its worker, 216 keys, 120 pending orders
     mailbox, smtp_port, port = Mailbox(), free_port(), free_port()
     smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
     smtp.start()
