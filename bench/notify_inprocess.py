@@ -27,19 +27,12 @@ django.setup()
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from kami.wsgi import application
+from tests.sandbox_play import wsgi_post
 jobs = json.load(sys.stdin)
 
 def post(body, sig):
-    raw = body.encode()
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/pay/sandbox/notify", "QUERY_STRING": "",
-               "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-               "HTTP_HOST": "127.0.0.1:8000", "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": "application/json",
-               "CONTENT_LENGTH": str(len(raw)), "HTTP_X_SANDBOX_SIGNATURE": sig, "wsgi.input": io.BytesIO(raw),
-               "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http", "wsgi.version": (1, 0),
-               "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False}
-    status = []
-    out = b"".join(application(environ, lambda s, h, e=None: status.append(s)))
-    assert status[0].startswith("200"), (status, out[:200])
+    status, out = wsgi_post(application, "/pay/sandbox/notify", body.encode(), {"HTTP_X_SANDBOX_SIGNATURE": sig})
+    assert status == 200, (status, out[:200])
 
 def transactions(sql):
     """Commits: each COMMIT, and each write made in autocommit outside BEGIN … COMMIT."""

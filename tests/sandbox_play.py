@@ -29,20 +29,27 @@ def sandbox_notify_wsgi(application, *, order_no: str, amount: str, currency: st
     (status code, body). Cheaper than the test client, which runs the full middleware."""
     raw, sig = _notification(order_no=order_no, amount=amount, currency=currency, trade_no=trade_no, status=status,
                              timestamp=timestamp, signature=signature)
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/pay/sandbox/notify", "QUERY_STRING": "",
+    return wsgi_post(application, "/pay/sandbox/notify", raw, {"HTTP_X_SANDBOX_SIGNATURE": sig})
+
+
+def wsgi_post(application, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    """POST a JSON `body` to `path` of a WSGI application as a WSGI server would (close()
+    included: request_finished); `headers` as WSGI environ keys. (status code, body). Also used
+    by bench/notify_inprocess.py."""
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "",
                "SERVER_NAME": "testserver", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
                "HTTP_HOST": "testserver", "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": "application/json",
-               "CONTENT_LENGTH": str(len(raw)), "HTTP_X_SANDBOX_SIGNATURE": sig, "wsgi.input": io.BytesIO(raw),
+               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), **headers,
                "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http", "wsgi.version": (1, 0),
                "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False}
     status_line = []
-    result = application(environ, lambda s, headers, exc_info=None: status_line.append(s))
+    result = application(environ, lambda s, response_headers, exc_info=None: status_line.append(s))
     try:
-        body = b"".join(result)
+        answer = b"".join(result)
     finally:
         if hasattr(result, "close"):
-            result.close()  # request_finished, as a server sends it
-    return int(status_line[0].split()[0]), body
+            result.close()
+    return int(status_line[0].split()[0]), answer
 
 
 def sandbox_notify(client: Client, *, order_no: str, amount: str, currency: str = "CNY", trade_no: str | None = None,
