@@ -1,8 +1,9 @@
-"""Notifications confirmed per second on PostgreSQL, through the real HTTP server (`kami serve`),
-against `pgbench -N` with the same client count in the same run.
+"""Notifications confirmed per second on PostgreSQL (or MariaDB), through the real HTTP server
+(`kami serve`), against `pgbench -N` (or `sysbench oltp_write_only`) with the same client count in
+the same run.
 
-    .venv/bin/python bench/notify_throughput.py [--keys 20000] [--seconds 10] [--clients 16 64] \
-        [--loader wrk|python] [--serve-args '--threads 4'] \
+    .venv/bin/python bench/notify_throughput.py [--engine postgres|mariadb] [--keys 20000] [--seconds 10] \
+        [--clients 16 64] [--loader wrk|python] [--serve-args '--threads 4'] \
         [--variant 'LABEL;SERVE ARGS;ENV=VALUE …' …] [--rounds 1] [--py-spy DIR] [--db-prefix kami_bench] [--reuse]
 
 The shop (one hot product, `--keys` keys, as many pending orders) is made once into a template
@@ -14,15 +15,20 @@ run — e.g. `--variant 'before;--threads 4;KAMI_BENCH_TREE=/tmp/kami-before' --
 commit before) — alternated
 within each round (reversed every other round), each against the `pgbench -N` measured in the
 same round (before and after the variants; the mean is the baseline). After each run the bench
-counts the fulfilled orders: every 200 must be one.
+counts orders and keys (every 200 must be a fulfilled order with one key of its own, no key sold
+twice) and prints the server's CPU time (start included) per fulfilled order.
 
 The load generator: `wrk` (C; Debian's `wrk` package) posting the pre-signed bodies through a Lua
 script, so the figure is the server's, not a Python client's on the same two cores; `python`
 (httpx, asyncio) when wrk is not installed. `--py-spy DIR` records each run's server with
 `py-spy record --idle` (collapsed stacks, one file per run) for a look at where the time goes.
 
+`--engine mariadb`: the same against a local MariaDB (root@127.0.0.1:3306), the shop copied per
+run table by table and the baseline `sysbench oltp_write_only` (bench/notify_engines.py says how).
+
 Needs a local PostgreSQL (postgres@127.0.0.1:5432, trust auth) and pgbench. Creates and drops
-its own databases (<prefix>_notify*, <prefix>_pgbench). Prints figures; asserts nothing.
+its own databases (<prefix>_notify*, <prefix>_pgbench; on MariaDB <prefix>_my_notify_tpl,
+<prefix>_notify, <prefix>_sysbench). Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ import hmac
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -44,15 +51,12 @@ from pathlib import Path
 
 import httpx
 
-PG = "postgres://postgres@127.0.0.1:5432"
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the helpers tests and benchmarks share
 from tests.ports import free_port  # noqa: E402
 
-
-def psql(sql: str) -> None:
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True, capture_output=True)
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from notify_engines import ENGINES, PG, counts_check, pgbench, pgbench_init, psql  # noqa: E402,F401
 
 
 def setup_shop(env: dict, keys: int, orders: int) -> list[tuple[str, str, str, str]]:
@@ -108,21 +112,8 @@ async def send_all(url: str, jobs: list, clients: int, seconds: float) -> tuple[
         return len(latencies), latencies + [time.perf_counter() - t0]
 
 
-def pgbench_init(db: str = "kami_bench_pgbench") -> None:
-    psql(f"DROP DATABASE IF EXISTS {db}")
-    psql(f"CREATE DATABASE {db}")
-    subprocess.run(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "10", "-q", db],
-                   check=True, capture_output=True)
-
-
-def pgbench(clients: int, seconds: int, db: str = "kami_bench_pgbench") -> float:
-    out = subprocess.run(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-N", "-c", str(clients), "-j", "2",
-                          "-T", str(seconds), db], check=True, capture_output=True, text=True).stdout
-    return float(re.search(r"tps = ([\d.]+)", out).group(1))
-
-
-def base_env(db: str) -> dict:
-    return {**os.environ, "DATABASE_URL": f"{PG}/{db}", "DJANGO_SETTINGS_MODULE": "kami.settings",
+def base_env(db: str, server: str = PG) -> dict:
+    return {**os.environ, "DATABASE_URL": f"{server}/{db}", "DJANGO_SETTINGS_MODULE": "kami.settings",
             "KAMI_DATA_DIR": tempfile.mkdtemp(prefix="kami-bench-"), "KAMI_LOG_LEVEL": "WARNING",
             "KAMI_DATA_KEY": "kb:" + base64.b64encode(os.urandom(32)).decode(), "KAMI_SECRET_KEY": "bench",
             "KAMI_SANDBOX": "1"}  # the sandbox plays the gateway: live only where asked for
@@ -151,16 +142,14 @@ json.dump({{"secret": gateway_get("sandbox").secrets["secret"],
 """
 
 
-def template_make(env: dict, db: str, keys: int) -> dict:
+def template_make(env: dict, db: str, keys: int, engine=None) -> dict:
     """The shop once, into database `db` (a template for the runs): {"secret", "orders"}."""
-    psql(f"DROP DATABASE IF EXISTS {db}")
-    psql(f"CREATE DATABASE {db}")
+    engine = engine or ENGINES["postgres"]()
+    engine.create(db)
     subprocess.run([sys.executable, "-m", "kami", "migrate", "-v", "0"], env=env, check=True, cwd=REPO)
     done = subprocess.run([sys.executable, "-c", SETUP_TEMPLATE.format(keys=keys, orders=keys)], env=env, check=True,
                           cwd=REPO, capture_output=True, text=True)
-    # A shop that has been selling has statistics (autovacuum); a fresh copy made within the minute
-    # has none, and the planner then reads every pending order to find a batch's few.
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qc", "ANALYZE"], check=True)
+    engine.settle(db)
     return json.loads(done.stdout)
 
 
@@ -233,22 +222,15 @@ def send_python(url: str, jobs: list, clients: int, seconds: float) -> tuple[int
     return n, wall, statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
 
 
-def fulfilled_count(db: str) -> int:
-    out = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-tAc",
-                          "SELECT count(*) FROM orders_order WHERE status = 'fulfilled'"],
-                         check=True, capture_output=True, text=True).stdout
-    return int(out.strip())
-
-
 def serve_run(*, env: dict, variant: tuple[str, str, dict], template: str, db: str, jobs: list, clients: int,
-              seconds: int, loader: str, py_spy: Path | None, tag: str) -> tuple[int, float, float, float]:
+              seconds: int, loader: str, py_spy: Path | None, tag: str, engine=None) -> tuple[int, float, float, float]:
     """One measured run: a fresh copy of the shop, `kami serve --no-worker` with the variant's arguments
-    and environment, the load; the server stopped; the fulfilled orders counted."""
+    and environment, the load; the server stopped; the orders and keys counted."""
+    engine = engine or ENGINES["postgres"]()
     label, serve_args, extra_env = variant
-    psql(f"DROP DATABASE IF EXISTS {db}")
-    psql(f"CREATE DATABASE {db} TEMPLATE {template}")
+    engine.copy(template, db)
     port = free_port()
-    run_env = {**env, "DATABASE_URL": f"{PG}/{db}", "KAMI_LOG_LEVEL": "INFO", **extra_env}  # INFO: the batch sizes
+    run_env = {**env, "DATABASE_URL": f"{engine.server}/{db}", "KAMI_LOG_LEVEL": "INFO", **extra_env}  # INFO: batch sizes
     tree = run_env.pop("KAMI_BENCH_TREE", REPO)  # another checkout's code against the same shop (e.g. "before")
     log = tempfile.TemporaryFile(mode="w+")
     server = subprocess.Popen([sys.executable, "-m", "kami", "serve", "--no-worker", "--port", str(port),
@@ -274,19 +256,27 @@ def serve_run(*, env: dict, variant: tuple[str, str, dict], template: str, db: s
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         result = (send_wrk if loader == "wrk" else send_python)(url, jobs, clients, seconds)
     finally:
+        reaped = cpu_reaped()  # wrk's included: it has been waited for
         if server.poll() is None:
             os.killpg(server.pid, 15)  # the server and any processes it started
         server.wait()
+        server_cpu = cpu_reaped() - reaped  # the server's whole life, its processes reaped by it
         if spy is not None:
             spy.wait()
         log.seek(0)
         for line in log:
             if "group commit:" in line:
                 print(f"    {label}: {line.split('group commit:', 1)[1].strip()}", flush=True)
-    fulfilled = fulfilled_count(db)
-    if fulfilled < result[0]:
-        print(f"    ({label}: {result[0]} answered 200, {fulfilled} orders fulfilled)", flush=True)
+    fulfilled = counts_check(engine, db, label, result[0])
+    print(f"    {label}: server CPU {server_cpu:.1f} s (start included), "
+          f"{server_cpu / max(fulfilled, 1) * 1000:.1f} ms per fulfilled order", flush=True)
     return result
+
+
+def cpu_reaped() -> float:
+    """User + system CPU seconds of this process's children waited for so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def variant_parse(text: str) -> tuple[str, str, dict]:
@@ -297,6 +287,8 @@ def variant_parse(text: str) -> tuple[str, str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--engine", choices=tuple(ENGINES), default="postgres",
+                        help="mariadb: the shop on MariaDB, against sysbench oltp_write_only (bench/notify_engines.py)")
     parser.add_argument("--keys", type=int, default=20000, help="keys and pending orders (at most one run's notifications)")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, nargs="+", default=[16, 64])
@@ -311,11 +303,14 @@ def main() -> None:
                         help="keep the shop's template database for the next run, and use the last one kept")
     args = parser.parse_args()
     variants = [variant_parse(v) for v in args.variant] or [("kami serve", args.serve_args, {})]
-    template, notify_db, pgbench_db = f"{args.db_prefix}_notify_tpl", f"{args.db_prefix}_notify", f"{args.db_prefix}_pgbench"
+    engine = ENGINES[args.engine]()
+    prefix = args.db_prefix if args.engine == "postgres" else f"{args.db_prefix}_my"  # a template of each engine
+    template, notify_db = f"{prefix}_notify_tpl", f"{args.db_prefix}_notify"
+    baseline_db = f"{args.db_prefix}_{'pgbench' if args.engine == 'postgres' else 'sysbench'}"
     if args.py_spy:
         args.py_spy.mkdir(parents=True, exist_ok=True)
-    env = base_env(template)
-    print(f"machine: {os.cpu_count()} cores · load average {os.getloadavg()[0]:.1f} · keys {args.keys} · "
+    env = base_env(template, engine.server)
+    print(f"machine: {os.cpu_count()} cores · load average {load()} · {engine.label} · keys {args.keys} · "
           f"{args.seconds}s per run · loader {args.loader}", flush=True)
     t0 = time.perf_counter()
     saved = Path(tempfile.gettempdir(), f"{template}.json")  # --reuse: the shop of an earlier run
@@ -323,31 +318,42 @@ def main() -> None:
         shop = json.loads(saved.read_text())
         env["KAMI_DATA_KEY"] = shop["data_key"]  # the gateway's secret is sealed with it
     else:
-        shop = {**template_make(env, template, args.keys), "data_key": env["KAMI_DATA_KEY"]}
+        shop = {**template_make(env, template, args.keys, engine), "data_key": env["KAMI_DATA_KEY"]}
         saved.write_text(json.dumps(shop))
-    pgbench_init(pgbench_db)
+    engine.baseline_init(baseline_db)
     print(f"shop made in {time.perf_counter() - t0:.0f} s", flush=True)
     try:
         for round_ in range(args.rounds):
             for clients in args.clients:
                 order = variants if round_ % 2 == 0 else variants[::-1]
-                tps = [pgbench(clients, args.seconds, pgbench_db)]
+                tps = [engine.baseline(clients, args.seconds, baseline_db)]
                 results = {}
                 for variant in order:
+                    t1 = time.perf_counter()
                     results[variant[0]] = serve_run(env=env, variant=variant, template=template, db=notify_db,
                                                     jobs=jobs_signed(shop), clients=clients, seconds=args.seconds,
-                                                    loader=args.loader, py_spy=args.py_spy, tag=f"r{round_}")
-                tps.append(pgbench(clients, args.seconds, pgbench_db))
+                                                    loader=args.loader, py_spy=args.py_spy, tag=f"r{round_}",
+                                                    engine=engine)
+                    print(f"    {variant[0]}: run (shop copied, server started, load, counts) in "
+                          f"{time.perf_counter() - t1:.1f} s", flush=True)
+                tps.append(engine.baseline(clients, args.seconds, baseline_db))
                 base = statistics.mean(tps)
-                print(f"round {round_ + 1} · {clients} senders · pgbench -N {tps[0]:.0f} / {tps[1]:.0f} tps · "
-                      f"load average {os.getloadavg()[0]:.1f}", flush=True)
+                print(f"round {round_ + 1} · {clients} senders · {engine.baseline_label} {tps[0]:.0f} / {tps[1]:.0f} tps"
+                      f" · load average {load()}", flush=True)
                 for label, _, _ in variants:
                     n, wall, p50, p99 = results[label]
                     print(f"  {label:<24} {n / wall:7.0f} notifications/s  p50 {p50 * 1000:6.1f} ms  "
                           f"p99 {p99 * 1000:7.1f} ms  ratio {n / wall / base:.3f}x", flush=True)
     finally:
-        for db in (notify_db, pgbench_db) if args.reuse else (notify_db, template, pgbench_db):
-            psql(f"DROP DATABASE IF EXISTS {db}")
+        for db in (notify_db, baseline_db) if args.reuse else (notify_db, template, baseline_db):
+            engine.drop(db)
+        if not args.reuse:
+            saved.unlink(missing_ok=True)  # its template is gone: a later --reuse makes a new shop
+
+
+def load() -> str:
+    """The load averages over 1, 5 and 15 minutes, as `uptime` prints them: the machine is shared."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":
