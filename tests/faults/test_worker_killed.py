@@ -3,8 +3,10 @@
 The first worker is killed after sending a key email and before recording it; the next one after
 claiming the batch and before sending anything. Nothing is lost, the one email sent twice carries
 the same Message-ID both times, each lost attempt is counted, and after the last restart every
-delivery is out within 15 s: the default lease (10 s, renewed while a worker lives) is what a
-crash costs, not the 300 s lease of before.
+delivery is out soon after the default lease (10 s, renewed while a worker lives) lapses: that
+is what a crash costs, not the 300 s lease of before. The bounds (30 s from starting the next
+`kami worker`) leave room for a process start on a machine running three test passes at once:
+measured 10.0-10.4 s on a quiet one.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ def worker_env(smtp, pause: str = "") -> dict:
             "KAMI_FROM_EMAIL": "noreply@shop.test", "KAMI_WORKER_POLL_SECONDS": "0.2",
             "KAMI_SWEEP_SECONDS": "3600", "KAMI_DELIVERY_TEST_PAUSE": pause}
 
+LEASE_BOUND = 30  # seconds: the 10 s lease, a process start and the sends, on a loaded machine
+
 
 def test_a_worker_killed_twice_mid_delivery_loses_nothing_and_costs_seconds(server_db, smtp, fulfilled_order,
                                                                            tmp_path):
@@ -48,13 +52,13 @@ def test_a_worker_killed_twice_mid_delivery_loses_nothing_and_costs_seconds(serv
         wait_until(lambda: log_has(tmp_path / "2.log", "holding 120s after claimed"), timeout=30,
                    what="the second worker taking over the first one's leases")
         takeover = time.monotonic() - started
-        assert takeover < 15
+        assert takeover < LEASE_BOUND
         kill(second)
         # and: restarted at once again, a worker that is left alone
         started = time.monotonic()
         third = kami_start(["worker", "--worker-id", "third"], env=worker_env(smtp), log=tmp_path / "3.log")
         procs.append(third)
-        wait_until(lambda: OutboxMessage.objects.filter(status="sent").count() == queued, timeout=15,
+        wait_until(lambda: OutboxMessage.objects.filter(status="sent").count() == queued, timeout=LEASE_BOUND,
                    what="every delivery sent after the last restart", step=0.1)
         drained = time.monotonic() - started
     finally:
@@ -62,7 +66,7 @@ def test_a_worker_killed_twice_mid_delivery_loses_nothing_and_costs_seconds(serv
             kill(proc)
     # then: every buyer has their keys; the one email sent twice has the same Message-ID both times
     print(f"takeover after the first kill {takeover:.1f}s; all {queued} sent {drained:.1f}s after the last restart")
-    assert drained < 15
+    assert drained < LEASE_BOUND
     for i, order in enumerate(orders):
         [*mails] = smtp.to(f"buyer{i}@example.com")
         assert 1 <= len(mails) <= 2 and len({str(m["Message-ID"]) for m in mails}) == 1
