@@ -135,3 +135,48 @@ def test_a_confirm_that_rolls_back_keeps_the_raw_notification_and_the_retry_appl
     assert Order.objects.get(order_no=order["order_no"]).status == Order.Status.FULFILLED
     assert Payment.objects.count() == 1
     assert list(Notification.objects.order_by("id").values_list("result", flat=True)) == ["error", "fulfilled", "duplicate"]
+
+
+def _kill_backend() -> None:
+    """End this thread's kept database session from another session, as a database restart
+    or a failover does."""
+    from django.db import connections
+
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+            else:
+                cursor.execute(f"KILL CONNECTION {int(connection.connection.thread_id())}")
+    finally:
+        other.close()
+
+
+def test_a_kept_connection_that_died_costs_the_gateway_one_retry_not_an_error(make_product):
+    # given a notify path that keeps its connection and skips the per-request health check
+    # (kami.api.lean.KeptConnectionsTrusted), with that connection's session ended meanwhile
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has no server session to end")
+    from kami.stock.models import Key
+    from tests.factories import add_keys, make_orders
+    from tests.sandbox_play import enable_sandbox, sandbox_notify_wsgi
+
+    enable_sandbox()
+    product = make_product()
+    add_keys(product, ["KEPT-1", "KEPT-2"])
+    first, second = make_orders(product, [1, 1])
+    assert sandbox_notify_wsgi(application, order_no=first.order_no, amount=str(first.amount)) == (200, b"ok")
+    assert connection.connection is not None  # kept for the next request
+    _kill_backend()
+    # when the next notification arrives, and the gateway sends it again as asked
+    answers = [sandbox_notify_wsgi(application, order_no=second.order_no, amount=str(second.amount))
+               for _ in range(2)]
+    # then the first try is the gateway's "retry" (never a 500, nothing half done), and the retry
+    # confirms the order on a new connection, its raw notification kept (the first try's row is
+    # kept too when the dead session shows only at the confirm; with none reachable it cannot be)
+    assert answers == [(400, b"fail"), (200, b"ok")]
+    second.refresh_from_db()
+    assert second.status == "fulfilled"
+    assert Key.objects.filter(product=product, status="sold").count() == 2
+    assert Notification.objects.filter(order_no=second.order_no, verified=True, result=Notification.Result.FULFILLED).count() == 1
