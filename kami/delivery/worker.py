@@ -27,7 +27,7 @@ from django.db.models import QuerySet
 from kami.core import clock
 from kami.core.errors import NotFound
 from kami.delivery import backoff
-from kami.delivery.channels import Deferred, PermanentFailure, TemporaryFailure, channel_get
+from kami.delivery.channels import Deferred, PermanentFailure, TemporaryFailure, channel_get, channels_batch
 from kami.delivery.heartbeats import Heartbeat
 from kami.delivery.leases import LeaseKeeper, lease_end, lease_token_new
 from kami.delivery.models import DeliveryAttempt, OutboxMessage
@@ -210,7 +210,8 @@ def run_pass(*, worker_id: str, limit: int = 50, stop_event: threading.Event | N
     outcomes: Counter = Counter()
     if not messages:
         return outcomes
-    with LeaseKeeper(messages):  # renews the batch's lease while this thread sends
+    # the lease renewed while this thread sends; channels keep their connections (one SMTP session) for the pass
+    with LeaseKeeper(messages), channels_batch():
         _test_pause("claimed")
         for i, message in enumerate(messages):
             if stop_event is not None and stop_event.is_set():

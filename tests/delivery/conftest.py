@@ -53,7 +53,12 @@ class Mailbox:
 
 @pytest.fixture
 def smtp(settings):
-    box = Mailbox()
+    yield from smtp_serving(settings, Mailbox())
+
+
+def smtp_serving(settings, box: Mailbox):
+    """Serve `box` (a Mailbox, or a subclass a test module's own `smtp` fixture passes) on
+    loopback and point Django's SMTP backend at it, for as long as the generator is not closed."""
     box.port = free_port()
     server_log = logging.getLogger("mail.log")
     level = server_log.level

@@ -8,6 +8,8 @@ cannot fix an address the mail server says does not exist). Exception messages b
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Protocol
 
 from kami.core.errors import NotFound, Retryable
@@ -38,6 +40,9 @@ class Channel(Protocol):
         """Perform `message`; raise on failure. Called outside any database transaction.
         May set `message.message_id` (a stable reference the worker records)."""
 
+    # Optional: `batch()`, a context manager around a worker pass in the thread that sends it; a
+    # channel may keep a connection open across the pass's messages and must close it on exit.
+
 
 _registry: dict[str, Channel] = {}
 _builtin_loaded = False
@@ -56,6 +61,19 @@ def channel_get(name: str) -> Channel:
         return _registry[name]
     except KeyError:
         raise NotFound(f"no delivery channel named {name!r}; known: {', '.join(sorted(_registry))}") from None
+
+
+@contextmanager
+def channels_batch() -> Iterator[None]:
+    """One worker pass: every channel with a `batch()` may keep its connection for the pass (the
+    email channel keeps one SMTP session per thread) and closes it when the pass ends."""
+    _load_builtin()
+    with ExitStack() as stack:
+        for channel in list(_registry.values()):
+            batch = getattr(channel, "batch", None)
+            if batch is not None:
+                stack.enter_context(batch())
+        yield
 
 
 def _load_builtin() -> None:

@@ -8,16 +8,26 @@ they end up in `last_error` and in log lines.
 
 Without EMAIL_URL (development only: production refuses to start) emails are written to files in
 `<data dir>/mail`, never with key text: those files are not mail, and keys live encrypted.
+
+Within a worker pass (`EmailChannel.batch`, entered by the worker through
+`kami.delivery.channels.channels_batch`) each thread keeps one SMTP connection across the pass's
+messages instead of paying TCP + EHLO + STARTTLS + AUTH + QUIT per email: see `_send`.
 """
 from __future__ import annotations
 
 import logging
 import smtplib
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.core.validators import validate_email
 from django.template.loader import render_to_string
 from django.utils import translation
@@ -33,10 +43,23 @@ from kami.orders.selectors import order_keys_plaintext
 
 log = logging.getLogger("kami.delivery")
 FILE_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+SMTP_IDLE_SECONDS = 30  # a kept connection unused this long is closed, not trusted: servers drop idle sessions
 
 
 class EmailChannel:
     name = "email"
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """A worker pass: this thread keeps one SMTP connection (opened at the first email) until
+        the pass ends, then says QUIT."""
+        _kept.depth += 1
+        try:
+            yield
+        finally:
+            _kept.depth -= 1
+            if not _kept.depth:
+                _drop(polite=True)
 
     def send(self, message: OutboxMessage) -> None:
         try:
@@ -163,9 +186,9 @@ def _email(message: OutboxMessage, subject: str, text: str, html: str = "") -> E
 
 
 def _deliver(email: EmailMultiAlternatives, *, secrets: list[str]) -> None:
-    """Hand the email to the backend. One connection per message: deliveries are independent."""
+    """Hand the email to the backend (`_send`) and turn a failure into the worker's terms."""
     try:
-        sent = get_connection(fail_silently=False).send_messages([email])
+        sent = _send(email, secrets=secrets)
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]
         text = _scrub(_describe(exc), secrets)
@@ -179,6 +202,84 @@ def _deliver(email: EmailMultiAlternatives, *, secrets: list[str]) -> None:
     if writes_files():
         log.warning("EMAIL_URL is not set: an email was written to a file in %s (keys left out), not sent to "
                     "anyone", settings.EMAIL_FILE_PATH)
+
+
+class _Kept(threading.local):
+    """This thread's SMTP connection kept across a worker pass (each worker thread has its own)."""
+    depth = 0  # EmailChannel.batch entered, not yet left
+    backend: SMTPBackend | None = None
+    used_at = 0.0  # time.monotonic() of its last successful send
+
+
+_kept = _Kept()
+
+
+def _send(email: EmailMultiAlternatives, *, secrets: list[str]) -> int:
+    """Send over this thread's kept SMTP connection inside a pass (`EmailChannel.batch`);
+    outside a pass, or with another backend (the development mail files), one connection per
+    message as before.
+
+    A failure must not poison the next message: after any exception the connection is closed and
+    dropped, so the next email opens a fresh one. A kept connection the server closed between
+    messages (`_stale`: idle timeout, server restart) is tried once more, for this same email,
+    on a fresh connection; a failure there is the email's own failure, reported as before.
+    That retry cannot lose an email: the outbox row stays `sending` until this call returns,
+    and only a send that returned normally makes it `sent` — a failed retry is an ordinary
+    failed attempt (backoff, then `manual`). At worst it sends twice: a server that accepted
+    the DATA and then dropped the connection before its 250 reached us gets the email again,
+    with the same Message-ID — the duplicate the outbox already accepts after a crash
+    (docs/delivery.md, "at least once, recognisably")."""
+    if not _kept.depth:
+        return get_connection(fail_silently=False).send_messages([email])
+    if _kept.backend is not None and time.monotonic() - _kept.used_at > SMTP_IDLE_SECONDS:
+        _drop(polite=False)
+    while True:
+        reused = _kept.backend is not None
+        try:
+            if not reused:
+                backend = get_connection(fail_silently=False)
+                if not isinstance(backend, SMTPBackend):
+                    return backend.send_messages([email])  # the file backend: one file per message, as before
+                _kept.backend = backend
+                backend.open()
+            sent = _kept.backend.send_messages([email])
+        except Exception as exc:
+            _drop(polite=False)
+            if not (reused and _stale(exc)):  # a fresh connection never retries: the loop ends here
+                raise
+            log.warning("the kept SMTP connection was closed by the server (%s); sending %s again on a fresh "
+                        "connection", _scrub(_describe(exc), secrets), email.extra_headers.get("Message-ID", ""))
+            continue
+        _kept.used_at = time.monotonic()
+        return sent
+
+
+def _stale(exc: BaseException) -> bool:
+    """The server closed the kept connection between messages: it went away (disconnected,
+    reset, broken pipe — seen on the first command after the pause) or said so (421, "closing
+    transmission channel"). A timeout is not one: a server that hangs would hang again."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return bool(exc.recipients) and all(code == 421 for code, _ in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    return isinstance(exc, (smtplib.SMTPServerDisconnected, ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError))
+
+
+def _drop(*, polite: bool) -> None:
+    """Forget this thread's kept connection. Polite (a pass ending): QUIT first. After a failure
+    or an idle spell: just close the socket — the server may not answer, and a goodbye it never
+    reads is not worth waiting EMAIL_TIMEOUT for."""
+    backend, _kept.backend = _kept.backend, None
+    if backend is None:
+        return
+    if polite:
+        with suppress(Exception):  # the server is gone already: nothing to say goodbye to
+            backend.close()
+    for smtp in (backend.connection, getattr(backend, "_partial_connection", None)):
+        if smtp is not None:
+            with suppress(Exception):
+                smtp.close()
+    backend.connection = None
 
 
 def _describe(exc: BaseException) -> str:
