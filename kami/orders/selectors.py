@@ -21,7 +21,22 @@ def order_get_for_buyer(*, order_no: str, token: str) -> Order:
 
 def order_keys_plaintext(*, order: Order) -> list[Secret]:
     """The keys delivered to an order, decrypted. Keep the result in as few frames as possible."""
-    rows = OrderKey.objects.filter(order=order).select_related("key").order_by("position", "id")
+    return order_keys_open(OrderKey.objects.filter(order=order).select_related("key").order_by("position", "id"))
+
+
+def order_and_key_rows(*, order_id) -> tuple[Order | None, list[OrderKey]]:
+    """An order (its product with it) and its key rows, still sealed: one query when the order
+    has keys (the delivery worker's key email, one round trip fewer per email), a second only for
+    an order without any. None: no such order. Open the rows (`order_keys_open`) only once the
+    caller has decided the order may see them."""
+    rows = list(OrderKey.objects.filter(order_id=order_id).select_related("key", "order__product")
+                .order_by("position", "id"))
+    if rows:
+        return rows[0].order, rows
+    return Order.objects.select_related("product").filter(pk=order_id).first(), []
+
+
+def order_keys_open(rows) -> list[Secret]:
     return [key_open(r.key) for r in rows]
 
 

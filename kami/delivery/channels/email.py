@@ -39,7 +39,7 @@ from kami.delivery.channels import PermanentFailure, TemporaryFailure
 from kami.delivery.links import link_days, lookup_url, order_link_signed
 from kami.delivery.models import OutboxMessage
 from kami.orders.models import Order
-from kami.orders.selectors import order_keys_plaintext
+from kami.orders.selectors import order_and_key_rows, order_keys_open
 
 log = logging.getLogger("kami.delivery")
 FILE_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
@@ -91,12 +91,12 @@ def _language(code: str) -> str:
 
 
 def _send_order_keys(message: OutboxMessage) -> None:
-    order = Order.objects.select_related("product").filter(pk=(message.payload or {}).get("order_id")).first()
+    order, rows = order_and_key_rows(order_id=(message.payload or {}).get("order_id"))
     if order is None:
         raise PermanentFailure(f"order id {(message.payload or {}).get('order_id')!r} does not exist")
     if order.status != Order.Status.FULFILLED:
         raise PermanentFailure(f"order {order.order_no} is {order.status}: its keys are not sent")
-    keys = [k.reveal() for k in order_keys_plaintext(order=order)]
+    keys = [k.reveal() for k in order_keys_open(rows)]
     try:
         email = _order_keys_email(message, order, keys)
     except Exception as exc:  # noqa: BLE001 — a rendering error's text might quote a key: scrub, drop the traceback
