@@ -61,6 +61,10 @@ def serve_forked(*, processes: int, run: Callable[[], None]) -> int:
     parent = os.getpid()
 
     def spawn(slot: int) -> None:
+        # Unflushed output would be copied into the child and written again when it exits (stdout
+        # is block-buffered under systemd or a pipe): serve's start-up lines printed N+1 times.
+        sys.stdout.flush()
+        sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             os._exit(_child(slot=slot, parent=parent, run=run))
