@@ -19,7 +19,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +33,10 @@ def commands(port: int, processes: int, threads: int) -> dict[str, list[str]]:
     venv = Path(sys.executable).parent
     return {
         "waitress (1 process)": [sys.executable, "-m", "kami", "serve", "--no-worker", "--server", "waitress",
-                                 "--port", str(port), "--threads", str(threads)],
+                                 "--port", str(port), "--threads", str(threads), "--processes", "1"],
+        f"waitress ×{processes} (kami/cli/prefork.py)": [sys.executable, "-m", "kami", "serve", "--no-worker",
+                                                         "--port", str(port), "--threads", str(threads),
+                                                         "--processes", str(processes)],
         f"gunicorn gthread ×{processes}": [str(venv / "gunicorn"), "kami.wsgi:application", "-b", f"127.0.0.1:{port}",
                                            "-w", str(processes), "--threads", str(threads), "-k", "gthread",
                                            "--log-level", "warning"],
