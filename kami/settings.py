@@ -259,14 +259,12 @@ TEMPLATES = [
 def _database(url: str) -> dict:
     config = dj_database_url.parse(url, conn_max_age=0)
     engine = config["ENGINE"]
-    if engine != "django.db.backends.sqlite3":
-        # Keep server connections across requests: connecting costs more than a notification.
-        config["CONN_MAX_AGE"] = int(os.environ.get("KAMI_DB_CONN_MAX_AGE", "60"))
-        config["CONN_HEALTH_CHECKS"] = True
+    # Connections kept across requests (one per server thread): connecting to a server costs more
+    # than a notification, and opening SQLite runs the PRAGMAs below and registers Django's SQL
+    # functions, more than a cached storefront page's queries (docs/performance.md).
+    config["CONN_MAX_AGE"] = int(os.environ.get("KAMI_DB_CONN_MAX_AGE", "60"))
+    config["CONN_HEALTH_CHECKS"] = engine != "django.db.backends.sqlite3"  # a server may restart under them
     if engine == "django.db.backends.sqlite3":
-        # Kept too (one per server thread): opening one runs the PRAGMAs below and registers
-        # Django's SQL functions, more than a cached storefront page's queries (docs/performance.md).
-        config["CONN_MAX_AGE"] = int(os.environ.get("KAMI_DB_CONN_MAX_AGE", "60"))
         # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so
         # two confirm transactions never deadlock upgrading read locks. synchronous=FULL: a commit
         # (an acknowledged payment) survives power loss; under NORMAL the gateway, already told
@@ -309,8 +307,9 @@ else:
 # Drawn storefront pages (kami.storefront.fragments) apart from the counters: pages come and go
 # with every stock change and must never push a counter out. Their keys are digests of what they
 # show, so none goes stale: TIMEOUT and MAX_ENTRIES only bound the memory.
-CACHES["storefront"] = {**CACHES["default"], "KEY_PREFIX": "kami-pages", "TIMEOUT": 600}
-if not KAMI_REDIS_URL:  # per process: a page drawn twice costs less than a file read per card
+if KAMI_REDIS_URL:
+    CACHES["storefront"] = {**CACHES["default"], "KEY_PREFIX": "kami-pages", "TIMEOUT": 600}
+else:  # per process: a page drawn twice costs less than a file read per card
     CACHES["storefront"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "kami-storefront",
                             "TIMEOUT": 600, "OPTIONS": {"MAX_ENTRIES": 2000}}
 

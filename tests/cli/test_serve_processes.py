@@ -23,7 +23,7 @@ def children(pid: int) -> list[int]:
 
 
 def server_processes(serve_pid: int) -> list[int]:
-    """serve's children that are server processes (the `kami worker` is started with --no-worker off)."""
+    """serve's children: its server processes, as every test here runs serve with --no-worker."""
     return children(serve_pid)
 
 

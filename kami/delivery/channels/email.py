@@ -275,11 +275,10 @@ def _drop(*, polite: bool) -> None:
     if polite:
         with suppress(Exception):  # the server is gone already: nothing to say goodbye to
             backend.close()
-    for smtp in (backend.connection, getattr(backend, "_partial_connection", None)):
-        if smtp is not None:
-            with suppress(Exception):
-                smtp.close()
-    backend.connection = None
+    if backend.connection is not None:
+        with suppress(Exception):
+            backend.connection.close()
+        backend.connection = None
 
 
 def _describe(exc: BaseException) -> str:
