@@ -3,16 +3,12 @@ from __future__ import annotations
 
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
-
-from django.conf import settings
 from django.db import connection, transaction
 
 from kami.catalog.services import price_for
 from kami.core import clock
-from kami.core.crypto import token_hash
-from kami.orders.models import Order, OrderEvent, email_normalise
-from kami.orders.services import _new_order_no, order_create
+from kami.orders.models import Order, OrderEvent
+from kami.orders.services import order_create, order_created_detail, order_no_new, order_unsaved
 from kami.stock.models import Key
 from kami.stock.vault import key_seal
 
@@ -55,26 +51,20 @@ def make_orders_side_by_side(product, quantities, *, threads: int = 8, gateway="
 
 
 def make_orders_at_once(product, quantities, gateway="sandbox"):
-    """The pending orders `make_orders` makes (same fields, same helpers: price_for, the order
-    number, the token hash, the "created" event), written in two bulk INSERTs: for a sale of
-    thousands, where order_create one by one cost more CPU than the sale itself (issue 10).
+    """The pending orders `make_orders` makes (order_create's own row and "created" event:
+    orders.services.order_unsaved, order_created_detail), written in two bulk INSERTs: for a sale
+    of thousands, where order_create one by one cost more CPU than the sale itself (issue 10).
     Buyers are distinct, so order_create's per-buyer pending-limit locks would decide nothing.
     The orders come back in the order of `quantities`."""
-    now, prices, numbers = clock.now(), {}, set()
-    orders = []
+    now, prices, numbers, orders = clock.now(), {}, set(), []
     for i, q in enumerate(quantities):
-        if q not in prices:
-            prices[q] = price_for(product=product, quantity=q)
-        price = prices[q]
-        while (order_no := _new_order_no()) in numbers:  # order_create retries a collision; here, draw again
-            pass
-        numbers.add(order_no)
-        email = f"buyer{i}@example.com"
-        orders.append(Order(
-            order_no=order_no, product=product, email=email, email_norm=email_normalise(email), quantity=q,
-            unit_price=price.unit, amount=price.amount, currency=product.currency, gateway=gateway,
-            token_hash=token_hash(secrets.token_urlsafe(24)), created_at=now,
-            expires_at=now + timedelta(minutes=settings.KAMI_ORDER_TTL_MINUTES), discount=price.discount))
+        price = prices.setdefault(q, price_for(product=product, quantity=q))
+        order = order_unsaved(product=product, quantity=q, email=f"buyer{i}@example.com", gateway=gateway, price=price,
+                              token=secrets.token_urlsafe(24), now=now)
+        while order.order_no in numbers:  # order_create retries a collision; here, draw again
+            order.order_no = order_no_new()
+        numbers.add(order.order_no)
+        orders.append(order)
     with transaction.atomic():  # the orders and their first events, as order_create commits them
         Order.objects.bulk_create(orders, batch_size=1000)
         if any(o.pk is None for o in orders):  # a backend that returns no ids from a bulk insert
@@ -82,6 +72,6 @@ def make_orders_at_once(product, quantities, gateway="sandbox"):
             for o in orders:
                 o.pk = ids[o.order_no]
         OrderEvent.objects.bulk_create(
-            [OrderEvent(order=o, at=now, kind="created", detail={"gateway": gateway, "amount": str(o.amount)})
+            [OrderEvent(order=o, at=now, kind="created", detail=order_created_detail(gateway=gateway, price=prices[o.quantity]))
              for o in orders], batch_size=1000)
     return orders

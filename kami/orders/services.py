@@ -30,7 +30,7 @@ def order_event(*, order: Order, kind: str, **detail) -> OrderEvent:
     return OrderEvent.objects.create(order=order, at=clock.now(), kind=kind, detail=detail)
 
 
-def _new_order_no() -> str:
+def order_no_new() -> str:
     return clock.now().strftime("%y%m%d%H%M") + f"{secrets.randbelow(10**8):08d}"
 
 
@@ -137,22 +137,35 @@ def order_create(*, product: Product, quantity: int, email: str, gateway: str, b
                 errors = pending_limit_errors(email=email, buyer_ip=buyer_ip, owner=owner)  # again, now ours to decide
                 if errors:
                     raise BadInput(TOO_MANY_UNPAID, fields=errors)
-                order = Order.objects.create(
-                    order_no=_new_order_no(), product=product, email=email.strip(), email_norm=email_normalise(email),
-                    quantity=quantity,
-                    unit_price=price.unit, amount=price.amount, currency=product.currency, gateway=gateway,
-                    token_hash=token_hash(token), lookup_hash=lookup_hash, locale=locale, buyer_ip=buyer_ip, created_at=now,
-                    expires_at=now + timedelta(minutes=settings.KAMI_ORDER_TTL_MINUTES),
-                    coupon=price.coupon, discount=price.discount, custom_values=answers,
-                )
-                order_event(order=order, kind="created", gateway=gateway, amount=str(price.amount),
-                            **({"coupon": price.coupon.code, "discount": str(price.discount)} if price.coupon else {}))
+                order = order_unsaved(product=product, quantity=quantity, email=email, gateway=gateway, price=price,
+                                      token=token, now=now, lookup_hash=lookup_hash, locale=locale, buyer_ip=buyer_ip,
+                                      custom_values=answers)
+                order.save(force_insert=True)
+                order_event(order=order, kind="created", **order_created_detail(gateway=gateway, price=price))
                 if owner is not None:
                     owner.link(order)
             return order, token
         except IntegrityError:
             continue  # order number collision: draw another
     raise RuntimeError("could not allocate an order number")
+
+
+def order_unsaved(*, product: Product, quantity: int, email: str, gateway: str, price, token: str, now,
+                  lookup_hash: str = "", locale: str = "zh-hans", buyer_ip: str | None = None,
+                  custom_values: dict | None = None) -> Order:
+    """The pending order row order_create writes, checked and priced already (`price`: price_for's),
+    unsaved. Also how tests make thousands at once (tests/factories.make_orders_at_once)."""
+    return Order(order_no=order_no_new(), product=product, email=email.strip(), email_norm=email_normalise(email),
+                 quantity=quantity, unit_price=price.unit, amount=price.amount, currency=product.currency,
+                 gateway=gateway, token_hash=token_hash(token), lookup_hash=lookup_hash, locale=locale,
+                 buyer_ip=buyer_ip, created_at=now, expires_at=now + timedelta(minutes=settings.KAMI_ORDER_TTL_MINUTES),
+                 coupon=price.coupon, discount=price.discount, custom_values=custom_values or {})
+
+
+def order_created_detail(*, gateway: str, price) -> dict:
+    """The "created" event's detail."""
+    return {"gateway": gateway, "amount": str(price.amount),
+            **({"coupon": price.coupon.code, "discount": str(price.discount)} if price.coupon else {})}
 
 
 def payment_grace() -> timedelta:
