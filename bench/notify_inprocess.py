@@ -26,12 +26,11 @@ import io, json, sys, time, django
 django.setup()
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from kami.wsgi import application
 from tests.sandbox_play import wsgi_post
 jobs = json.load(sys.stdin)
 
 def post(body, sig):
-    status, out = wsgi_post(application, "/pay/sandbox/notify", body.encode(), {"HTTP_X_SANDBOX_SIGNATURE": sig})
+    status, _, out = wsgi_post("/pay/sandbox/notify", body.encode(), x_sandbox_signature=sig)
     assert status == 200, (status, out[:200])
 
 def transactions(sql):

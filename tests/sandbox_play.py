@@ -22,34 +22,44 @@ def _notification(*, order_no, amount, currency, trade_no, status, timestamp, si
     return body, signature if signature is not None else gw.sign(body)
 
 
-def sandbox_notify_wsgi(application, *, order_no: str, amount: str, currency: str = "CNY", trade_no: str | None = None,
+def sandbox_notify_wsgi(*, order_no: str, amount: str, currency: str = "CNY", trade_no: str | None = None,
                         status: str = "paid", timestamp: int | None = None, signature: str | None = None):
     """The same notification, handed to a WSGI application (kami.wsgi.application: the lean
     notify handler production runs) as a WSGI server hands it over, close() included; returns
     (status code, body). Cheaper than the test client, which runs the full middleware."""
     raw, sig = _notification(order_no=order_no, amount=amount, currency=currency, trade_no=trade_no, status=status,
                              timestamp=timestamp, signature=signature)
-    return wsgi_post(application, "/pay/sandbox/notify", raw, {"HTTP_X_SANDBOX_SIGNATURE": sig})
+    status, _, body = wsgi_post("/pay/sandbox/notify", raw, x_sandbox_signature=sig)
+    return status, body
 
 
-def wsgi_post(application, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-    """POST a JSON `body` to `path` of a WSGI application as a WSGI server would (close()
-    included: request_finished); `headers` as WSGI environ keys. (status code, body). Also used
-    by bench/notify_inprocess.py."""
+def wsgi_post(path: str, body: bytes, *, content_type: str = "application/json", remote_addr: str = "127.0.0.1",
+              **headers: str) -> tuple[int, dict, bytes]:
+    """One POST through `kami.wsgi.application` (the lean notify handler for /pay/<gw>/notify) as a
+    WSGI server hands it over, close() included (request_finished); `headers` as keyword names
+    (x_sandbox_signature=…). (status code, response headers, body). Also used by
+    bench/notify_inprocess.py."""
+    from kami.wsgi import application
+
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "",
                "SERVER_NAME": "testserver", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
-               "HTTP_HOST": "testserver", "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": "application/json",
-               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), **headers,
+               "HTTP_HOST": "testserver", "REMOTE_ADDR": remote_addr, "CONTENT_TYPE": content_type,
+               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
                "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http", "wsgi.version": (1, 0),
-               "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False}
-    status_line = []
-    result = application(environ, lambda s, response_headers, exc_info=None: status_line.append(s))
+               "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+               **{f"HTTP_{name.upper()}": value for name, value in headers.items()}}
+    seen = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        seen["status"], seen["headers"] = int(status.split()[0]), dict(response_headers)
+
+    result = application(environ, start_response)
     try:
         answer = b"".join(result)
     finally:
         if hasattr(result, "close"):
             result.close()
-    return int(status_line[0].split()[0]), answer
+    return seen["status"], seen["headers"], answer
 
 
 def sandbox_notify(client: Client, *, order_no: str, amount: str, currency: str = "CNY", trade_no: str | None = None,

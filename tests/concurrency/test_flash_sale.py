@@ -19,7 +19,6 @@ from django.db import connection
 from kami.orders.models import Order, OrderKey
 from kami.payments.models import Notification
 from kami.stock.models import Key
-from kami.wsgi import application
 from tests.factories import add_keys, make_orders, make_orders_at_once
 from tests.sandbox_play import enable_sandbox, sandbox_notify_wsgi
 
@@ -53,7 +52,7 @@ def notify_all(orders, threads, copies=1):
                     order = work.get_nowait()
                 except queue.Empty:
                     return
-                result = sandbox_notify_wsgi(application, order_no=order.order_no, amount=str(order.amount))
+                result = sandbox_notify_wsgi(order_no=order.order_no, amount=str(order.amount))
                 with lock:
                     results.append(result)
         finally:

@@ -3,8 +3,6 @@ they do not need, a confirmed notification is one transaction with its raw row i
 a confirm that rolls back still leaves the raw row."""
 from __future__ import annotations
 
-import io
-import sys
 from urllib.parse import urlencode
 
 import pytest
@@ -13,32 +11,16 @@ from django.test.utils import CaptureQueriesContext
 
 from kami.orders.models import Order
 from kami.payments.models import Notification, Payment
-from kami.wsgi import application
+from tests import sandbox_play
 from tests.payments.epay_play import (enable_epay, last_notification, notify, nothing_delivered, paid_params,
                                       stocked_order)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def wsgi_post(path: str, body: bytes, *, remote_addr: str = "127.0.0.1", **headers: str) -> tuple[str, dict, bytes]:
-    """One request through kami.wsgi.application, as a WSGI server sends it."""
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "testserver",
-               "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "testserver",
-               "REMOTE_ADDR": remote_addr, "CONTENT_TYPE": "application/x-www-form-urlencoded",
-               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
-               "wsgi.url_scheme": "http", "wsgi.version": (1, 0), "wsgi.multithread": True,
-               "wsgi.multiprocess": False, "wsgi.run_once": False,
-               **{f"HTTP_{k.upper()}": v for k, v in headers.items()}}
-    seen = {}
-
-    def start_response(status, response_headers, exc_info=None):
-        seen["status"], seen["headers"] = status, dict(response_headers)
-
-    chunks = application(environ, start_response)
-    try:
-        return seen["status"], seen["headers"], b"".join(chunks)
-    finally:
-        getattr(chunks, "close", lambda: None)()
+def wsgi_post(path: str, body: bytes, **options) -> tuple[int, dict, bytes]:
+    """A form-encoded notification (Epay's) through kami.wsgi.application."""
+    return sandbox_play.wsgi_post(path, body, content_type="application/x-www-form-urlencoded", **options)
 
 
 def test_a_notification_through_the_wsgi_application_is_confirmed_without_a_session(client, make_product):
@@ -49,7 +31,7 @@ def test_a_notification_through_the_wsgi_application_is_confirmed_without_a_sess
     # when the gateway posts to the server's WSGI application
     status, headers, body = wsgi_post("/pay/epay/notify", urlencode(params).encode())
     # then it is confirmed, and answered with no cookie, but with the security headers
-    assert (status, body) == ("200 OK", b"success")
+    assert (status, body) == (200, b"success")
     assert Order.objects.get(order_no=order["order_no"]).status == Order.Status.FULFILLED
     assert "Set-Cookie" not in headers and "Vary" not in headers, headers
     assert "Content-Security-Policy" in headers and headers.get("X-Content-Type-Options") == "nosniff", headers
@@ -64,14 +46,14 @@ def test_an_untrusted_forwarded_for_is_not_taken_as_the_sender_on_the_lean_path(
                              x_forwarded_for="198.51.100.1")
     # then it is refused and stored under the peer's own address
     row = last_notification()
-    assert status.startswith("400") and (row.result, row.remote_addr) == ("rejected", "203.0.113.9")
+    assert status == 400 and (row.result, row.remote_addr) == ("rejected", "203.0.113.9")
 
 
 def test_an_unknown_gateway_is_a_plain_404_on_the_lean_path(db):
     # when
     status, _, _ = wsgi_post("/pay/nosuchgateway/notify", b"a=1")
     # then
-    assert status.startswith("404")
+    assert status == 404
     assert not Notification.objects.exists()
 
 
@@ -166,11 +148,11 @@ def test_a_kept_connection_that_died_costs_the_gateway_one_retry_not_an_error(ma
     product = make_product()
     add_keys(product, ["KEPT-1", "KEPT-2"])
     first, second = make_orders(product, [1, 1])
-    assert sandbox_notify_wsgi(application, order_no=first.order_no, amount=str(first.amount)) == (200, b"ok")
+    assert sandbox_notify_wsgi(order_no=first.order_no, amount=str(first.amount)) == (200, b"ok")
     assert connection.connection is not None  # kept for the next request
     _kill_backend()
     # when the next notification arrives, and the gateway sends it again as asked
-    answers = [sandbox_notify_wsgi(application, order_no=second.order_no, amount=str(second.amount))
+    answers = [sandbox_notify_wsgi(order_no=second.order_no, amount=str(second.amount))
                for _ in range(2)]
     # then the first try is the gateway's "retry" (never a 500, nothing half done), and the retry
     # confirms the order on a new connection, its raw notification kept (the first try's row is
