@@ -118,11 +118,13 @@ def test_sigterm_stops_serve_and_its_server_processes(data_dir, serve):  # noqa:
     workers = wait_until(lambda: len(server_processes(server.proc.pid)) == 2 and server_processes(server.proc.pid))
     # when serve alone is asked to stop (its server processes are not signalled by anyone else)
     os.kill(server.proc.pid, signal.SIGTERM)
-    # then it stops them, and itself, cleanly
+    # then it stops them, and itself, cleanly; and its start-up lines were written once, not once
+    # more by each server process as it exited (its stdout here is a file: block-buffered)
     assert server.proc.wait(timeout=20) == 0, server.output()
     server.stop = server.log.close
     assert all(gone(pid) for pid in workers), workers
     port_free(server.port)
+    assert server.output().count("Kami is serving on") == 1, server.output()
 
 
 def port_free(port: int) -> None:
