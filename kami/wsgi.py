@@ -5,9 +5,9 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kami.settings")
 application = get_wsgi_application()
 
-from kami.api.lean import notify_dispatch  # noqa: E402  (after Django is set up)
+from kami.api.lean import lean_dispatch  # noqa: E402  (after Django is set up)
 
-application = notify_dispatch(application)  # gateway notifications skip the middleware they do not need
+application = lean_dispatch(application)  # notifications and sessionless buyer pages skip middleware they do not need
 
 from kami.core.logcontext import request_ids  # noqa: E402
 

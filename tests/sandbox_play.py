@@ -39,9 +39,19 @@ def wsgi_post(path: str, body: bytes, *, content_type: str = "application/json",
     WSGI server hands it over, close() included (request_finished); `headers` as keyword names
     (x_sandbox_signature=…). (status code, response headers, body). Also used by
     bench/notify_inprocess.py."""
-    from kami.wsgi import application
+    status, response_headers, answer = wsgi_request("POST", path, body, content_type=content_type,
+                                                    remote_addr=remote_addr, **headers)
+    return status, dict(response_headers), answer
 
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "",
+
+def wsgi_request(method: str, path: str, body: bytes = b"", *, query: str = "", content_type: str = "",
+                 remote_addr: str = "127.0.0.1", application=None, **headers: str) -> tuple[int, list, bytes]:
+    """One request through `application` (default `kami.wsgi.application`, the dispatch production
+    runs) as a WSGI server hands it over, close() included; `headers` as keyword names
+    (accept_language=…, cookie=…). (status code, response headers as sent, in order, body)."""
+    if application is None:
+        from kami.wsgi import application
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
                "SERVER_NAME": "testserver", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
                "HTTP_HOST": "testserver", "REMOTE_ADDR": remote_addr, "CONTENT_TYPE": content_type,
                "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
@@ -51,7 +61,7 @@ def wsgi_post(path: str, body: bytes, *, content_type: str = "application/json",
     seen = {}
 
     def start_response(status, response_headers, exc_info=None):
-        seen["status"], seen["headers"] = int(status.split()[0]), dict(response_headers)
+        seen["status"], seen["headers"] = int(status.split()[0]), list(response_headers)
 
     result = application(environ, start_response)
     try:

@@ -206,25 +206,28 @@ def test_what_a_buyer_typed_reaches_no_other_page(make_product):
     assert alice.get("/p/typed?coupon=NOSUCH").templates and alice.get("/?q=Typed").templates
 
 
-def test_a_page_key_covers_every_field_and_refuses_what_it_cannot_read(rf, make_product):
-    # given a product as the home page reads it, and the same with one field changed
+def test_a_page_key_covers_every_column_and_refuses_what_it_cannot_read(rf, make_product):
+    # given a product as its page's state reads it
     from kami.storefront.fragments import page_key
+    from kami.storefront.reads import product_state
 
-    make_product("keyed", name="Keyed card")
-    request = rf.get("/")
-    first, same, second = (Product.objects.select_related("category").get(slug="keyed") for _ in range(3))
-    second.max_qty += 1
-    # then the keys differ, and an object the key cannot read is refused, not keyed by its id
-    assert page_key(request, "t", {"p": first}) == page_key(request, "t", {"p": same})
-    assert page_key(request, "t", {"p": first}) != page_key(request, "t", {"p": second})
+    product = make_product("keyed", name="Keyed card")
+    request = rf.get("/p/keyed")
+    first = page_key(request, "t", product_state(slug="keyed"))
+    assert page_key(request, "t", product_state(slug="keyed")) == first
+    # when any column changes, even one no template shows today
+    Product.objects.filter(pk=product.pk).update(max_qty=product.max_qty + 1)
+    # then the key differs, and an object the key cannot read is refused, not keyed by its id
+    assert page_key(request, "t", product_state(slug="keyed")) != first
     with pytest.raises(TypeError):
-        page_key(request, "t", {"odd": object()})
+        page_key(request, "t", (object(),))
 
 
 def test_a_page_that_cannot_be_keyed_is_drawn_uncached(rf, caplog):
     from kami.storefront.fragments import page_cached
 
     request = rf.get("/")
-    response = page_cached(request, "storefront/home.html", {"odd": object(), "shelves": []})
+    response = page_cached(request, "storefront/home.html", state=(object(),), state_again=lambda: (object(),),
+                           context=lambda: {"shelves": []})
     assert response.status_code == 200 and "kamiCsrfSlot" not in response.content.decode()
     assert "drawn uncached" in caplog.text

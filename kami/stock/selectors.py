@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.db.models import Case, Count, IntegerField, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce
+from django.db.models.lookups import IsNull
 
 from kami.catalog.models import Product
 from kami.core.errors import BadInput
@@ -63,16 +64,19 @@ def available_counts_capped(*, product_ids: list[int], cap: int) -> dict[int, in
     Per product the query looks for the cap-th available key (one constant for the statement);
     only when there is none, so fewer than cap keys, does it count them. Each product thus reads
     at most cap index entries, however big its stock (the storefront's badges ask this)."""
+    rows = Product.objects.filter(pk__in=product_ids).order_by().annotate(left=available_left_capped(cap=cap))
+    return {pk: left for pk, left in rows.values_list("pk", "left") if left}
+
+
+def available_left_capped(*, cap: int) -> Case:
+    """available_counts_capped's count as an expression on a Product queryset, for a statement
+    that reads the products and their counts at once (the storefront's cached-page reads)."""
     available = Key.objects.filter(product_id=OuterRef("pk"), status=Key.Status.AVAILABLE).order_by()
     capth = Subquery(available.values("id")[cap - 1:cap])
     count = Subquery(available.values("product_id").annotate(n=Count("id")).values("n"), output_field=IntegerField())
     # CASE runs the count only where the cap-th key is missing (PostgreSQL, MariaDB and SQLite
     # evaluate just the branch taken; tests/test_storefront_catalogue.py reads the analysed plan).
-    rows = (Product.objects.filter(pk__in=product_ids).order_by()
-            .alias(capth=capth)
-            .annotate(left=Case(When(capth__isnull=True, then=Coalesce(count, Value(0))), default=Value(cap)))
-            .values_list("pk", "left"))
-    return {pk: left for pk, left in rows if left}
+    return Case(When(IsNull(capth, True), then=Coalesce(count, Value(0))), default=Value(cap))
 
 
 def awaiting_count(*, product: Product) -> int:

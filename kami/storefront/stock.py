@@ -51,7 +51,12 @@ def stock_states(*, products: Iterable[Product]) -> dict[int, StockState]:
 
 
 def _threshold(product: Product) -> int:
-    return max(product.low_stock, LOW_STOCK_SHOWN_BELOW)
+    return badge_threshold(low_stock=product.low_stock)
+
+
+def badge_threshold(*, low_stock: int) -> int:
+    """Below this many keys the badge shows the count: the product's own alert level, at least 10."""
+    return max(low_stock, LOW_STOCK_SHOWN_BELOW)
 
 
 def _state(product: Product, count: int) -> StockState:
