@@ -5,8 +5,9 @@ server (`kami serve`, waitress + WhiteNoise) in the same run, by the same load g
         [--tree /tmp/kami-before --tree .]
 
 The load generator: `wrk` (C; Debian's `wrk` package), so the figure is the server's, not a
-Python client's on the same cores; `python` (httpx, asyncio) when wrk is not installed. Every
-page is fetched once first and must answer 200. Pages are served warm: the first request draws
+Python client's on the same cores; `python` (httpx, asyncio) when wrk is not installed. Neither
+sends cookies: every request is a buyer's first visit (a new CSRF cookie each, and the lean
+middleware path of kami/api/lean.py). Every page is fetched once first and must answer 200. Pages are served warm: the first request draws
 the page and fills the storefront cache (kami/storefront/fragments.py), the rest are hits with
 their queries (docs/performance.md). `--tree DIR`, repeated: serve from each checkout in turn
 (e.g. a `git archive` of the commit before), each against its own static baseline, in one run.

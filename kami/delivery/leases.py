@@ -52,10 +52,20 @@ def lease_token_new() -> str:
     return uuid.uuid4().hex
 
 
-def leases_renew(*, ids: list[int], token: str) -> int:
-    """Extend the lease of the rows in `ids` still held under `token`: one UPDATE. Rows already
-    recorded or released (status no longer `sending`), or taken over, are left alone."""
-    return OutboxMessage.objects.filter(id__in=ids, status=S.SENDING, lease_token=token).update(lease_until=lease_end())
+def leases_renew(*, ids: list[int], token: str, until: datetime | None = None) -> int:
+    """Extend the lease of the rows in `ids` still held under `token` (to `until`, default a lease
+    from now): one UPDATE. Rows already recorded or released (status no longer `sending`), or
+    taken over, are left alone."""
+    return OutboxMessage.objects.filter(id__in=ids, status=S.SENDING, lease_token=token).update(
+        lease_until=until or lease_end())
+
+
+def lease_surely_held(message: OutboxMessage) -> bool:
+    """True when `message`'s lease, as this worker last wrote it, still has a renewal period to
+    run: no other worker can have taken the row (a claim takes only rows whose lease has ended), so
+    the worker may send without asking the database. False means: ask (kami.delivery.worker)."""
+    return (message.lease_until is not None
+            and message.lease_until - clock.now() > timedelta(seconds=renew_seconds()))
 
 
 class LeaseKeeper:
@@ -67,9 +77,15 @@ class LeaseKeeper:
     The thread has its own database connection, closed when the batch is done. A failed renewal
     (the database restarting) is logged and tried again at the next beat; if the lease runs out
     meanwhile, another worker may take the rows, and this one's conditional writes then find
-    nothing (its send is recorded as late)."""
+    nothing (its send is recorded as late).
+
+    A renewal that landed while the lease it extends still ran is written into the messages'
+    `lease_until` as well, so the sending thread knows its lease holds (`lease_surely_held`)
+    without a round trip per message. A renewal that landed late is not: some rows may have
+    been taken meanwhile, and the sender asks the database about each (worker._lease_held)."""
 
     def __init__(self, messages: list[OutboxMessage]):
+        self.messages = messages
         self.ids = [m.id for m in messages]
         self.tokens = sorted({m.lease_token for m in messages})
         self.done = threading.Event()
@@ -90,8 +106,7 @@ class LeaseKeeper:
         try:
             while not self.done.wait(renew_seconds()):
                 try:
-                    for token in self.tokens:
-                        leases_renew(ids=self.ids, token=token)
+                    self._renew()
                     if failing:
                         log.info("lease renewal works again (%d deliveries held)", len(self.ids))
                     failing = False
@@ -103,6 +118,16 @@ class LeaseKeeper:
                     _close_quietly()
         finally:
             _close_quietly()
+
+    def _renew(self) -> None:
+        held = min((m.lease_until for m in self.messages if m.lease_until is not None), default=None)
+        until = lease_end()
+        for token in self.tokens:
+            leases_renew(ids=self.ids, token=token, until=until)
+        if held is not None and clock.now() < held:  # in time: every row still ours got the new lease
+            for m in self.messages:
+                if m.lease_until is not None:  # None: recorded or released already
+                    m.lease_until = until
 
 
 def _close_quietly() -> None:

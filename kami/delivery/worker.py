@@ -3,6 +3,11 @@
     claim (short txn, SKIP LOCKED, lease) → commit → send (no txn) → record (short txn, only
     if the lease is still ours) → sent | failed + backoff | manual + admin alert
 
+A pass's database work does not grow with its messages: the email channel reads the orders and
+keys of all its key emails in one query, the accepted sends are recorded together (SentLater),
+and the lease is asked of the database before a send only when the worker cannot know it still
+holds it (`_lease_held`). A failure is recorded on its own, at once, with its own backoff.
+
 Several workers on several machines may run at once: a row is leased to one worker at a time,
 and a worker that died mid-delivery is noticed when its lease runs out — a short lease, renewed
 while the worker lives (kami/delivery/leases.py), so that takes seconds. That counts as an
@@ -22,14 +27,14 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Case, F, QuerySet, Value, When
 
 from kami.core import clock
 from kami.core.errors import NotFound
 from kami.delivery import backoff
 from kami.delivery.channels import Deferred, PermanentFailure, TemporaryFailure, channel_get, channels_batch
 from kami.delivery.heartbeats import Heartbeat
-from kami.delivery.leases import LeaseKeeper, lease_end, lease_token_new
+from kami.delivery.leases import LeaseKeeper, lease_end, lease_surely_held, lease_token_new
 from kami.delivery.models import DeliveryAttempt, OutboxMessage
 from kami.delivery.services import admin_alert, delivery_escalation_handler
 from kami.delivery.wake import OutboxListener
@@ -40,6 +45,7 @@ S = OutboxMessage.Status
 LEASE_EXPIRED = "lease expired: the worker stopped mid-delivery, outcome unknown"
 CONNECTION_LOST = (OperationalError, InterfaceError)  # the database went away (a restart), not a channel failure
 DATABASE_WAIT_SECONDS = 60  # how long a batch waits for a restarting database before letting its leases lapse
+RECORD_WITHIN_SECONDS = 1.0  # a pass records its accepted sends together, but none waits longer than this
 
 
 def due_querysets(now: datetime) -> list[QuerySet]:
@@ -99,10 +105,18 @@ def outbox_release(messages: list[OutboxMessage]) -> int:
 
 def outbox_perform(message: OutboxMessage, *, worker_id: str) -> str:
     """Send one claimed message and record the result. Returns the outcome:
-    sent | failed (retry scheduled) | manual | lost (the lease passed to another worker)."""
+    sent | failed (retry scheduled) | manual | deferred | lost (the lease passed to another worker)."""
+    sent = SentLater(worker_id)
+    outcome = _perform(message, worker_id=worker_id, sent=sent)
+    return outcome or sent.record()[0]
+
+
+def _perform(message: OutboxMessage, *, worker_id: str, sent: SentLater) -> str | None:
+    """Send one claimed message. A failure (or a deferral) is recorded now and its outcome
+    returned; a message its channel accepted joins `sent`, recorded with the others (None)."""
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("outbox_perform must run outside a transaction: nothing slow while holding locks")
-    if not _lease_renew(message):
+    if not _lease_held(message):
         log.info("outbox #%s %s: lease taken over by another worker, skipped", message.id, message.kind)
         return "lost"
     error, permanent = None, False
@@ -121,12 +135,26 @@ def outbox_perform(message: OutboxMessage, *, worker_id: str) -> str:
         log.warning("outbox #%s %s via %s: unexpected %s", message.id, message.kind, message.channel,
                     type(exc).__name__, exc_info=True)
     _test_pause("sent")
+    if error is None:
+        sent.add(message)
+        return None
     outcome = _when_database_answers(lambda: _record(message, worker_id=worker_id, error=error, permanent=permanent))
+    _log_outcome(message, outcome, error)
+    return outcome
+
+
+def _log_outcome(message: OutboxMessage, outcome: str, error: str | None) -> None:
     # lost here means our lease ran out mid-send: another worker may have delivered it as well
     level = {"sent": logging.INFO, "failed": logging.WARNING, "lost": logging.WARNING}.get(outcome, logging.ERROR)
     log.log(level, "outbox #%s %s via %s: %s (attempt %s)%s", message.id, message.kind, message.channel, outcome,
             message.attempts, f": {error}" if error else "")
-    return outcome
+
+
+def _lease_held(message: OutboxMessage) -> bool:
+    """Whether the row is still ours, just before sending: known without a round trip while the
+    lease this worker wrote (claim or LeaseKeeper) has a renewal period to run; otherwise (a
+    stalled renewal, a clock jump) asked of the database by extending it, as before."""
+    return lease_surely_held(message) or _lease_renew(message)
 
 
 def _lease_renew(message: OutboxMessage) -> bool:
@@ -176,6 +204,61 @@ def _record(message: OutboxMessage, *, worker_id: str, error: str | None, perman
     return str(message.status)
 
 
+class SentLater:
+    """Messages of a pass that their channel accepted, not recorded yet: recorded together in one
+    short transaction (`_record_sent`) at the end of the pass, or sooner once the oldest has
+    waited RECORD_WITHIN_SECONDS. A send is never marked sent before it was accepted, and an
+    accepted one is recorded whatever happens to the messages after it (run_pass records in a
+    `finally`). What a crash between the two costs is what it cost with one record per message,
+    only for up to a pass: the lease lapses and the email goes again, with the same Message-ID."""
+
+    def __init__(self, worker_id: str):
+        self.worker_id, self.messages, self.since = worker_id, [], 0.0
+
+    def add(self, message: OutboxMessage) -> None:
+        if not self.messages:
+            self.since = time.monotonic()
+        self.messages.append(message)
+
+    def overdue(self) -> bool:
+        return bool(self.messages) and time.monotonic() - self.since >= RECORD_WITHIN_SECONDS
+
+    def record(self) -> list[str]:
+        """Record what is waiting; the outcome per message (sent, or lost if its lease passed to
+        another worker). Given up after DATABASE_WAIT_SECONDS without a database: the leases lapse."""
+        messages, self.messages = self.messages, []
+        if not messages:
+            return []
+        outcomes = _when_database_answers(lambda: _record_sent(messages, worker_id=self.worker_id))
+        for message, outcome in zip(messages, outcomes):
+            _log_outcome(message, outcome, None)
+        return outcomes
+
+
+def _record_sent(messages: list[OutboxMessage], *, worker_id: str) -> list[str]:
+    """`_record` for accepted messages, all at once: which rows are still ours (one SELECT … FOR
+    UPDATE), one UPDATE for those, one INSERT of every attempt row. A row whose lease passed to
+    another worker keeps the other's state and gets a late attempt row, as in `_record`."""
+    now, ids = clock.now(), [m.id for m in messages]
+    with transaction.atomic():  # the results and their attempt rows together; applied only where the lease is ours
+        mine: set[int] = set()
+        for token in {m.lease_token for m in messages}:
+            mine.update(OutboxMessage.objects.select_for_update().filter(
+                id__in=ids, status=S.SENDING, lease_token=token).values_list("id", flat=True))
+        if mine:
+            message_ids = [When(id=m.id, then=Value(m.message_id)) for m in messages if m.id in mine]
+            OutboxMessage.objects.filter(id__in=mine).update(
+                status=S.SENT, sent_at=now, last_error="", attempts=F("attempts") + 1, lease_until=None,
+                lease_token="", message_id=Case(*message_ids, default=F("message_id")))
+        DeliveryAttempt.objects.bulk_create([
+            DeliveryAttempt(message_id=m.id, at=now, ok=True, error="" if m.id in mine else "late, lease lost: sent",
+                            worker=worker_id[:100]) for m in messages])
+    for m in messages:
+        if m.id in mine:
+            m.status, m.sent_at, m.last_error, m.attempts, m.lease_until = S.SENT, now, "", m.attempts + 1, None
+    return [str(S.SENT) if m.id in mine else "lost" for m in messages]
+
+
 def _escalate(message: OutboxMessage, error: str) -> None:
     """Out of attempts: a human is told (inside the caller's transaction, through the outbox)."""
     handler = delivery_escalation_handler(message.kind)
@@ -210,26 +293,39 @@ def run_pass(*, worker_id: str, limit: int = 50, stop_event: threading.Event | N
     outcomes: Counter = Counter()
     if not messages:
         return outcomes
+    sent = SentLater(worker_id)
     # the lease renewed while this thread sends; channels keep their connections (one SMTP session) for the pass
-    with LeaseKeeper(messages), channels_batch():
-        _test_pause("claimed")
-        for i, message in enumerate(messages):
-            if stop_event is not None and stop_event.is_set():
-                outbox_release(messages[i:])
-                break
-            try:
-                outcomes[outbox_perform(message, worker_id=worker_id)] += 1
-            except CONNECTION_LOST:
-                # nothing of messages[i:] was sent: hand them back once the database answers,
-                # so they go out at once instead of when their lease lapses (and count no attempt)
-                log.warning("worker %s: database connection lost; handing back %d deliveries when it answers",
-                            worker_id, len(messages) - i)
-                _when_database_answers(lambda rest=messages[i:]: outbox_release(rest), stop_event=stop_event)
-                break  # handed back: the next pass claims them again, the database answering
-            except BaseException:
-                _release_quietly(messages[i + 1:])
-                raise
+    with LeaseKeeper(messages), channels_batch(messages):
+        try:
+            _test_pause("claimed")
+            _perform_all(messages, worker_id=worker_id, sent=sent, outcomes=outcomes, stop_event=stop_event)
+        finally:  # what went out is recorded, whatever stopped the pass
+            outcomes.update(sent.record())
     return outcomes
+
+
+def _perform_all(messages: list[OutboxMessage], *, worker_id: str, sent: SentLater, outcomes: Counter,
+                 stop_event: threading.Event | None) -> None:
+    for i, message in enumerate(messages):
+        if stop_event is not None and stop_event.is_set():
+            outbox_release(messages[i:])
+            break
+        try:
+            outcome = _perform(message, worker_id=worker_id, sent=sent)
+            if outcome is not None:
+                outcomes[outcome] += 1
+            if sent.overdue():
+                outcomes.update(sent.record())
+        except CONNECTION_LOST:
+            # nothing of messages[i:] was sent: hand them back once the database answers,
+            # so they go out at once instead of when their lease lapses (and count no attempt)
+            log.warning("worker %s: database connection lost; handing back %d deliveries when it answers",
+                        worker_id, len(messages) - i)
+            _when_database_answers(lambda rest=messages[i:]: outbox_release(rest), stop_event=stop_event)
+            break  # handed back: the next pass claims them again, the database answering
+        except BaseException:
+            _release_quietly(messages[i + 1:])
+            raise
 
 
 def _when_database_answers(action: Callable[[], object], *, stop_event: threading.Event | None = None):

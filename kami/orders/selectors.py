@@ -25,15 +25,24 @@ def order_keys_plaintext(*, order: Order) -> list[Secret]:
 
 
 def order_and_key_rows(*, order_id) -> tuple[Order | None, list[OrderKey]]:
-    """An order (its product with it) and its key rows, still sealed: one query when the order
-    has keys (the delivery worker's key email, one round trip fewer per email), a second only for
-    an order without any. None: no such order. Open the rows (`order_keys_open`) only once the
-    caller has decided the order may see them."""
-    rows = list(OrderKey.objects.filter(order_id=order_id).select_related("key", "order__product")
-                .order_by("position", "id"))
-    if rows:
-        return rows[0].order, rows
-    return Order.objects.select_related("product").filter(pk=order_id).first(), []
+    """An order (its product with it) and its key rows, still sealed. None: no such order. Open
+    the rows (`order_keys_open`) only once the caller has decided the order may see them."""
+    return orders_and_key_rows(order_ids=[order_id]).get(order_id, (None, []))
+
+
+def orders_and_key_rows(*, order_ids) -> dict:
+    """{order_id: (order with its product, its key rows in order, still sealed)} for the orders
+    that exist. One query for all the orders that have keys (the delivery worker reads a whole
+    pass's key emails this way), a second only if some have none."""
+    ids = sorted({i for i in order_ids if isinstance(i, int)})
+    found: dict = {}
+    for row in (OrderKey.objects.filter(order_id__in=ids).select_related("key", "order__product")
+                .order_by("order_id", "position", "id")):
+        found.setdefault(row.order_id, (row.order, []))[1].append(row)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        found.update((o.pk, (o, [])) for o in Order.objects.select_related("product").filter(pk__in=missing))
+    return found
 
 
 def order_keys_open(rows) -> list[Secret]:

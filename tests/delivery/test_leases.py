@@ -4,12 +4,14 @@ end time) decides whose a row is."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 
+from kami.core import clock
 from kami.delivery import channels
 from kami.delivery.channels import channel_get
-from kami.delivery.leases import leases_renew, renew_seconds
+from kami.delivery.leases import LeaseKeeper, lease_surely_held, leases_renew, renew_seconds
 from kami.delivery.models import OutboxMessage
 from kami.delivery.services import outbox_enqueue
 from kami.delivery.worker import outbox_claim, outbox_perform, run_pass
@@ -69,3 +71,28 @@ def test_a_renewal_touches_only_the_rows_its_claim_still_holds():
     OutboxMessage.objects.filter(id=mine[1].id).update(lease_token="someone-else")
     assert outbox_perform(mine[1], worker_id="w1") == "lost"
     assert OutboxMessage.objects.get(id=mine[1].id).status == "sending"
+
+
+def test_the_sender_trusts_its_lease_only_while_the_keeper_renews_it_in_time(settings):
+    # given: a 3 s lease renewed every second, and a claim held by a keeper
+    settings.KAMI_DELIVERY_LEASE_SECONDS, settings.KAMI_DELIVERY_RENEW_SECONDS = 3, 0
+    queue(2)
+    mine = outbox_claim(worker_id="w1", limit=2)
+    claimed_until = mine[0].lease_until
+    with LeaseKeeper(mine):
+        deadline = time.monotonic() + 10
+        while mine[0].lease_until == claimed_until and time.monotonic() < deadline:
+            time.sleep(0.05)
+    # then: a renewal in time moves the lease the sender sees: it sends without asking the database
+    assert mine[0].lease_until > claimed_until and all(lease_surely_held(m) for m in mine)
+    # when: the machine stalls past the lease (the clock jumps) before the next renewal lands
+    clock.travel(timedelta(seconds=10))
+    seen = [m.lease_until for m in mine]
+    with LeaseKeeper(mine):
+        time.sleep(renew_seconds() * 1.5)
+    # then: that late renewal is not trusted (another worker could have taken a row meanwhile) …
+    assert [m.lease_until for m in mine] == seen and not any(lease_surely_held(m) for m in mine)
+    # … so the sender asks the database, which says the row is still its own
+    assert outbox_perform(mine[0], worker_id="w1") == "sent"
+    OutboxMessage.objects.filter(id=mine[1].id).update(lease_token="someone-else")
+    assert outbox_perform(mine[1], worker_id="w1") == "lost"

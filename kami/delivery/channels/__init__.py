@@ -40,8 +40,9 @@ class Channel(Protocol):
         """Perform `message`; raise on failure. Called outside any database transaction.
         May set `message.message_id` (a stable reference the worker records)."""
 
-    # Optional: `batch()`, a context manager around a worker pass in the thread that sends it; a
-    # channel may keep a connection open across the pass's messages and must close it on exit.
+    # Optional: `batch(messages)`, a context manager around a worker pass in the thread that sends
+    # it, given the pass's claimed messages (all channels'): a channel may keep a connection open
+    # across them (and must close it on exit) and read what its messages need once for the pass.
 
 
 _registry: dict[str, Channel] = {}
@@ -64,15 +65,16 @@ def channel_get(name: str) -> Channel:
 
 
 @contextmanager
-def channels_batch() -> Iterator[None]:
-    """One worker pass: every channel with a `batch()` may keep its connection for the pass (the
-    email channel keeps one SMTP session per thread) and closes it when the pass ends."""
+def channels_batch(messages: list[OutboxMessage]) -> Iterator[None]:
+    """One worker pass over `messages`: every channel with a `batch()` may keep its connection for
+    the pass (the email channel keeps one SMTP session per thread, and reads the orders and keys
+    of all the pass's key emails at once) and closes it when the pass ends."""
     _load_builtin()
     with ExitStack() as stack:
         for channel in list(_registry.values()):
             batch = getattr(channel, "batch", None)
             if batch is not None:
-                stack.enter_context(batch())
+                stack.enter_context(batch(messages))
         yield
 
 

@@ -11,7 +11,9 @@ Without EMAIL_URL (development only: production refuses to start) emails are wri
 
 Within a worker pass (`EmailChannel.batch`, entered by the worker through
 `kami.delivery.channels.channels_batch`) each thread keeps one SMTP connection across the pass's
-messages instead of paying TCP + EHLO + STARTTLS + AUTH + QUIT per email: see `_send`.
+messages instead of paying TCP + EHLO + STARTTLS + AUTH + QUIT per email: see `_send`; and the
+orders and sealed keys of all the pass's key emails are read in one query instead of one per
+email: see `_order_and_key_rows`.
 """
 from __future__ import annotations
 
@@ -39,25 +41,32 @@ from kami.delivery.channels import PermanentFailure, TemporaryFailure
 from kami.delivery.links import link_days, lookup_url, order_link_signed
 from kami.delivery.models import OutboxMessage
 from kami.orders.models import Order
-from kami.orders.selectors import order_and_key_rows, order_keys_open
+from kami.orders.selectors import order_and_key_rows, order_keys_open, orders_and_key_rows
 
 log = logging.getLogger("kami.delivery")
 FILE_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
 SMTP_IDLE_SECONDS = 30  # a kept connection unused this long is closed, not trusted: servers drop idle sessions
+ORDERS_FRESH_SECONDS = 2.0  # a pass's read of its orders and keys serves its key emails this long, then is read again
 
 
 class EmailChannel:
     name = "email"
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, messages: list[OutboxMessage]) -> Iterator[None]:
         """A worker pass: this thread keeps one SMTP connection (opened at the first email) until
-        the pass ends, then says QUIT."""
+        the pass ends, then says QUIT; the pass's key emails share one read of their orders and
+        keys (`_order_and_key_rows`). A pass inside a pass (tests) has its own read."""
+        outer = (_kept.unsent, _kept.orders, _kept.read_at)
+        _kept.unsent = {i for i in ((m.payload or {}).get("order_id") for m in messages
+                                    if m.channel == self.name and m.kind == "order_keys") if isinstance(i, int)}
+        _kept.orders, _kept.read_at = None, 0.0
         _kept.depth += 1
         try:
             yield
         finally:
             _kept.depth -= 1
+            _kept.unsent, _kept.orders, _kept.read_at = outer
             if not _kept.depth:
                 _drop(polite=True)
 
@@ -91,7 +100,7 @@ def _language(code: str) -> str:
 
 
 def _send_order_keys(message: OutboxMessage) -> None:
-    order, rows = order_and_key_rows(order_id=(message.payload or {}).get("order_id"))
+    order, rows = _order_and_key_rows((message.payload or {}).get("order_id"))
     if order is None:
         raise PermanentFailure(f"order id {(message.payload or {}).get('order_id')!r} does not exist")
     if order.status != Order.Status.FULFILLED:
@@ -102,6 +111,20 @@ def _send_order_keys(message: OutboxMessage) -> None:
     except Exception as exc:  # noqa: BLE001 — a rendering error's text might quote a key: scrub, drop the traceback
         raise TemporaryFailure(_scrub(_describe(exc), keys)) from None
     _deliver(email, secrets=keys)
+
+
+def _order_and_key_rows(order_id) -> tuple[Order | None, list]:
+    """The order and its sealed key rows for a key email. In a pass, one query reads them for all
+    the pass's key emails not sent yet, at the first of them; once that read is older than
+    ORDERS_FRESH_SECONDS (a slow mail server), the next email reads again for those left, so an
+    order refunded meanwhile is still seen as refunded before its keys go out. Outside a pass, or
+    for an order the pass did not list: this order alone."""
+    if order_id not in _kept.unsent:
+        return order_and_key_rows(order_id=order_id)
+    if _kept.orders is None or time.monotonic() - _kept.read_at >= ORDERS_FRESH_SECONDS:
+        _kept.orders, _kept.read_at = orders_and_key_rows(order_ids=_kept.unsent), time.monotonic()
+    _kept.unsent.discard(order_id)
+    return _kept.orders.get(order_id, (None, []))
 
 
 def _order_keys_email(message: OutboxMessage, order: Order, keys: list[str]) -> EmailMultiAlternatives:
@@ -205,10 +228,14 @@ def _deliver(email: EmailMultiAlternatives, *, secrets: list[str]) -> None:
 
 
 class _Kept(threading.local):
-    """This thread's SMTP connection kept across a worker pass (each worker thread has its own)."""
+    """This thread's state for a worker pass (each worker thread has its own): the kept SMTP
+    connection, and the read of the pass's orders and keys."""
     depth = 0  # EmailChannel.batch entered, not yet left
     backend: SMTPBackend | None = None
     used_at = 0.0  # time.monotonic() of its last successful send
+    unsent: set = frozenset()  # order ids of the pass's key emails not sent yet
+    orders: dict | None = None  # their orders and key rows (orders_and_key_rows), once read
+    read_at = 0.0  # time.monotonic() of that read
 
 
 _kept = _Kept()
