@@ -1,10 +1,11 @@
 """Group commit: paid notifications that arrive together in one server process are confirmed in
-one transaction (issue 9; PostgreSQL).
+one transaction (issue 9; PostgreSQL and MariaDB).
 
     request thread ─► payment_confirm_grouped ─► queue ─┬─ no batch running: this thread leads
                                                         └─ else: wait for its outcome (or to lead)
-    leader: take everything queued ─► BEGIN; payments_decide (one statement for the common cases,
-            the rest one by one, in order-number order); the raw notification rows in one INSERT; COMMIT
+    leader: take everything queued ─► BEGIN; payments_decide (one statement for the common cases
+            on PostgreSQL, one fixed sequence on MariaDB, the rest one by one, in order-number
+            order); the raw notification rows in one INSERT; COMMIT
             ─► each member gets its own outcome ─► the first member queued meanwhile leads next
 
 No timer: a notification that finds no batch running is confirmed at once, alone, through
@@ -13,10 +14,10 @@ a commit is in flight, so a batch is whatever arrived during the previous one.
 
 Every member keeps its own outcome: `payments_decide` (kami/fulfilment/confirm.py) gives each the
 outcome the single path's `payment_decide` gives it when the members run one after another in
-order-number order — the members' common cases in one set-based statement for the whole batch,
-every other member through the per-notice confirm, after it — and the members' `record` rows
-(notify.py: their raw notification rows) are written in the batch's transaction, in one INSERT,
-so a confirmed notification's row commits with it.
+order-number order — the members' common cases set-based for the whole batch (one statement on
+PostgreSQL, one fixed sequence on MariaDB), every other member through the per-notice confirm,
+after it — and the members' `record` rows (notify.py: their raw notification rows) are written
+in the batch's transaction, in one INSERT, so a confirmed notification's row commits with it.
 
 A batch is all-or-nothing. If anything in it fails (a database error, a deadlock, a short claim
 under SKIP LOCKED), the transaction rolls back whole and every member runs again alone, in its own
@@ -139,8 +140,8 @@ BATCHER = Batcher()
 
 
 def payment_confirm_grouped(*, gateway: str, notice: Notice, record: Record | None = None) -> Outcome:
-    """`payment_confirm`, through the process's group commit where it applies (PostgreSQL,
-    KAMI_CONFIRM_BATCH, not inside a caller's transaction); same outcomes, same errors."""
-    if not (settings.KAMI_CONFIRM_BATCH and connection.vendor == "postgresql") or connection.in_atomic_block:
+    """`payment_confirm`, through the process's group commit where it applies (PostgreSQL and
+    MariaDB, KAMI_CONFIRM_BATCH, not inside a caller's transaction); same outcomes, same errors."""
+    if not (settings.KAMI_CONFIRM_BATCH and connection.vendor in ("postgresql", "mysql")) or connection.in_atomic_block:
         return payment_confirm(gateway=gateway, notice=notice, record=record)
     return BATCHER.confirm(gateway=gateway, notice=notice, record=record)

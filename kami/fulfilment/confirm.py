@@ -11,13 +11,14 @@ import enum
 import logging
 from collections.abc import Callable
 
-from django.db import OperationalError, models, transaction
+from django.db import OperationalError, connection, models, transaction
 
 from kami.catalog.models import Product
 from kami.core import clock, money
 from kami.core.locks import deadlock_victim
 from kami.delivery.services import (admin_alert, order_keys_enqueue, order_keys_enqueue_elsewhere,
                                     orders_keys_enqueue_elsewhere)
+from kami.fulfilment.confirm_mariadb import confirm_mariadb, confirm_mariadb_many
 from kami.fulfilment.confirm_sql import Applied, confirm_set_based, confirm_set_based_many, set_based_available
 from kami.fulfilment.coupon_uses import CouponRaced, coupon_hold, coupon_use_count
 from kami.fulfilment.mint.service import mint_queue
@@ -86,7 +87,7 @@ def payment_decide(*, gateway: str, notice: Notice, wait: bool = False, record: 
     """One notice's whole confirm, in the caller's transaction, with no retry (ShortClaim and
     database errors go up): `_confirm` runs it alone, the group commit (kami/fulfilment/batch.py)
     runs several in one transaction. Whatever the confirm does belongs here or below, so both
-    take it: the set-based statement for the common case on PostgreSQL, else the ORM path."""
+    take it: the set-based confirm for the common case on PostgreSQL and MariaDB, else the ORM path."""
     outcome = (None if wait else _decide_set_based(gateway, notice)) or _decide(gateway, notice, wait=wait)
     if record is not None and (row := record(outcome)) is not None:
         row.save()
@@ -96,10 +97,10 @@ def payment_decide(*, gateway: str, notice: Notice, wait: bool = False, record: 
 def payments_decide(notices: list[tuple[str, Notice]]) -> list[Outcome]:
     """Several (gateway, notice) confirms in the caller's transaction (the group commit), each with
     the outcome `payment_decide` gives it when they run one after another in this order, no retry.
-    On PostgreSQL the common cases go first, together, through one statement (confirm_sql's
-    CONFIRM_POSTGRES_MANY); the rest — not the common case, short of keys, or a second notice of an
-    order or trade already in the statement — then run one by one, in order, after the statement
-    and seeing what it did."""
+    The common cases go first, together: one statement on PostgreSQL (confirm_sql's
+    CONFIRM_POSTGRES_MANY), one fixed sequence on MariaDB (confirm_mariadb_many); the rest — not the
+    common case, short of keys, or a second notice of an order or trade already in the statement —
+    then run one by one, in order, after it and seeing what it did."""
     if not (set_based_available() and len(notices) > 1):
         return [payment_decide(gateway=gateway, notice=notice) for gateway, notice in notices]
     firsts = _firsts(notices)
@@ -121,10 +122,11 @@ def _firsts(notices: list[tuple[str, Notice]]) -> list[int]:
 
 
 def _decide_many_set_based(notices: list[tuple[str, Notice]], firsts: list[int]) -> set[int]:
-    """CONFIRM_POSTGRES_MANY for `firsts`; the indexes of the notices it fulfilled, with what
-    _fulfil does besides the statement's rows (deliveries besides email; the low-stock check, once
-    a product: the count after the whole batch's sales)."""
-    applied = confirm_set_based_many(notices=[notices[i] for i in firsts], now=clock.now(), grace=payment_grace())
+    """CONFIRM_POSTGRES_MANY (MariaDB: confirm_mariadb_many) for `firsts`; the indexes of the
+    notices it fulfilled, with what _fulfil does besides the statement's rows (deliveries besides
+    email; the low-stock check, once a product: the count after the whole batch's sales)."""
+    confirm = confirm_mariadb_many if connection.vendor == "mysql" else confirm_set_based_many
+    applied = confirm(notices=[notices[i] for i in firsts], now=clock.now(), grace=payment_grace())
     orders_keys_enqueue_elsewhere(order_ids=[done.order_id for _, done in sorted(applied.items())])
     for product in {done.product.pk: done.product for done in applied.values()}.values():
         low_stock_check(product)
@@ -132,11 +134,13 @@ def _decide_many_set_based(notices: list[tuple[str, Notice]], firsts: list[int])
 
 
 def _decide_set_based(gateway: str, notice: Notice) -> Outcome | None:
-    """PostgreSQL's common case in one statement (kami/fulfilment/confirm_sql.py); None when it is
-    not the common case and nothing was changed: `_decide` then takes it, as the reference path."""
+    """The common case set-based (one statement on PostgreSQL, kami/fulfilment/confirm_sql.py; a
+    fixed sequence on MariaDB, confirm_mariadb.py); None when it is not the common case and
+    nothing was changed: `_decide` then takes it, as the reference path."""
     if not set_based_available():
         return None
-    applied = confirm_set_based(gateway=gateway, notice=notice, now=clock.now(), grace=payment_grace())
+    confirm = confirm_mariadb if connection.vendor == "mysql" else confirm_set_based
+    applied = confirm(gateway=gateway, notice=notice, now=clock.now(), grace=payment_grace())
     return None if applied is None else _after_set_based(applied)
 
 

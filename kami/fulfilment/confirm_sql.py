@@ -24,7 +24,9 @@ concurrent confirm of the same order and then re-checks the WHERE on the row as 
 ORM path, which answers DUPLICATE; a key sold by a transaction that committed after the
 statement's snapshot fails the re-check of `status = 'available'` and is skipped like a locked one.
 
-MariaDB (no UPDATE … RETURNING, no data-modifying CTE) and SQLite keep the ORM path.
+MariaDB has no UPDATE … RETURNING and no data-modifying CTE: there the same common case (and a
+batch's, CONFIRM_POSTGRES_MANY below) is a short fixed sequence of statements with the same
+conditions and the same rows, in kami/fulfilment/confirm_mariadb.py. SQLite keeps the ORM path.
 """
 from __future__ import annotations
 
@@ -111,8 +113,8 @@ class Applied:
 
 
 def set_based_available() -> bool:
-    """PostgreSQL only, unless KAMI_CONFIRM_SQL turns it off (the ORM path then does everything)."""
-    return connection.vendor == "postgresql" and settings.KAMI_CONFIRM_SQL
+    """PostgreSQL and MariaDB, unless KAMI_CONFIRM_SQL turns it off (the ORM path then does everything)."""
+    return connection.vendor in ("postgresql", "mysql") and settings.KAMI_CONFIRM_SQL
 
 
 def confirm_set_based(*, gateway: str, notice: Notice, now: datetime, grace: timedelta) -> Applied | None:

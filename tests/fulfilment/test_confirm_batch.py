@@ -1,9 +1,10 @@
-"""Group commit (kami/fulfilment/batch.py, PostgreSQL): notifications that queue while a confirm
-commits are confirmed together in one transaction, each with its own outcome and
+"""Group commit (kami/fulfilment/batch.py, PostgreSQL and MariaDB): notifications that queue while
+a confirm commits are confirmed together in one transaction, each with its own outcome and
 acknowledgement; a batch that fails runs its members again alone, and no raw notification is
 lost. The notifications are real requests from threads with their own connections; a plug (a
-first notification held inside its transaction by an advisory lock the test owns) makes the
-rest queue behind it, and the test lets it go once they all wait."""
+first notification held inside its transaction by a lock the test owns: an advisory lock on
+PostgreSQL, a named lock (GET_LOCK) on MariaDB, taken by a trigger) makes the rest queue behind
+it, and the test lets it go once they all wait."""
 from __future__ import annotations
 
 import threading
@@ -26,9 +27,9 @@ PLUG_LOCK = 4242
 
 
 @pytest.fixture(autouse=True)
-def _postgres_only():
-    if connection.vendor != "postgresql":
-        pytest.skip("group commit runs on PostgreSQL; MariaDB and SQLite confirm one notification per transaction")
+def _server_engine():
+    if connection.vendor == "sqlite":
+        pytest.skip("group commit runs on PostgreSQL and MariaDB; SQLite confirms one notification per transaction")
 
 
 def _send(jobs: dict, results: dict) -> list[threading.Thread]:
@@ -53,38 +54,68 @@ def _wait_for(check, what: str, seconds: float = 60) -> None:
         time.sleep(0.02)
 
 
-def _plugged(cursor) -> None:
-    """Notification rows of trade PLUG-… wait, inside their confirm, for the test's advisory lock."""
-    cursor.execute("CREATE OR REPLACE FUNCTION kami_test_plug() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                   f"IF NEW.trade_no LIKE 'PLUG-%%' THEN PERFORM pg_advisory_xact_lock({PLUG_LOCK}); END IF; "
-                   "RETURN NEW; END $$")
-    cursor.execute("CREATE TRIGGER kami_test_plug BEFORE INSERT ON payments_notification "
-                   "FOR EACH ROW EXECUTE FUNCTION kami_test_plug()")
+# The test's SQL per engine: a trigger that holds a PLUG-… notification's confirm on the test's lock,
+# taking and letting go of that lock, counting the sessions that wait for it, a trigger that refuses
+# one trade's payment row, and dropping the triggers.
+_SQL = {
+    "postgresql": {
+        "plug": ["CREATE OR REPLACE FUNCTION kami_test_plug() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                 f"IF NEW.trade_no LIKE 'PLUG-%%' THEN PERFORM pg_advisory_xact_lock({PLUG_LOCK}); END IF; "
+                 "RETURN NEW; END $$",
+                 "CREATE TRIGGER kami_test_plug BEFORE INSERT ON payments_notification "
+                 "FOR EACH ROW EXECUTE FUNCTION kami_test_plug()"],
+        "hold": f"SELECT pg_advisory_lock({PLUG_LOCK})",
+        "let_go": f"SELECT pg_advisory_unlock({PLUG_LOCK})",
+        "waiting": "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        "refuse": ["CREATE OR REPLACE FUNCTION kami_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                   "IF NEW.trade_no = '{trade_no}' THEN RAISE EXCEPTION 'payment refused by the test'; END IF; "
+                   "RETURN NEW; END $$",
+                   "CREATE TRIGGER kami_test_refuse BEFORE INSERT ON payments_payment "
+                   "FOR EACH ROW EXECUTE FUNCTION kami_test_refuse()"],
+        "drop": "DROP TRIGGER IF EXISTS {name} ON {table}",
+    },
+    "mysql": {  # a named lock is the session's, not the transaction's: the plug's is let go when its connection closes
+        "plug": ["CREATE TRIGGER kami_test_plug BEFORE INSERT ON payments_notification FOR EACH ROW "
+                 f"BEGIN IF NEW.trade_no LIKE 'PLUG-%' THEN DO GET_LOCK('kami_test_plug_{PLUG_LOCK}', 120); END IF; END"],
+        "hold": f"DO GET_LOCK('kami_test_plug_{PLUG_LOCK}', 10)",
+        "let_go": f"DO RELEASE_LOCK('kami_test_plug_{PLUG_LOCK}')",
+        "waiting": "SELECT count(*) FROM information_schema.processlist WHERE state = 'User lock' AND db = DATABASE()",
+        "refuse": ["CREATE TRIGGER kami_test_refuse BEFORE INSERT ON payments_payment FOR EACH ROW "
+                   "BEGIN IF NEW.trade_no = '{trade_no}' THEN "
+                   "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'payment refused by the test'; END IF; END"],
+        "drop": "DROP TRIGGER IF EXISTS {name}",
+    },
+}
+
+
+def _sql(what: str):
+    return _SQL[connection.vendor][what]
 
 
 def _batch_behind_plug(plug_order, jobs: dict, queued: int) -> dict:
     """Send the plug, then `jobs` while it is held; let it go once `queued` of them wait in the batcher."""
     results = {}
     with connection.cursor() as cursor:
-        _plugged(cursor)
-        cursor.execute("SELECT pg_advisory_lock(%s)", [PLUG_LOCK])
+        for statement in _sql("plug"):
+            cursor.execute(statement)
+        cursor.execute(_sql("hold"))
         try:
             threads = _send({"plug": {"order_no": plug_order.order_no, "amount": str(plug_order.amount),
                                       "trade_no": f"PLUG-{plug_order.order_no}"}}, results)
 
             def plug_waits():
-                cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                cursor.execute(_sql("waiting"))
                 return cursor.fetchone()[0] == 1
 
             _wait_for(plug_waits, "the plug to hold its confirm open")
             threads += _send(jobs, results)
             _wait_for(lambda: BATCHER.waiting() == queued, f"{queued} notifications to queue behind the plug")
         finally:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [PLUG_LOCK])
+            cursor.execute(_sql("let_go"))
     for t in threads:
         t.join(120)
     with connection.cursor() as cursor:
-        cursor.execute("DROP TRIGGER IF EXISTS kami_test_plug ON payments_notification")
+        cursor.execute(_sql("drop").format(name="kami_test_plug", table="payments_notification"))
     return results
 
 
@@ -136,11 +167,8 @@ def test_each_notification_in_a_batch_gets_its_own_outcome_and_acknowledgement(m
 
 
 def _refuse_trade(cursor, trade_no: str) -> None:
-    cursor.execute("CREATE OR REPLACE FUNCTION kami_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                   f"IF NEW.trade_no = '{trade_no}' THEN RAISE EXCEPTION 'payment refused by the test'; END IF; "
-                   "RETURN NEW; END $$")
-    cursor.execute("CREATE TRIGGER kami_test_refuse BEFORE INSERT ON payments_payment "
-                   "FOR EACH ROW EXECUTE FUNCTION kami_test_refuse()")
+    for statement in _sql("refuse"):
+        cursor.execute(statement.replace("{trade_no}", trade_no))
 
 
 def test_a_batch_that_fails_runs_its_members_alone_and_keeps_every_raw_notification(make_product):
@@ -160,7 +188,7 @@ def test_a_batch_that_fails_runs_its_members_alone_and_keeps_every_raw_notificat
         results = _batch_behind_plug(plug, jobs, queued=4)
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER IF EXISTS kami_test_refuse ON payments_payment")
+            cursor.execute(_sql("drop").format(name="kami_test_refuse", table="payments_payment"))
     # then the batch rolled back, and alone each good one was fulfilled and the bad one asked for a retry
     assert 4 not in BATCHER.sizes, BATCHER.sizes
     assert results.pop("bad") == (400, b"fail")

@@ -1,7 +1,8 @@
-"""The set-based confirm (kami/fulfilment/confirm_sql.py, PostgreSQL) against the ORM reference
-path: the same scenarios through both leave the same rows, field by field (ids, order numbers
-and times normalised); the statement handles the common case itself and changes nothing in any
-other; its claim reads the partial index after ANALYZE."""
+"""The set-based confirm (kami/fulfilment/confirm_sql.py: PostgreSQL's statement, MariaDB's fixed
+sequence) against the ORM reference path: the same scenarios through both leave the same rows,
+field by field (ids, order numbers and times normalised); the set-based confirm handles the
+common case itself and changes nothing in any other; its claim reads the claim index after
+ANALYZE; on MariaDB it locks the order row alone."""
 from __future__ import annotations
 
 import re
@@ -10,18 +11,21 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
 from kami.catalog.coupons import coupon_create
 from kami.catalog.models import Product
 from kami.core import clock
 from kami.delivery.models import OutboxMessage
 from kami.fulfilment.confirm import payment_confirm, payments_decide
+from kami.fulfilment.confirm_mariadb import (CONFIRM_MARIADB_CLAIM, CONFIRM_MARIADB_ORDER, CONFIRM_MARIADB_ORDERS,
+                                            CONFIRM_MARIADB_TRADES, confirm_mariadb, confirm_mariadb_many)
 from kami.fulfilment.confirm_sql import CONFIRM_POSTGRES, CONFIRM_POSTGRES_MANY, confirm_set_based
 from kami.orders.models import Order, OrderEvent, OrderKey
 from kami.orders.services import order_create, payment_grace
 from kami.payments.interface import Notice
 from kami.payments.models import Payment
+from kami.stock.claim import claim_queryset
 from kami.stock.models import Key
 from tests.factories import add_keys
 
@@ -29,9 +33,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def _postgres_only():
+def _server_engine():
+    if connection.vendor == "sqlite":
+        pytest.skip("the set-based confirm is PostgreSQL's and MariaDB's; SQLite runs the ORM path")
+
+
+def _set_based(**kwargs):
+    """The engine's set-based confirm of one notice, alone (as confirm.py's _decide_set_based calls it)."""
+    return (confirm_mariadb if connection.vendor == "mysql" else confirm_set_based)(**kwargs)
+
+
+def postgres_only():
     if connection.vendor != "postgresql":
-        pytest.skip("the set-based confirm is PostgreSQL's; MariaDB and SQLite run the ORM path")
+        pytest.skip("PostgreSQL's statement (its plan, or the batch's CONFIRM_POSTGRES_MANY)")
 
 
 @dataclass
@@ -249,7 +263,7 @@ def test_the_statement_takes_only_the_common_case_and_changes_nothing_otherwise(
         # when the statement runs alone
         before = _counts()
         with transaction.atomic():
-            applied = confirm_set_based(gateway=gateway, notice=notice, now=clock.now(), grace=payment_grace())
+            applied = _set_based(gateway=gateway, notice=notice, now=clock.now(), grace=payment_grace())
         # then it applied the common case (a first good payment of an order with enough keys) and nothing else
         order = Order.objects.filter(order_no=notice.order_no).first()
         if applied is None:
@@ -268,7 +282,7 @@ def test_the_statement_fulfils_the_common_case(make_product):
     p = w.product(stock=4)
     order = w.order(p, 3)
     with transaction.atomic():
-        applied = confirm_set_based(gateway="sandbox", notice=w.paid(order)[1], now=clock.now(), grace=payment_grace())
+        applied = _set_based(gateway="sandbox", notice=w.paid(order)[1], now=clock.now(), grace=payment_grace())
     assert applied is not None and applied.order_id == order.pk
     order.refresh_from_db()
     assert order.status == "fulfilled" and order.paid_at and order.fulfilled_at
@@ -278,6 +292,7 @@ def test_the_statement_fulfils_the_common_case(make_product):
 
 
 def test_the_statements_claim_reads_the_partial_index_after_analyze(make_product):
+    postgres_only()
     # given thousands of keys sold ahead of the hot product's available ones, fresh statistics
     w = World(tag="E", make_product=make_product)
     hot = w.product(stock=0)
@@ -304,6 +319,94 @@ def test_the_statements_claim_reads_the_partial_index_after_analyze(make_product
     assert hits < 50, plan
     assert Order.objects.get(pk=order.pk).status == "pending"
 
+
+def mariadb_only():
+    if connection.vendor != "mysql":
+        pytest.skip("MariaDB's sequence (CONFIRM_MARIADB_*)")
+
+
+def _explain(sql: str, params) -> list[dict]:
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def test_mariadbs_sequences_find_orders_by_number_and_claim_as_the_orm_claim_does(make_product):
+    mariadb_only()
+    # given sold keys ahead of the hot product's available ones, another product's keys, pending orders, payments,
+    # fresh statistics
+    w = World(tag="M", make_product=make_product)
+    hot, other = w.product(stock=0), w.product(stock=0)
+    add_keys(hot, (f"HOT-{i}" for i in range(3000)))
+    add_keys(other, (f"OTHER-{i}" for i in range(1000)))
+    sold = list(Key.objects.filter(product=hot).order_by("id").values_list("id", flat=True)[:2500])
+    Key.objects.filter(id__in=sold).update(status=Key.Status.SOLD)
+    order = w.order(hot, 2)
+    Order.objects.bulk_create([Order(**{**{f.attname: getattr(order, f.attname) for f in Order._meta.concrete_fields
+                                          if f.attname != "id"}, "order_no": f"BULK{i:08d}", "token_hash": f"t{i}"})
+                               for i in range(2000)])
+    Payment.objects.bulk_create([Payment(order=order, gateway="sandbox", trade_no=f"PAID{i}", amount=order.amount,
+                                         currency=order.currency, created_at=clock.now()) for i in range(2000)])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE TABLE stock_key, orders_order, payments_payment")
+        cursor.fetchall()
+    # when the order lock, the claim and the ORM path's claim (kami/stock/claim.py) are explained
+    gateway, notice = w.paid(order)
+    with transaction.atomic():
+        lock = _explain(CONFIRM_MARIADB_ORDER, {
+            "order_no": notice.order_no, "gateway": gateway, "trade_no": notice.trade_no, "amount": notice.amount,
+            "currency": notice.currency, "late_after": "2000-01-01"})
+        batch = _explain(CONFIRM_MARIADB_ORDERS, {"order_nos": (order.order_no, *(f"BULK{i:08d}" for i in range(7))),
+                                                  "late_after": "2000-01-01"})
+        trades = _explain(CONFIRM_MARIADB_TRADES, (("sandbox",), tuple(f"T{i}" for i in range(8))))
+        claim = _explain(CONFIRM_MARIADB_CLAIM, (hot.pk, 2))
+        orm_claim = claim_queryset(product=hot)[:2].explain()
+    # then the orders come from their unique numbers (one row each), the product and the trades by their keys
+    for plan, rows in ((lock, 1), (batch, 8)):
+        tables = {row["table"]: row for row in plan}
+        assert tables["o"]["type"] in ("const", "range") and int(tables["o"]["rows"]) <= rows, plan
+        assert all(row["type"] != "ALL" for row in plan), plan
+    assert trades[0]["type"] in ("range", "ref") and int(trades[0]["rows"]) <= 8, trades
+    # and the keys as the ORM claim reads them (its plan is checked in tests/concurrency/test_claim_plan.py): same
+    # access and index, no sort
+    assert f" {claim[0]['type']} " in orm_claim and f" {claim[0]['key']} " in orm_claim, (claim, orm_claim)
+    assert claim[0]["type"] != "ALL" and "filesort" not in (claim[0]["Extra"] or ""), claim
+
+
+def _try_lock(sql: str, pk: int) -> str:
+    """From a second connection: lock one row without waiting; "free" or the error."""
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+            other.set_autocommit(False)
+            cursor.execute(sql, [pk])
+            cursor.fetchall()
+        return "free"
+    except Exception as exc:  # a lock wait timeout: the row is locked
+        return type(exc).__name__
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["one", "batch"])
+def test_mariadbs_sequence_locks_the_order_row_alone(make_product, batch):
+    mariadb_only()
+    # given an order of a product, another order of it, and keys
+    w = World(tag="L", make_product=make_product)
+    p = w.product(stock=3)
+    order, other = w.order(p), w.order(p)
+    # when the sequence (alone, or a batch's) has fulfilled the order and its transaction is still open
+    with transaction.atomic():
+        if batch:
+            assert confirm_mariadb_many(notices=[w.paid(order)], now=clock.now(), grace=payment_grace())
+        else:
+            assert confirm_mariadb(gateway="sandbox", notice=w.paid(order)[1], now=clock.now(), grace=payment_grace())
+        # then the product row and the other order are free; the order itself is locked
+        assert _try_lock("SELECT id FROM catalog_product WHERE id = %s FOR UPDATE", p.pk) == "free"
+        assert _try_lock("SELECT id FROM orders_order WHERE id = %s FOR UPDATE", other.pk) == "free"
+        assert _try_lock("SELECT id FROM orders_order WHERE id = %s FOR UPDATE", order.pk) == "OperationalError"
 
 # The group commit's statement (CONFIRM_POSTGRES_MANY, through `payments_decide`): a batch of the
 # same scenarios leaves the rows the ORM path leaves when the notices run one after another in the
@@ -402,6 +505,7 @@ def test_a_low_stock_alert_in_a_batch_is_sent_once(settings, make_product):
 
 
 def test_the_batch_statement_finds_orders_by_number_and_claims_from_the_partial_index_after_analyze(make_product):
+    postgres_only()
     # given thousands of pending orders and of sold keys, fresh statistics
     w = World(tag="F", make_product=make_product)
     hot = w.product(stock=0)
