@@ -18,6 +18,7 @@ from kami.orders.models import Order
 from kami.shop.services import shop_settings_update
 from kami.stock.importer import keys_import
 from kami.stock.models import Key
+from kami.storefront import product as product_pages
 from tests.factories import add_keys
 from tests.sandbox_play import enable_sandbox, sandbox_notify
 
@@ -231,3 +232,21 @@ def test_a_page_that_cannot_be_keyed_is_drawn_uncached(rf, caplog):
                            context=lambda: {"shelves": []})
     assert response.status_code == 200 and "kamiCsrfSlot" not in response.content.decode()
     assert "drawn uncached" in caplog.text
+
+
+def test_a_product_taken_off_sale_while_its_page_is_drawn_gets_the_shops_not_found_page(make_product, monkeypatch):
+    # given: the product is taken off sale just after its page's state was read
+    product = make_product("going", name="Going card")
+    read = product_pages.product_state
+
+    def then_off_sale(*, slug):
+        state = read(slug=slug)
+        Product.objects.filter(pk=product.pk).update(active=False)
+        return state
+
+    monkeypatch.setattr(product_pages, "product_state", then_off_sale)
+    # when
+    response = Client().get("/p/going", HTTP_ACCEPT_LANGUAGE="en")
+    # then: the shop's own "no such product" page, as for any product not on sale
+    assert response.status_code == 404
+    assert "storefront/not_found_product.html" in [t.name for t in response.templates]

@@ -42,12 +42,15 @@ def _pristine_page(request: HttpRequest, slug: str) -> HttpResponse:
 
     def context() -> dict:
         product = _active_product(slug)
-        if product is None:  # taken off sale in the few ms since the state was read
+        if product is None:
             raise Http404("no such product on sale")
         return _context(request, product, None, "", None)
 
-    return page_cached(request, "storefront/product.html", state=state, state_again=lambda: product_state(slug=slug),
-                       context=context)
+    try:
+        return page_cached(request, "storefront/product.html", state=state, state_again=lambda: product_state(slug=slug),
+                           context=context)
+    except Http404:  # taken off sale in the few ms since the state was read: the shop's page, as above
+        return _not_found(request)
 
 
 def _not_found(request: HttpRequest) -> HttpResponse:
