@@ -11,12 +11,15 @@ Kami's import and for the engine's baseline, and the ratio:
 - MariaDB: `LOAD DATA LOCAL INFILE` into such a table, `mysql://root@127.0.0.1:3306` (--mariadb).
 - SQLite: one transaction of `executemany` of the same rows into such a table, in a file.
 - PostgreSQL also: the floor of the key table itself, `COPY` of the same keys already sealed
-  (sealing not timed) straight into the key table, in one transaction: its five indexes and two
-  foreign keys cost what no import code can save.
+  (sealing not timed) straight into the key table, in one transaction: its indexes and foreign
+  key cost what no import code can save (bench/key_table_costs.py takes them apart). And for
+  Kami, the floor and the baseline, the CPU time of the server process that did the work (from
+  /proc: the server runs on this machine), which follows the machine's load far less than the
+  wall time does.
 
-Kami's side runs in a child process per engine on a fresh database (`kami_bench_import`,
-dropped afterwards unless --keep): migrate, then the file through `keys_import` (--path cli:
-what `kami keys import` runs) or through the back office's background job (--path job:
+Kami's side runs in a child process per engine on a fresh database (`kami_bench_import`, or
+--database; dropped afterwards unless --keep): migrate, then the file through `keys_import`
+(--path cli: what `kami keys import` runs) or through the back office's background job (--path job:
 `import_job_create` + the worker's `import_jobs_run_due`). Either reads, validates,
 normalises, encrypts (AES-256-GCM), fingerprints (HMAC-SHA256), dedupes against the database
 and writes in chunks. The baseline runs right after, in the same database server.
@@ -35,6 +38,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from key_table_costs import server_cpu  # bench/ is the script's directory: on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 DB = "kami_bench_import"
@@ -55,7 +60,7 @@ def main() -> None:
         _recreate(engine, url)
         try:
             kami = _child(url, keys, args.path, work)
-            base_name, base_seconds = BASELINES[engine](url, keys)
+            base_name, base_seconds, base_cpu = BASELINES[engine](url, keys)
         finally:
             if not args.keep:
                 _drop(engine, url)
@@ -67,6 +72,8 @@ def main() -> None:
             print(f"{engine:9s} floor  : {kami['floor']:7.1f} s  COPY of the sealed keys into the key table; "
                   f"kami takes {kami['seconds'] / kami['floor']:.2f}× the floor, the floor {kami['floor'] / base_seconds:.2f}× "
                   "the baseline")
+            print(f"{engine:9s} server CPU: kami {kami['server_cpu']:.1f} s, floor {kami['floor_cpu']:.1f} s, "
+                  f"{base_name} {base_cpu:.1f} s; the floor {kami['floor_cpu'] / base_cpu:.2f}× the baseline's")
 
 
 def _arguments() -> argparse.Namespace:
@@ -78,7 +85,8 @@ def _arguments() -> argparse.Namespace:
                         help="cli: keys_import (kami keys import); job: the back office's background import job")
     parser.add_argument("--postgres", default=SERVERS["postgres"], help="PostgreSQL URL without a database name")
     parser.add_argument("--mariadb", default=SERVERS["mariadb"], help="MariaDB URL without a database name")
-    parser.add_argument("--keep", action="store_true", help=f"keep the {DB} databases afterwards")
+    parser.add_argument("--database", default=DB, help="the bench database's name on each server (made, then dropped)")
+    parser.add_argument("--keep", action="store_true", help="keep the bench databases afterwards")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -94,7 +102,7 @@ def _write_keys(path: Path, lines: int) -> None:
 def _database_url(engine: str, args: argparse.Namespace, work: Path) -> str:
     if engine == "sqlite":
         return f"sqlite:///{work / 'bench.sqlite3'}"
-    return f"{getattr(args, engine)}/{DB}"
+    return f"{getattr(args, engine)}/{args.database}"
 
 
 def _admin(url: str):
@@ -126,10 +134,14 @@ def _recreate(engine: str, url: str) -> None:
         return
     with _admin(url) as conn:
         if engine == "postgres":
-            conn.execute(f"CREATE DATABASE {DB}")
+            conn.execute(f"CREATE DATABASE {_name(url)}")
         else:
             with conn.cursor() as cur:
-                cur.execute(f"CREATE DATABASE {DB} CHARACTER SET utf8mb4")
+                cur.execute(f"CREATE DATABASE {_name(url)} CHARACTER SET utf8mb4")
+
+
+def _name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
 
 
 def _drop(engine: str, url: str) -> None:
@@ -138,10 +150,10 @@ def _drop(engine: str, url: str) -> None:
         return
     with _admin(url) as conn:
         if engine == "postgres":
-            conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+            conn.execute(f"DROP DATABASE IF EXISTS {_name(url)} WITH (FORCE)")
         else:
             with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {DB}")
+                cur.execute(f"DROP DATABASE IF EXISTS {_name(url)}")
 
 
 def _child(url: str, keys: Path, path: str, work: Path) -> dict:
@@ -167,6 +179,8 @@ def _kami_import(url: str, keys: Path, path: str) -> dict:
     call_command("migrate", verbosity=0)
     product = product_create(slug="bench", name="Bench", price=Decimal("1.00"))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    pid = _backend_pid() if url.startswith("postgres") else None
+    cpu = server_cpu(pid) if pid else 0.0
     started = time.perf_counter()
     if path == "cli":
         from kami.stock.services import keys_import
@@ -185,14 +199,25 @@ def _kami_import(url: str, keys: Path, path: str) -> dict:
     seconds = time.perf_counter() - started
     result = {"seconds": seconds, "imported": imported, "rss_before": rss_before,
               "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
-    if url.startswith("postgres"):
-        result["floor"] = _floor_postgres(keys)
+    if pid:
+        result["server_cpu"] = server_cpu(pid) - cpu
+        result["floor"], result["floor_cpu"] = _floor_postgres(keys)
     return result
 
 
-def _floor_postgres(keys: Path) -> float:
-    """Seconds to COPY the file's keys, sealed beforehand chunk by chunk (not timed), into the
-    key table for a second product, one transaction: the table's own cost per key."""
+def _backend_pid() -> int:
+    """The PostgreSQL server process serving Django's connection: the import's one connection."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def _floor_postgres(keys: Path) -> tuple[float, float]:
+    """Seconds, and the server's CPU seconds, to COPY the file's keys, sealed beforehand chunk by
+    chunk (not timed), into the key table for a second product, one transaction: the table's
+    own cost per key."""
     from decimal import Decimal
 
     from django.db import connection, transaction
@@ -209,45 +234,48 @@ def _floor_postgres(keys: Path) -> float:
     with keys.open("rb") as f:
         while lines := f.readlines(1 << 20):
             sealed += keys_seal_bulk([line.decode().strip() for line in lines], product_id=product.pk)
-    started = time.perf_counter()
+    pid = _backend_pid()
+    cpu, started = server_cpu(pid), time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
         with cursor.cursor.copy(bulk.COPY_POSTGRES.format(**bulk._names())) as copy:
             copy.set_types(["int8", "int8", "text", "bytea", "text", "text", "timestamptz", "text", "bool", "int2"])
             for key_id, ciphertext, fingerprint in sealed:
                 copy.write_row((*lead, key_id, ciphertext, fingerprint, *tail))
     seconds = time.perf_counter() - started  # the commit included (foreign keys checked then)
-    return seconds
+    return seconds, server_cpu(pid) - cpu
 
 
-def _copy_postgres(url: str, keys: Path) -> tuple[str, float]:
+def _copy_postgres(url: str, keys: Path) -> tuple[str, float, float]:
     import psycopg
 
     with psycopg.connect(url) as conn:
         conn.execute("CREATE TABLE bench_copy (product_id bigint NOT NULL DEFAULT 1, key text NOT NULL, "
                      "UNIQUE (product_id, key))")
         conn.commit()
-        started = time.perf_counter()
+        pid = conn.info.backend_pid
+        cpu, started = server_cpu(pid), time.perf_counter()
         with conn.cursor() as cur, keys.open("rb") as f:
             with cur.copy("COPY bench_copy (key) FROM STDIN") as copy:
                 while block := f.read(1 << 20):
                     copy.write(block)
         conn.commit()
-        return "COPY", time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        return "COPY", seconds, server_cpu(pid) - cpu
 
 
-def _load_data_mariadb(url: str, keys: Path) -> tuple[str, float]:
+def _load_data_mariadb(url: str, keys: Path) -> tuple[str, float, None]:
     import pymysql
 
-    with pymysql.connect(**_mysql_params(url.rsplit("/", 1)[0], DB)) as conn, conn.cursor() as cur:
+    with pymysql.connect(**_mysql_params(url.rsplit("/", 1)[0], _name(url))) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE bench_copy (product_id bigint NOT NULL DEFAULT 1, `key` varchar(255) NOT NULL, "
                     "UNIQUE (product_id, `key`)) ENGINE=InnoDB")
         started = time.perf_counter()
         cur.execute("LOAD DATA LOCAL INFILE %s INTO TABLE bench_copy LINES TERMINATED BY '\\n' (`key`)", [str(keys)])
         conn.commit()
-        return "LOAD DATA", time.perf_counter() - started
+        return "LOAD DATA", time.perf_counter() - started, None
 
 
-def _executemany_sqlite(url: str, keys: Path) -> tuple[str, float]:
+def _executemany_sqlite(url: str, keys: Path) -> tuple[str, float, None]:
     conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     conn.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE bench_copy "
                        "(product_id integer NOT NULL DEFAULT 1, key text NOT NULL, UNIQUE (product_id, key))")
@@ -258,7 +286,7 @@ def _executemany_sqlite(url: str, keys: Path) -> tuple[str, float]:
         conn.execute("COMMIT")
     seconds = time.perf_counter() - started
     conn.close()
-    return "executemany", seconds
+    return "executemany", seconds, None
 
 
 BASELINES = {"postgres": _copy_postgres, "mariadb": _load_data_mariadb, "sqlite": _executemany_sqlite}

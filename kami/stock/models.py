@@ -46,8 +46,13 @@ class Key(models.Model):
     key_id = models.CharField(verbose_name=_("data key id"), max_length=16)
     fingerprint = models.CharField(verbose_name=_("fingerprint"), max_length=64)
     status = models.CharField(verbose_name=_("status"), max_length=10, choices=Status.choices, default=Status.AVAILABLE)
+    # Where the key came from (the import report's "duplicate in the file", a resumed job's count,
+    # the key list's "#batch"): provenance, not money. No database constraint: its check ran once
+    # per imported row at commit, a fifth of the PostgreSQL import's floor (docs/performance.md,
+    # "Import"). The batch row is written before its keys and never deleted by Kami; a deletion
+    # through Django still sets the keys' batch to NULL (on_delete), and the index stays for both.
     batch = models.ForeignKey(ImportBatch, verbose_name=_("batch"), null=True, blank=True, on_delete=models.SET_NULL,
-                              related_name="keys")
+                              related_name="keys", db_constraint=False)
     created_at = models.DateTimeField(verbose_name=_("created at"), auto_now_add=True)
     sold_at = models.DateTimeField(verbose_name=_("sold at"), null=True, blank=True)
     void_reason = models.CharField(verbose_name=_("void reason"), max_length=200, blank=True, default="")
@@ -65,9 +70,13 @@ class Key(models.Model):
         # The claim filters product, status and reusable, and reads in id order: both indexes hold a
         # product's available keys together, so a claim never re-reads sold ones (DESIGN.md §7).
         # `key_claim` serves every engine; `key_claim_available` (available keys only; a sale writes
-        # no entry to it) is PostgreSQL's alternative: SQLite uses a partial index only for a literal,
-        # MariaDB has none (Django skips it there). What kept PostgreSQL off the primary key after
-        # ANALYZE is the joint statistics of migration 0007 (issue 9; concurrency.md).
+        # no entry to it) is PostgreSQL's alternative: SQLite uses a partial index only for a literal.
+        # MariaDB has no partial indexes: Django builds this one there without its condition, which
+        # MariaDB then chose for the claim, reading every sold key; migration 0010 drops it there.
+        # What kept PostgreSQL off the primary key after ANALYZE is the joint statistics of
+        # migration 0007 (issue 9; concurrency.md). `key_claim` also serves every count and list by
+        # status (stock summary, export, the key list): kept on PostgreSQL too, though the import
+        # writes it (docs/performance.md, "Import").
         indexes = [
             models.Index(fields=["product", "status", "id"], name="key_claim"),
             models.Index(fields=["product", "reusable", "id"], name="key_claim_available",
