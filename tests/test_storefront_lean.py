@@ -11,10 +11,12 @@ from http.cookies import SimpleCookie
 import pytest
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.cache import cache
+from django.core.exceptions import MiddlewareNotUsed
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
+from kami.api.lean import LEAN_MIDDLEWARE, LeanHandler
 from kami.catalog.models import Category, Product
 from kami.core.logcontext import request_ids
 from kami.core.middleware import CONTENT_SECURITY_POLICY
@@ -129,3 +131,19 @@ def test_head_answers_as_get_does():
         got, head = wsgi_request("GET", path), wsgi_request("HEAD", path)
         assert head[0] == got[0] == 200
         assert [name for name, _ in head[1]] == [name for name, _ in got[1]]
+
+
+class OptingOut:
+    """A middleware that opts out when the server starts, as Django allows (MiddlewareNotUsed)."""
+
+    def __init__(self, get_response):
+        raise MiddlewareNotUsed("not needed here")
+
+
+def test_a_middleware_that_opts_out_is_left_out_of_a_lean_chain(db):
+    # given: a lean chain naming a middleware that opts out
+    handler = LeanHandler((*LEAN_MIDDLEWARE, "tests.test_storefront_lean.OptingOut"))
+    # when
+    status, _, body = wsgi_request("GET", "/healthz", application=handler)
+    # then: the chain runs without it, as Django's own handler would
+    assert (status, body) == (200, b"ok\n")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
 from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connections
@@ -81,11 +82,14 @@ class LeanHandler(WSGIHandler):
         self._view_middleware, self._template_response_middleware, self._exception_middleware = [], [], []
         handler = convert_exception_to_response(self._get_response)
         for path in reversed(self.middleware):
-            instance = import_string(path)(handler)
+            try:
+                instance = import_string(path)(handler)
+            except MiddlewareNotUsed:  # as Django's own handler: a middleware may opt out at start
+                continue
             if hasattr(instance, "process_view"):
                 self._view_middleware.insert(0, instance.process_view)
             if hasattr(instance, "process_template_response"):
-                self._template_response_middleware.insert(0, instance.process_template_response)
+                self._template_response_middleware.append(instance.process_template_response)
             if hasattr(instance, "process_exception"):
                 self._exception_middleware.append(instance.process_exception)
             handler = convert_exception_to_response(instance)
