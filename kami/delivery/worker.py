@@ -3,8 +3,9 @@
     claim (short txn, SKIP LOCKED, lease) → commit → send (no txn) → record (short txn, only
     if the lease is still ours) → sent | failed + backoff | manual + admin alert
 
-A pass's database work does not grow with its messages: the email channel reads the orders and
-keys of all its key emails in one query, the accepted sends are recorded together (SentLater),
+A pass's database work barely grows with its messages: the email channel reads the orders and
+keys of all its key emails in one query and checks each order with one short read before its
+email (a refund or a replacement since is seen), the accepted sends are recorded together (SentLater),
 and the lease is asked of the database before a send only when the worker cannot know it still
 holds it (`_lease_held`). A failure is recorded on its own, at once, with its own backoff.
 
@@ -138,7 +139,7 @@ def _perform(message: OutboxMessage, *, worker_id: str, sent: SentLater) -> str 
     if error is None:
         sent.add(message)
         return None
-    outcome = _when_database_answers(lambda: _record(message, worker_id=worker_id, error=error, permanent=permanent))
+    outcome = _when_database_answers(lambda: _record_failure(message, worker_id=worker_id, error=error, permanent=permanent))
     _log_outcome(message, outcome, error)
     return outcome
 
@@ -178,13 +179,13 @@ def _defer(message: OutboxMessage, deferred: Deferred) -> str:
     return "deferred" if mine else "lost"
 
 
-def _record(message: OutboxMessage, *, worker_id: str, error: str | None, permanent: bool) -> str:
+def _record_failure(message: OutboxMessage, *, worker_id: str, error: str, permanent: bool) -> str:
+    """A failed send, recorded at once and alone (accepted ones wait in SentLater): retried after
+    its backoff, or `manual` with an alert once permanent or out of attempts."""
     now = clock.now()
     plan = backoff.schedule(message.channel)
     attempts = message.attempts + 1
-    if error is None:
-        fields = {"status": S.SENT, "sent_at": now, "last_error": ""}
-    elif permanent or attempts >= backoff.max_attempts(plan):
+    if permanent or attempts >= backoff.max_attempts(plan):
         fields = {"status": S.MANUAL, "last_error": error}
     else:
         fields = {"status": S.FAILED, "last_error": error,
@@ -193,14 +194,14 @@ def _record(message: OutboxMessage, *, worker_id: str, error: str | None, perman
     with transaction.atomic():  # the result and its attempt row together; applies only while the lease is ours
         mine = OutboxMessage.objects.filter(id=message.id, status=S.SENDING, lease_token=message.lease_token).update(
             lease_token="", **fields)
-        note = (error or "") if mine else f"late, lease lost: {error or 'sent'}"
-        DeliveryAttempt.objects.create(message_id=message.id, at=now, ok=error is None, error=note, worker=worker_id[:100])
+        note = error if mine else f"late, lease lost: {error}"
+        DeliveryAttempt.objects.create(message_id=message.id, at=now, ok=False, error=note, worker=worker_id[:100])
         if not mine:
             return "lost"
         for name, value in fields.items():
             setattr(message, name, value)
         if message.status == S.MANUAL:
-            _escalate(message, error or "")
+            _escalate(message, error)
     return str(message.status)
 
 
@@ -236,9 +237,9 @@ class SentLater:
 
 
 def _record_sent(messages: list[OutboxMessage], *, worker_id: str) -> list[str]:
-    """`_record` for accepted messages, all at once: which rows are still ours (one SELECT … FOR
+    """The record of accepted messages, all at once: which rows are still ours (one SELECT … FOR
     UPDATE), one UPDATE for those, one INSERT of every attempt row. A row whose lease passed to
-    another worker keeps the other's state and gets a late attempt row, as in `_record`."""
+    another worker keeps the other's state and gets a late attempt row, as in `_record_failure`."""
     now, ids = clock.now(), [m.id for m in messages]
     with transaction.atomic():  # the results and their attempt rows together; applied only where the lease is ours
         mine: set[int] = set()

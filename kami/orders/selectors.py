@@ -3,6 +3,7 @@ from __future__ import annotations
 import secrets
 
 from django.contrib.auth.hashers import check_password, make_password
+from django.db import connection
 from django.db.models import QuerySet
 
 from kami.core.crypto import Secret, token_matches
@@ -43,6 +44,21 @@ def orders_and_key_rows(*, order_ids) -> dict:
     if missing:
         found.update((o.pk, (o, [])) for o in Order.objects.select_related("product").filter(pk__in=missing))
     return found
+
+
+def order_key_state(*, order_id: int) -> tuple[str, tuple[int, ...]] | None:
+    """What a key email's content depends on, as committed now: the order's status and the ids of
+    its keys in their order (a refund changes the one, a replacement the other). One short read on
+    the primary key, cheap enough to run before every email, where `orders_and_key_rows` builds
+    model rows. None: no such order."""
+    order, link = Order._meta, OrderKey._meta
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT o.status, k.key_id FROM {order.db_table} o LEFT JOIN {link.db_table} k"
+                       f" ON k.order_id = o.id WHERE o.id = %s ORDER BY k.position, k.id", [order_id])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    return rows[0][0], tuple(key_id for _, key_id in rows if key_id is not None)
 
 
 def order_keys_open(rows) -> list[Secret]:

@@ -1,6 +1,7 @@
-"""A worker pass's database work is per pass, not per email (kami/delivery/worker.py `run_pass`):
-the orders and keys of all its key emails read together, the sends recorded together. And what
-batching must not cost: an email accepted is recorded sent whatever happens to the next one, a
+"""A worker pass's database work (kami/delivery/worker.py `run_pass`): the orders and keys of all
+its key emails read together, one short check per email that its order is still as read (so a
+refund or a replacement is seen), the sends recorded together, the lease asked only when in doubt. And what batching
+must not cost: an email accepted is recorded sent whatever happens to the next one, a
 failing email gets its own retry, nothing is sent twice or lost. Real SMTP, real databases."""
 from __future__ import annotations
 
@@ -15,17 +16,20 @@ from kami.delivery import worker
 from kami.delivery.channels import email as email_channel
 from kami.delivery.models import DeliveryAttempt, OutboxMessage
 from kami.delivery.worker import run_pass
+from kami.fulfilment.refund import order_refund
+from kami.fulfilment.replace import order_key_replace
+from kami.orders.models import Order
 from tests.delivery.conftest import keys_message
+from tests.factories import add_keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def patient(monkeypatch):
-    """The pass never refreshes its read nor records early for the time it took: a loaded test
-    machine must not change the statement count (those bounds are tested on their own below)."""
+    """The pass never records early for the time it took: a loaded test machine must not change
+    the statement count (that bound is tested on its own below)."""
     monkeypatch.setattr(worker, "RECORD_WITHIN_SECONDS", 3600)
-    monkeypatch.setattr(email_channel, "ORDERS_FRESH_SECONDS", 3600)
 
 
 def key_emails(fulfilled_order, make_product, count: int, first: int = 0) -> list[OutboxMessage]:
@@ -47,11 +51,15 @@ def key_reads(sql: list[str]) -> int:
     return sum("from orders_orderkey" in s for s in sql)
 
 
+def state_checks(sql: list[str]) -> int:
+    return sum(s.startswith("select o.status, k.key_id") for s in sql)
+
+
 def attempt_writes(sql: list[str]) -> int:
     return sum(s.startswith("insert into delivery_deliveryattempt") for s in sql)
 
 
-def test_a_pass_runs_as_many_statements_for_twenty_emails_as_for_one(smtp, fulfilled_order, make_product, patient):
+def test_a_pass_of_twenty_emails_runs_one_statement_more_per_email_than_a_pass_of_one(smtp, fulfilled_order, make_product, patient):
     # given: a first pass done (the shop's settings cached since), one key email queued, then twenty
     key_emails(fulfilled_order, make_product, 1)
     pass_statements()
@@ -60,10 +68,11 @@ def test_a_pass_runs_as_many_statements_for_twenty_emails_as_for_one(smtp, fulfi
     rows = key_emails(fulfilled_order, make_product, 20, first=2)
     # when
     twenty = pass_statements()
-    # then: every email out, each with its own keys, and no statement more for the nineteen extra
+    # then: every email out, each with its own keys; the nineteen extra cost their own short check
+    # each and nothing else (one read of orders and keys, one record, for the pass)
     assert one[0] == {"sent": 1} and twenty[0] == {"sent": 20}
-    assert len(twenty[1]) == len(one[1]), (one, twenty)
-    assert key_reads(twenty[1]) == attempt_writes(twenty[1]) == 1
+    assert len(twenty[1]) == len(one[1]) + 19, (one, twenty)
+    assert key_reads(twenty[1]) == attempt_writes(twenty[1]) == 1 and state_checks(twenty[1]) == 20
     for i, row in enumerate(rows, start=2):
         row.refresh_from_db()
         assert (row.status, row.attempts, row.message_id) == ("sent", 1, f"<kami-outbox-{row.pk}@testserver>")
@@ -138,18 +147,86 @@ def test_a_pass_stopped_by_an_exception_still_records_what_went_out(smtp, fulfil
     assert len(smtp.messages) == 5 and len(set(smtp.message_ids())) == 5
 
 
-def test_a_slow_pass_reads_its_orders_again_and_records_sooner(smtp, fulfilled_order, make_product, monkeypatch):
-    # given: the pass's read counts as stale at once, and every send as overdue for its record
+def test_a_slow_pass_records_its_sends_sooner(smtp, fulfilled_order, make_product, monkeypatch):
+    # given: every send counts as overdue for its record at once
     monkeypatch.setattr(worker, "RECORD_WITHIN_SECONDS", 0)
-    monkeypatch.setattr(email_channel, "ORDERS_FRESH_SECONDS", 0)
     rows = key_emails(fulfilled_order, make_product, 5)
     # when
     outcomes, sql = pass_statements()
-    # then: the same outcome, each email read and recorded on its own
+    # then: the same outcome, each email recorded on its own
     assert outcomes == {"sent": 5}
-    assert key_reads(sql) == attempt_writes(sql) == 5
+    assert attempt_writes(sql) == 5 and key_reads(sql) == 1
     for i, row in enumerate(rows):
         row.refresh_from_db()
         assert (row.status, row.attempts) == ("sent", 1)
         [mail] = smtp.to(row.target)
         assert f"GIFT-{i:04d}-A" in mail.get_body(("plain",)).get_content()
+
+
+def test_an_order_refunded_while_the_pass_runs_is_not_mailed_its_keys(smtp, fulfilled_order, make_product, monkeypatch):
+    # given: two key emails; the second order is refunded while the first email is being written,
+    # after the pass has read both orders
+    rows = key_emails(fulfilled_order, make_product, 2)
+    second = Order.objects.get(pk=rows[1].payload["order_id"])
+    real = email_channel._order_keys_email
+
+    def refunding(message, order, keys):
+        if message.pk == rows[0].pk:
+            order_refund(order_no=second.order_no, reason="changed my mind")
+        return real(message, order, keys)
+
+    monkeypatch.setattr(email_channel, "_order_keys_email", refunding)
+    # when
+    run_pass(worker_id="w1")
+    # then: the first buyer has their keys; the refunded order's keys (voided) are not mailed
+    assert len(smtp.to(rows[0].target)) == 1
+    assert smtp.to(rows[1].target) == []
+    rows[1].refresh_from_db()
+    assert rows[1].status == "manual" and "refunded" in rows[1].last_error
+
+
+def test_a_sent_row_taken_over_before_the_pass_records_it_keeps_the_other_workers_lease(
+        smtp, fulfilled_order, make_product, patient, monkeypatch):
+    # given: three key emails; while the second is written, another worker has taken the first
+    # over (its lease ran out by that worker's clock) after it went out, before it was recorded
+    rows = key_emails(fulfilled_order, make_product, 3)
+    real = email_channel._order_keys_email
+
+    def taken_over(message, order, keys):
+        if message.pk == rows[1].pk:
+            OutboxMessage.objects.filter(pk=rows[0].pk).update(lease_token="other-worker", lease_until=clock.now())
+        return real(message, order, keys)
+
+    monkeypatch.setattr(email_channel, "_order_keys_email", taken_over)
+    # when
+    outcomes = dict(run_pass(worker_id="w1"))
+    # then: the first is the other worker's still, with a late attempt row; the others are sent
+    assert outcomes == {"sent": 2, "lost": 1}
+    for row in rows:
+        row.refresh_from_db()
+    assert (rows[0].status, rows[0].lease_token, rows[0].attempts) == ("sending", "other-worker", 0)
+    assert [(r.status, r.lease_token) for r in rows[1:]] == [("sent", "")] * 2
+    assert DeliveryAttempt.objects.get(message_id=rows[0].pk).error == "late, lease lost: sent"
+
+
+def test_a_key_replaced_while_the_pass_runs_is_mailed_as_replaced(smtp, fulfilled_order, make_product, monkeypatch):
+    # given: two key emails; while the first is written, the merchant replaces the second order's
+    # first key (the pass has already read both orders and their keys)
+    rows = key_emails(fulfilled_order, make_product, 2)
+    second = Order.objects.get(pk=rows[1].payload["order_id"])
+    add_keys(second.product, ["SPARE-0001"])
+    old = second.order_keys.get(position=0).key_id
+    real = email_channel._order_keys_email
+
+    def replacing(message, order, keys):
+        if message.pk == rows[0].pk:
+            order_key_replace(order_no=second.order_no, key_pk=old, reason="did not work", actor="staff")
+        return real(message, order, keys)
+
+    monkeypatch.setattr(email_channel, "_order_keys_email", replacing)
+    # when
+    run_pass(worker_id="w1")
+    # then: the second buyer's email holds the new key, not the one taken back
+    [mail] = smtp.to(rows[1].target)
+    body = mail.get_body(("plain",)).get_content()
+    assert "SPARE-0001" in body and "GIFT-0001-B" in body and "GIFT-0001-A" not in body

@@ -41,12 +41,11 @@ from kami.delivery.channels import PermanentFailure, TemporaryFailure
 from kami.delivery.links import link_days, lookup_url, order_link_signed
 from kami.delivery.models import OutboxMessage
 from kami.orders.models import Order
-from kami.orders.selectors import order_and_key_rows, order_keys_open, orders_and_key_rows
+from kami.orders.selectors import order_and_key_rows, order_key_state, order_keys_open, orders_and_key_rows
 
 log = logging.getLogger("kami.delivery")
 FILE_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
 SMTP_IDLE_SECONDS = 30  # a kept connection unused this long is closed, not trusted: servers drop idle sessions
-ORDERS_FRESH_SECONDS = 2.0  # a pass's read of its orders and keys serves its key emails this long, then is read again
 
 
 class EmailChannel:
@@ -57,16 +56,16 @@ class EmailChannel:
         """A worker pass: this thread keeps one SMTP connection (opened at the first email) until
         the pass ends, then says QUIT; the pass's key emails share one read of their orders and
         keys (`_order_and_key_rows`). A pass inside a pass (tests) has its own read."""
-        outer = (_kept.unsent, _kept.orders, _kept.read_at)
+        outer = (_kept.unsent, _kept.orders)
         _kept.unsent = {i for i in ((m.payload or {}).get("order_id") for m in messages
                                     if m.channel == self.name and m.kind == "order_keys") if isinstance(i, int)}
-        _kept.orders, _kept.read_at = None, 0.0
+        _kept.orders = None
         _kept.depth += 1
         try:
             yield
         finally:
             _kept.depth -= 1
-            _kept.unsent, _kept.orders, _kept.read_at = outer
+            _kept.unsent, _kept.orders = outer
             if not _kept.depth:
                 _drop(polite=True)
 
@@ -115,16 +114,20 @@ def _send_order_keys(message: OutboxMessage) -> None:
 
 def _order_and_key_rows(order_id) -> tuple[Order | None, list]:
     """The order and its sealed key rows for a key email. In a pass, one query reads them for all
-    the pass's key emails not sent yet, at the first of them; once that read is older than
-    ORDERS_FRESH_SECONDS (a slow mail server), the next email reads again for those left, so an
-    order refunded meanwhile is still seen as refunded before its keys go out. Outside a pass, or
-    for an order the pass did not list: this order alone."""
+    the pass's key emails, at the first of them; before each email a short read
+    (`order_key_state`) checks that its order's status and keys are still what that read saw, and
+    an order changed since (refunded, a key replaced) is read again: nothing goes out on an older
+    state than reading it per email would have used. Outside a pass, or for an order the pass
+    did not list: this order alone."""
     if order_id not in _kept.unsent:
         return order_and_key_rows(order_id=order_id)
-    if _kept.orders is None or time.monotonic() - _kept.read_at >= ORDERS_FRESH_SECONDS:
-        _kept.orders, _kept.read_at = orders_and_key_rows(order_ids=_kept.unsent), time.monotonic()
+    if _kept.orders is None:
+        _kept.orders = orders_and_key_rows(order_ids=_kept.unsent)
     _kept.unsent.discard(order_id)
-    return _kept.orders.get(order_id, (None, []))
+    order, rows = _kept.orders.get(order_id, (None, []))
+    if order is None or order_key_state(order_id=order_id) != (order.status, tuple(row.key_id for row in rows)):
+        return order_and_key_rows(order_id=order_id)
+    return order, rows
 
 
 def _order_keys_email(message: OutboxMessage, order: Order, keys: list[str]) -> EmailMultiAlternatives:
@@ -235,7 +238,6 @@ class _Kept(threading.local):
     used_at = 0.0  # time.monotonic() of its last successful send
     unsent: set = frozenset()  # order ids of the pass's key emails not sent yet
     orders: dict | None = None  # their orders and key rows (orders_and_key_rows), once read
-    read_at = 0.0  # time.monotonic() of that read
 
 
 _kept = _Kept()
