@@ -6,7 +6,7 @@ Run by hand (no assertions); it prints wall time, keys per second, RSS growth an
     .venv/bin/python bench/export_vs_copy.py --engine mariadb --keys 200000
     .venv/bin/python bench/export_vs_copy.py --engine sqlite
 
-It (re)creates the database `kami_bench_export` (SQLite: a file in a temporary directory),
+It (re)creates the database `kami_bench_export` (`--database`; SQLite: a file in a temporary directory),
 migrates it, then in order:
 
 1. imports N distinct keys from a file with `keys_import` (the generation's yardstick);
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DB = "kami_bench_export"
+DB = "kami_bench_export"  # the default of --database
 SERVERS = {"postgres": "postgres://postgres@127.0.0.1:5432", "mariadb": "mysql://root@127.0.0.1:3306"}
 BENCH_KEY = "kbench:" + base64.b64encode(b"\x07" * 32).decode()  # fixed: --reuse must open the kept keys
 COLUMNS = ("id", "fingerprint", "key_id", "ciphertext", "seal", "status", "sold_at")
@@ -62,7 +62,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--engine", choices=("postgres", "mariadb", "sqlite"), default="postgres")
     parser.add_argument("--server", help="server URL without a database name (default: the local one)")
     parser.add_argument("--workdir", help="where the files go (default: a new temporary directory)")
-    parser.add_argument("--keep", action="store_true", help=f"keep the {DB} database afterwards")
+    parser.add_argument("--database", default=DB, help="the server database's name (dropped and created again)")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="export from a database kept by --keep")
     parser.add_argument("--no-generate", dest="generate", action="store_false")
     parser.add_argument("--formats", default="txt,csv")
@@ -73,7 +74,7 @@ def _arguments() -> argparse.Namespace:
 def _database_url(args, work: Path) -> str:
     if args.engine == "sqlite":
         return f"sqlite:///{work / 'bench.sqlite3'}"
-    return f"{args.server or SERVERS[args.engine]}/{DB}"
+    return f"{args.server or SERVERS[args.engine]}/{args.database}"
 
 
 def _recreate(args, work: Path) -> None:
@@ -84,12 +85,12 @@ def _recreate(args, work: Path) -> None:
         import psycopg
 
         with psycopg.connect(f"{args.server or SERVERS['postgres']}/postgres", autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {DB}")
+            conn.execute(f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {args.database}")
     else:
         with _mariadb(args, database=None) as conn, conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {DB}")
-            cur.execute(f"CREATE DATABASE {DB} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            cur.execute(f"DROP DATABASE IF EXISTS {args.database}")
+            cur.execute(f"CREATE DATABASE {args.database} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
 
 
 def _drop(args) -> None:
@@ -100,10 +101,10 @@ def _drop(args) -> None:
         import psycopg
 
         with psycopg.connect(f"{args.server or SERVERS['postgres']}/postgres", autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+            conn.execute(f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)")
     elif args.engine == "mariadb":
         with _mariadb(args, database=None) as conn, conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {DB}")
+            cur.execute(f"DROP DATABASE IF EXISTS {args.database}")
 
 
 def _mariadb(args, *, database: str | None, **options):
@@ -138,11 +139,12 @@ def _populate(args, work: Path) -> dict:
     path = work / "keys.txt"
     _write_keys(path, args.keys)
     with path.open("rb") as stream:
-        seconds, _, report = _timed(lambda: keys_import(product=imported, stream=stream, source="bench"))
+        seconds, _, _, report = _timed(lambda: keys_import(product=imported, stream=stream, source="bench"))
     print(f"engine {args.engine}, {args.keys:,} keys")
     print(f"import    (keys_import)   : {seconds:7.1f} s  {report.imported / seconds:9,.0f} keys/s")
     if args.generate:
-        gen_seconds, growth, report = _timed(lambda: keys_generate(product=generated, count=args.keys, actor="bench"))
+        gen_seconds, growth, _, report = _timed(
+            lambda: keys_generate(product=generated, count=args.keys, actor="bench"))
         print(f"generate  (keys_generate) : {gen_seconds:7.1f} s  {report.imported / gen_seconds:9,.0f} keys/s  "
               f"RSS +{growth / 2**20:.0f} MiB  ratio to the import {gen_seconds / seconds:.2f}×")
     return {"import": imported}
@@ -173,17 +175,17 @@ def _export(args, work: Path, product) -> None:
             path = work / f"export.{fmt}"
             with path.open("w", encoding="utf-8", newline="") as out:
                 cpu = time.process_time()
-                seconds, growth, written = _timed(
+                seconds, growth, queued, written = _timed(
                     lambda: keys_export(product=product, status="available", fmt=fmt, out=out, actor="bench"))
-                kami.append((seconds, time.process_time() - cpu, growth, written, path.stat().st_size))
+                kami.append((seconds, time.process_time() - cpu, growth, queued, written, path.stat().st_size))
             base.append(_baseline(args, work, product.pk))
-        seconds, cpu, growth, written, size = min(kami)
-        base_seconds, base_rows = min(base)
+        seconds, cpu, growth, queued, written, size = min(kami)
+        base_seconds, base_rows, base_queued = min(base)
         print(f"export {fmt} (keys_export)  : {seconds:7.2f} s  {written / seconds:9,.0f} keys/s  "
-              f"{size / 2**20:.0f} MiB  Python CPU {cpu:.2f} s  RSS +{growth / 2**20:.0f} MiB"
-              f"   (runs: {', '.join(f'{k[0]:.2f}' for k in kami)})")
+              f"{size / 2**20:.0f} MiB  Python CPU {cpu:.2f} s  waiting for a CPU {queued:.2f} s  "
+              f"RSS +{growth / 2**20:.0f} MiB   (runs: {', '.join(f'{k[0]:.2f}' for k in kami)})")
         print(f"  {_baseline_name(args.engine):23}: {base_seconds:7.2f} s  {base_rows / base_seconds:9,.0f} rows/s"
-              f"   (runs: {', '.join(f'{b[0]:.2f}' for b in base)})")
+              f"  waiting for a CPU {base_queued:.2f} s   (runs: {', '.join(f'{b[0]:.2f}' for b in base)})")
         print(f"  ratio                  : {seconds / base_seconds:.2f}× the baseline (best against best)")
 
 
@@ -192,23 +194,26 @@ def _baseline_name(engine: str) -> str:
             "sqlite": "sqlite3 SELECT"}[engine]
 
 
-def _baseline(args, work: Path, product_id: int) -> tuple[float, int]:
+def _baseline(args, work: Path, product_id: int) -> tuple[float, int, float]:
     from django.db import connection
 
     select = (f"SELECT {', '.join(COLUMNS)} FROM stock_key WHERE product_id = {int(product_id)} "
               "AND status = 'available' ORDER BY id")
-    started, rows = time.perf_counter(), 0
+    started, rows, waits = time.perf_counter(), 0, _queued()
     with (work / "baseline.out").open("wb") as out:
         if args.engine == "postgres":
             connection.ensure_connection()
             with connection.connection.cursor() as cur, cur.copy(f"COPY ({select}) TO STDOUT") as copy:
                 for block in copy:
                     out.write(block)
-                    rows += block.count(b"\n")  # one line per row: COPY's text format escapes newlines
+                    # One line per row (COPY's text format escapes newlines); psycopg hands a
+                    # memoryview, which has no count(): a copy of the block, a memcpy.
+                    rows += bytes(block).count(b"\n")
         elif args.engine == "mariadb":
             import pymysql.cursors
 
-            with _mariadb(args, database=DB, cursorclass=pymysql.cursors.SSCursor) as conn, conn.cursor() as cur:
+            streamed = {"database": args.database, "cursorclass": pymysql.cursors.SSCursor}
+            with _mariadb(args, **streamed) as conn, conn.cursor() as cur:
                 cur.execute(select)
                 while batch := cur.fetchmany(10_000):
                     rows += len(batch)
@@ -220,18 +225,24 @@ def _baseline(args, work: Path, product_id: int) -> tuple[float, int]:
             while batch := cur.fetchmany(10_000):
                 rows += len(batch)
             conn.close()
-    return time.perf_counter() - started, rows
+    seconds, now = time.perf_counter() - started, _queued()
+    return seconds, rows, sum(now[tid] - waits.get(tid, 0) for tid in now) / 1e9
 
 
 def _timed(work):
-    """(seconds, peak RSS growth in bytes, result) of `work()`, RSS sampled every 20 ms."""
+    """(seconds, peak RSS growth in bytes, seconds waiting for a CPU, result) of `work()`, RSS
+    and each thread's wait sampled every 20 ms (a thread that ends between samples loses up to
+    20 ms of its wait)."""
     start_rss = peak = _rss()
+    start_waits, waits = _queued(), {}
     done = threading.Event()
 
     def watch():
         nonlocal peak
+        watcher_id = threading.get_native_id()
         while not done.wait(0.02):
             peak = max(peak, _rss())
+            waits.update((tid, wait) for tid, wait in _queued().items() if tid != watcher_id)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -242,7 +253,21 @@ def _timed(work):
         seconds = time.perf_counter() - started
         done.set()
         watcher.join()
-    return seconds, peak - start_rss, result
+    waits.update(_queued())
+    return seconds, peak - start_rss, sum(wait - start_waits.get(tid, 0) for tid, wait in waits.items()) / 1e9, result
+
+
+def _queued() -> dict[int, int]:
+    """{thread id: nanoseconds it has waited runnable for a CPU} for this process's threads
+    (/proc/<pid>/task/<tid>/schedstat, 2nd field): on a loaded machine, the part of the wall
+    time that is neither CPU nor I/O."""
+    waits = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            waits[int(task.name)] = int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile, or a kernel without schedstats
+    return waits
 
 
 def _rss() -> int:

@@ -109,8 +109,9 @@ def keys_open_many(rows: list[tuple], *, product_id: int) -> list[str]:
     if len(key_ids) == 1 and all(row[4] == bound for row in rows):
         decrypt = _cipher(ring, key_ids.pop()).decrypt
         try:
-            return [decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], prefix + fp.encode("ascii")).decode("utf-8")
-                    for _, fp, _, blob, *_ in rows]
+            # Indexing, not `_, fp, _, blob, *_ = row`: the starred name builds a list per row.
+            return [decrypt(row[3][:NONCE_BYTES], row[3][NONCE_BYTES:], prefix + row[1].encode("ascii")).decode("utf-8")
+                    for row in rows]
         except InvalidTag:
             pass  # the loop below names the row
     ciphers, plain, shared = {}, [], Key.Seal.SHARED.value

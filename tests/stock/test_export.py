@@ -125,6 +125,24 @@ def test_csv_export_escapes_an_order_number_starting_a_formula(make_product, fir
 
 
 @pytest.mark.django_db(transaction=True)
+def test_csv_gives_a_sold_keys_sale_time_as_the_model_reads_it(make_product):
+    # given: a sold key between two unsold ones (the export reads sold_at unconverted and
+    # converts only the rows that have one)
+    product = make_product()
+    import_lines(product, ["FIRST", "SOLD-1", "LAST"])
+    awaiting_order(product, quantity=1)
+    assert restock_backfill(product_id=product.pk) == 1
+    sold = Key.objects.get(product=product, status=Key.Status.SOLD)
+    # when
+    text, _ = _export(product, status="all", fmt="csv", chunk_size=2)
+    # then: the aware time's ISO form, as Django's own converters give it, and empty for the others
+    assert [row[3] for row in csv.reader(io.StringIO(text))][1:] == [
+        sold.sold_at.isoformat() if key.pk == sold.pk else ""
+        for key in Key.objects.filter(product=product).order_by("id")]
+    assert sold.sold_at.utcoffset() is not None
+
+
+@pytest.mark.django_db(transaction=True)
 def test_csv_lists_each_order_of_a_reusable_key_across_chunks(make_product):
     # given: a reusable key sold twice, between two unsold keys, one key per chunk
     product = make_product(kind="reusable")
