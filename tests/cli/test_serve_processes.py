@@ -5,15 +5,18 @@ On PostgreSQL and MariaDB this is the default (one process per core); the fault 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.test_security_deploy import data_dir, serve, template  # noqa: F401 (fixtures)
+from tests.test_security_deploy import data_dir, kami_env, serve, template  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.sqlite_only, pytest.mark.slow]
 
@@ -144,3 +147,30 @@ def test_sqlite_gets_one_server_process_by_default(data_dir, serve):  # noqa: F8
     # then serve itself serves: it has no server processes of its own
     assert server_processes(server.proc.pid) == []
     assert httpx.get(f"{server.base}/healthz", timeout=10).status_code == 200
+
+
+def test_workers_two_starts_two_delivery_workers_that_stop_with_serve(data_dir, serve):  # noqa: F811
+    # given: serve asked for two delivery workers (SQLite: serve itself is the one server process)
+    server = serve(data_dir, "--workers", "2")
+    # then: its children are two `kami worker` processes
+    workers = wait_until(lambda: len(children(server.proc.pid)) == 2 and children(server.proc.pid))
+    assert workers, server.output()
+    for pid in workers:
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:4] == [b"-m", b"kami", b"worker"]
+    # when serve is asked to stop
+    os.kill(server.proc.pid, signal.SIGTERM)
+    # then both workers stop with it, and it had said both pids (its stdout is a file: written at exit)
+    assert server.proc.wait(timeout=30) == 0, server.output()
+    server.stop = server.log.close
+    assert wait_until(lambda: all(gone(pid) for pid in workers), seconds=20), workers
+    said = re.search(r"delivery worker pids (\d+), (\d+)", server.output())
+    assert said and sorted(map(int, said.groups())) == sorted(workers), server.output()
+
+
+def test_workers_refuses_zero_with_what_to_type_instead(data_dir):  # noqa: F811
+    # when
+    run = subprocess.run([sys.executable, "-m", "kami", "serve", "--workers", "0"], env=kami_env(data_dir),
+                         capture_output=True, text=True, timeout=120)
+    # then: a clear refusal naming the way to start none
+    assert run.returncode == 2
+    assert "--workers: '0': give 1 or more (--no-worker starts none)" in run.stderr

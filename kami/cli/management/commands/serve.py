@@ -2,6 +2,7 @@
 deliveries, sweeps and uploaded key imports)."""
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -62,6 +63,10 @@ class Command(KamiCommand):
                                  "notifications that arrive together are confirmed in one transaction, so more "
                                  "threads make bigger batches (docs/performance.md)")
         parser.add_argument("--no-worker", action="store_true", help="do not start a delivery worker (run `kami worker` elsewhere)")
+        parser.add_argument("--workers", type=_at_least_one, default=os.environ.get("KAMI_WORKERS", "1"),
+                            help="delivery worker processes started beside the server (default 1). During a drop "
+                                 "one worker's queue of emails grows; two kept callback -> email under 2 s on two "
+                                 "cores (docs/performance.md)")
         parser.add_argument("--server", choices=SERVERS, default=os.environ.get("KAMI_SERVER", DEFAULT_SERVER),
                             help=f"the HTTP server (default {DEFAULT_SERVER}; docs/performance.md has them side by side)")
         parser.add_argument("--processes", type=int, default=int(os.environ.get("KAMI_PROCESSES", "0")),
@@ -69,7 +74,7 @@ class Command(KamiCommand):
                                  "PostgreSQL and MariaDB; 1 on SQLite, which has one writer). They share the "
                                  "database and the cache (the data dir's, or KAMI_REDIS_URL)")
 
-    def handle(self, *args, host, port, threads, no_worker, server, processes, **options):
+    def handle(self, *args, host, port, threads, no_worker, workers, server, processes, **options):
         refuse_unsafe_start()
         if unapplied_migrations():
             raise CommandError("the database is not up to date: run `kami migrate` first", returncode=2)
@@ -84,10 +89,12 @@ class Command(KamiCommand):
             self.stdout.write(telegram)
         # The worker watches this process (KAMI_WORKER_PARENT_PID): killed with SIGKILL, serve runs no
         # `finally`, and a restart would otherwise add a worker beside the orphan, one more per crash.
-        worker = None if no_worker else subprocess.Popen([sys.executable, "-m", "kami", "worker"],
-                                                         env={**os.environ, "KAMI_WORKER_PARENT_PID": str(os.getpid())})
+        delivery = [] if no_worker else [subprocess.Popen([sys.executable, "-m", "kami", "worker"],
+                                                          env={**os.environ, "KAMI_WORKER_PARENT_PID": str(os.getpid())})
+                                         for _ in range(workers)]
+        pids = ", ".join(str(worker.pid) for worker in delivery)
         self.stdout.write(f"Kami is serving on http://{host}:{port}/ (base URL {settings.KAMI_BASE_URL})"
-                          + ("" if no_worker else f"; delivery worker pid {worker.pid}"))
+                          + (f"; delivery worker pid{'s' if len(delivery) > 1 else ''} {pids}" if delivery else ""))
         self.stdout.write(f"Back office: {settings.KAMI_BASE_URL}/{settings.KAMI_ADMIN_PATH}/")
         if settings.KAMI_TRUSTED_PROXIES:
             self.stdout.write("X-Forwarded-For/-Proto believed from: " + ", ".join(map(str, settings.KAMI_TRUSTED_PROXIES)))
@@ -103,12 +110,20 @@ class Command(KamiCommand):
                 _waitress(host=host, port=port, threads=threads)
         finally:
             _batches_report()
-            if worker is not None:
+            for worker in delivery:
                 worker.terminate()
+            for worker in delivery:
                 try:
                     worker.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     worker.kill()
+
+
+def _at_least_one(text: str) -> int:
+    """--workers (or KAMI_WORKERS): a whole number from 1; --no-worker is how to start none."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more (--no-worker starts none)")
+    return int(text)
 
 
 def _batches_report() -> None:
