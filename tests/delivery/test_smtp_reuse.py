@@ -176,17 +176,19 @@ def test_a_connection_left_idle_is_not_trusted(smtp, fulfilled_order, make_produ
 
 
 @pytest.mark.django_db(transaction=True)
-def test_without_email_url_each_email_is_still_its_own_file(settings, tmp_path: Path, fulfilled_order, make_product):
+def test_without_email_url_each_email_is_written_once_to_the_mail_files(settings, tmp_path: Path, fulfilled_order,
+                                                                        make_product):
     # given: the development backend (no EMAIL_URL)
     settings.EMAIL_BACKEND, settings.EMAIL_FILE_PATH = FILE_BACKEND, str(tmp_path)
     rows = key_orders(fulfilled_order, make_product, count=3)
     # when
     assert run_once("w1") == 3
-    # then: one file per email, as before, none with a key
-    files = sorted(tmp_path.iterdir())
-    assert len(files) == 3
+    # then: every email written once, none with a key. (Usually a file each; but Django names a
+    # file by the second and the backend's id(), which a freed backend's successor may reuse within
+    # that second, and then two emails share a file: seen once in a full run.)
+    written = "".join(f.read_text() for f in sorted(tmp_path.iterdir()))
     for row in rows:
         row.refresh_from_db()
         assert row.status == "sent"
-        assert sum(row.message_id in f.read_text() for f in files) == 1
-    assert all("GIFT-" not in f.read_text() for f in files)
+        assert written.count(row.message_id) == 1
+    assert "GIFT-" not in written
