@@ -240,12 +240,10 @@ def _record_sent(messages: list[OutboxMessage], *, worker_id: str) -> list[str]:
     """The record of accepted messages, all at once: which rows are still ours (one SELECT … FOR
     UPDATE), one UPDATE for those, one INSERT of every attempt row. A row whose lease passed to
     another worker keeps the other's state and gets a late attempt row, as in `_record_failure`."""
-    now, ids = clock.now(), [m.id for m in messages]
+    now, tokens = clock.now(), {m.id: m.lease_token for m in messages}
     with transaction.atomic():  # the results and their attempt rows together; applied only where the lease is ours
-        mine: set[int] = set()
-        for token in {m.lease_token for m in messages}:
-            mine.update(OutboxMessage.objects.select_for_update().filter(
-                id__in=ids, status=S.SENDING, lease_token=token).values_list("id", flat=True))
+        held = OutboxMessage.objects.select_for_update().filter(id__in=tokens, status=S.SENDING)
+        mine = {pk for pk, token in held.values_list("id", "lease_token") if token == tokens[pk]}
         if mine:
             message_ids = [When(id=m.id, then=Value(m.message_id)) for m in messages if m.id in mine]
             OutboxMessage.objects.filter(id__in=mine).update(
