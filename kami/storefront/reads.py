@@ -99,8 +99,7 @@ def _products_on_sale(cap: int) -> QuerySet:
 
 
 def _product_on_sale(cap: int, *, slug: str) -> QuerySet:
-    return (Product.objects.filter(slug=slug, active=True).annotate(left=available_left_capped(cap=cap))
-            .values_list(*_PRODUCT_COLUMNS, *_CATEGORY_COLUMNS, "left"))
+    return _products_on_sale(cap).filter(slug=slug)
 
 
 def _tiers_on_sale() -> QuerySet:
