@@ -2,13 +2,15 @@
 its worker (woken by LISTEN/NOTIFY, polling every KAMI_WORKER_POLL_SECONDS behind it).
 
     .venv/bin/python bench/delivery_latency.py [--orders 1000] [--clients 16] [--trickle 20] \
-        [--workers 0] [--db-prefix kami_bench]
+        [--workers 0] [--smtp-delay-ms 0] [--db-prefix kami_bench]
 
 Two phases on one shop: a trickle (one notification at a time, `--trickle` of them, 0.5 s apart:
 the worker is idle and waiting each time, so this is the wake-up cost), then a flash sale
 (`--orders` notifications for one hot product from `--clients` concurrent senders). For each
 order: the time from sending its notification to its email being accepted by the SMTP server
-(aiosmtpd in this process). `--workers N` adds N `kami worker` processes beside serve's own.
+(aiosmtpd in this process). `--workers N` adds N `kami worker` processes beside serve's own. `--smtp-delay-ms`
+makes the SMTP server answer like a remote relay (a provider's DATA answer takes 50–500 ms), which is
+where a worker that sends one email at a time falls behind.
 Needs a local PostgreSQL (postgres@127.0.0.1:5432, trust auth); makes and drops its database.
 Prints figures; asserts nothing.
 """
@@ -37,12 +39,15 @@ from tests.ports import free_port  # noqa: E402
 class Arrivals:
     """aiosmtpd handler: when each recipient's first message was accepted (perf_counter)."""
 
-    def __init__(self):
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay  # a relay's answer time to DATA (a remote provider: 50–500 ms)
         self.at: dict[str, float] = {}
         self.count = 0
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
         now = time.perf_counter()
         with self.lock:
             self.count += 1
@@ -111,12 +116,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--trickle", type=int, default=20)
     parser.add_argument("--workers", type=int, default=0, help="extra `kami worker` processes")
+    parser.add_argument("--smtp-delay-ms", type=float, default=0,
+                        help="the SMTP server answers each message's DATA after this long, as a remote relay does")
     parser.add_argument("--db-prefix", default="kami_bench")
     args = parser.parse_args()
     db = f"{args.db_prefix}_delivery"
     psql(f"DROP DATABASE IF EXISTS {db}")
     psql(f"CREATE DATABASE {db}")
-    arrivals, smtp_port, port = Arrivals(), free_port(), free_port()
+    arrivals, smtp_port, port = Arrivals(args.smtp_delay_ms / 1000), free_port(), free_port()
     smtp = Controller(arrivals, hostname="127.0.0.1", port=smtp_port)
     smtp.start()
     env = {**base_env(db), "EMAIL_URL": f"smtp://127.0.0.1:{smtp_port}", "KAMI_FROM_EMAIL": "shop@x.test",
@@ -137,7 +144,8 @@ def main() -> None:
                 time.sleep(0.2)
         time.sleep(5)  # the workers' first pass and sweep
         print(f"kami serve + its worker{f' + {args.workers} workers' if args.workers else ''}, "
-              f"poll {env.get('KAMI_WORKER_POLL_SECONDS', '1')} s, PostgreSQL LISTEN/NOTIFY", flush=True)
+              f"poll {env.get('KAMI_WORKER_POLL_SECONDS', '1')} s, PostgreSQL LISTEN/NOTIFY, "
+              f"SMTP answers DATA after {args.smtp_delay_ms:.0f} ms", flush=True)
         sent = asyncio.run(trickle(url, jobs[:args.trickle], arrivals))
         report(f"trickle ({args.trickle}, one at a time)", sent, arrivals)
         started = time.perf_counter()

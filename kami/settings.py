@@ -59,6 +59,15 @@ if bool(KAMI_ALERT_WEBHOOK_URL) != bool(KAMI_ALERT_WEBHOOK_SECRET):
     raise ImproperlyConfigured("webhook alerts need KAMI_ALERT_WEBHOOK_URL and KAMI_ALERT_WEBHOOK_SECRET: set both, or neither")
 KAMI_ORDER_TTL_MINUTES = int(os.environ.get("KAMI_ORDER_TTL_MINUTES", "30"))
 KAMI_WORKER_POLL_SECONDS = float(os.environ.get("KAMI_WORKER_POLL_SECONDS", "1"))
+# Emails (and other deliveries) a worker sends at once, each over its own connection: a remote
+# relay answers each message in 50–500 ms, and one at a time that is 2–20 emails a second for a
+# whole drop (kami/delivery/worker.py, "Senders"). Mail providers cap concurrent connections, so
+# the default stays modest.
+KAMI_WORKER_SENDERS = os.environ.get("KAMI_WORKER_SENDERS", "4")
+if not KAMI_WORKER_SENDERS.isdigit() or not 1 <= int(KAMI_WORKER_SENDERS) <= 64:
+    raise ImproperlyConfigured(f"KAMI_WORKER_SENDERS={KAMI_WORKER_SENDERS!r}: give a whole number from 1 to 64 "
+                               "(how many deliveries one worker sends at once; 4 by default)")
+KAMI_WORKER_SENDERS = int(KAMI_WORKER_SENDERS)
 # Worker heartbeats (kami/delivery/heartbeats.py): each `kami worker` writes one every HEARTBEAT
 # seconds; `kami doctor` fails and /metrics counts no worker running when none was seen within LATE.
 KAMI_WORKER_HEARTBEAT_SECONDS = float(os.environ.get("KAMI_WORKER_HEARTBEAT_SECONDS", "15"))

@@ -14,20 +14,25 @@ and a worker that died mid-delivery is noticed when its lease runs out — a sho
 while the worker lives (kami/delivery/leases.py), so that takes seconds. That counts as an
 attempt (its outcome is unknown), so even a message that kills every worker ends `manual`.
 
+A pass's messages go out over up to KAMI_WORKER_SENDERS connections at once (`Senders`): a remote
+relay takes 50–500 ms to accept a message, and a drop's emails one after another would take minutes.
+
 A database restart mid-batch does not strand the batch: a result already sent is recorded once
 the database answers again, and what was not sent yet is handed back (DATABASE_WAIT_SECONDS).
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, connections, transaction
 from django.db.models import Case, F, QuerySet, Value, When
 
 from kami.core import clock
@@ -215,11 +220,13 @@ class SentLater:
 
     def __init__(self, worker_id: str):
         self.worker_id, self.messages, self.since = worker_id, [], 0.0
+        self.lock = threading.Lock()  # a pass's senders add to it and record it from their own threads
 
     def add(self, message: OutboxMessage) -> None:
-        if not self.messages:
-            self.since = time.monotonic()
-        self.messages.append(message)
+        with self.lock:
+            if not self.messages:
+                self.since = time.monotonic()
+            self.messages.append(message)
 
     def overdue(self) -> bool:
         return bool(self.messages) and time.monotonic() - self.since >= RECORD_WITHIN_SECONDS
@@ -227,7 +234,8 @@ class SentLater:
     def record(self) -> list[str]:
         """Record what is waiting; the outcome per message (sent, or lost if its lease passed to
         another worker). Given up after DATABASE_WAIT_SECONDS without a database: the leases lapse."""
-        messages, self.messages = self.messages, []
+        with self.lock:
+            messages, self.messages = self.messages, []
         if not messages:
             return []
         outcomes = _when_database_answers(lambda: _record_sent(messages, worker_id=self.worker_id))
@@ -285,21 +293,95 @@ def _short(exc: BaseException) -> str:
     return " ".join(text.split())[:300]
 
 
-def run_pass(*, worker_id: str, limit: int = 50, stop_event: threading.Event | None = None) -> Counter:
+class Senders:
+    """Threads that send beside a pass's own, each with its own database connection and its own
+    channel connections (one SMTP session each): `count` deliveries go out at once. Kept for the
+    worker's life, so a pass costs no new connections; `close()` ends them and their connections.
+    `Senders(1)` is the pass's thread alone."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._serve, name=f"kami-sender-{n}", daemon=True)
+                        for n in range(1, count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _serve(self) -> None:
+        try:
+            while (job := self.jobs.get()) is not None:
+                future, action = job
+                if future.set_running_or_notify_cancel():
+                    try:
+                        close_old_connections()  # a long-lived thread: drop a connection the database closed
+                        future.set_result(action())
+                    except BaseException as exc:  # noqa: BLE001 — handed to the pass, which raises it
+                        future.set_exception(exc)
+        finally:
+            connections.close_all()  # this thread's own
+
+    def run(self, actions: list[Callable[[], object]]) -> list[object]:
+        """Run the actions at once, the first in this thread; their results in order. Every action
+        finishes (each releases what it did not send when stopped) before the first error is raised."""
+        futures: list[Future] = []
+        for action in actions[1:]:
+            futures.append(Future())
+            self.jobs.put((futures[-1], action))
+        try:
+            first = actions[0]()
+        finally:
+            rest = [f.exception() or f.result() for f in futures]  # waits for each
+        for result in rest:
+            if isinstance(result, BaseException):
+                raise result
+        return [first, *rest]
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+        for thread in self.threads:
+            thread.join(timeout=30)  # each finishes the delivery it is on, then closes its connection
+
+    def __enter__(self) -> Senders:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_pass(*, worker_id: str, limit: int = 50, stop_event: threading.Event | None = None,
+             senders: Senders | None = None) -> Counter:
     """One claim and the deliveries it got; outcome counts. Stops between messages when
-    `stop_event` is set, releasing what it has not started."""
+    `stop_event` is set, releasing what it has not started. With `senders`, the messages are dealt
+    round-robin to up to `senders.count` threads that send at once."""
     messages = outbox_claim(worker_id=worker_id, limit=limit)
     outcomes: Counter = Counter()
     if not messages:
         return outcomes
     sent = SentLater(worker_id)
-    # the lease renewed while this thread sends; channels keep their connections (one SMTP session) for the pass
-    with LeaseKeeper(messages), channels_batch(messages):
+    lanes = min(senders.count if senders is not None else 1, len(messages))
+    # the lease renewed while the senders send; record what went out whatever stopped the pass
+    with LeaseKeeper(messages):
         try:
             _test_pause("claimed")
-            _perform_all(messages, worker_id=worker_id, sent=sent, outcomes=outcomes, stop_event=stop_event)
-        finally:  # what went out is recorded, whatever stopped the pass
+            if lanes == 1:
+                outcomes = _send_lane(messages, worker_id=worker_id, sent=sent, stop_event=stop_event)
+            else:
+                for lane in senders.run([lambda share=messages[n::lanes]: _send_lane(
+                        share, worker_id=worker_id, sent=sent, stop_event=stop_event) for n in range(lanes)]):
+                    outcomes.update(lane)
+        finally:
             outcomes.update(sent.record())
+    return outcomes
+
+
+def _send_lane(messages: list[OutboxMessage], *, worker_id: str, sent: SentLater,
+               stop_event: threading.Event | None) -> Counter:
+    """One sender's share of a pass, in its thread; channels keep their connections (one SMTP
+    session) for the share."""
+    outcomes: Counter = Counter()
+    with channels_batch(messages):
+        _perform_all(messages, worker_id=worker_id, sent=sent, outcomes=outcomes, stop_event=stop_event)
     return outcomes
 
 
@@ -390,23 +472,26 @@ def _release_quietly(messages: list[OutboxMessage]) -> None:
         log.warning("could not release %d claimed messages; they return when their lease expires", len(messages))
 
 
-def run_once(worker_id: str, limit: int = 50, stop_event: threading.Event | None = None) -> int:
+def run_once(worker_id: str, limit: int = 50, stop_event: threading.Event | None = None,
+             senders: Senders | None = None) -> int:
     """One pass; the number of messages performed."""
-    return sum(run_pass(worker_id=worker_id, limit=limit, stop_event=stop_event).values())
+    return sum(run_pass(worker_id=worker_id, limit=limit, stop_event=stop_event, senders=senders).values())
 
 
 def run_forever(worker_id: str, poll_seconds: float, stop_event: threading.Event,
                 on_pass: Callable[[], None] | None = None, limit: int = 50,
-                heartbeat: Heartbeat | None = None) -> None:
+                heartbeat: Heartbeat | None = None, senders: int = 1) -> None:
     """Deliver until `stop_event` is set. `on_pass` runs after every pass (the command hangs
     its periodic sweep there). Whenever the queue is drained it waits up to `poll_seconds`, and on
     PostgreSQL less: until a process that queued a delivery wakes it (kami/delivery/wake.py).
     `heartbeat` (kami/delivery/heartbeats.py) is registered here, beaten on every turn of the
-    loop (it writes every KAMI_WORKER_HEARTBEAT_SECONDS) and marked stopped on the way out."""
+    loop (it writes every KAMI_WORKER_HEARTBEAT_SECONDS) and marked stopped on the way out.
+    `senders`: how many deliveries go out at once (`Senders`)."""
     listener = OutboxListener()
     listener.start()  # before the first pass: a delivery queued after it is heard
-    log.info("worker %s started (poll %ss%s)", worker_id, poll_seconds,
-             ", woken by NOTIFY" if listener.conn is not None else "")
+    log.info("worker %s started (poll %ss%s, %s sender%s)", worker_id, poll_seconds,
+             ", woken by NOTIFY" if listener.conn is not None else "", senders, "s" if senders > 1 else "")
+    lanes = Senders(senders)
     outage = DatabaseOutage(f"worker {worker_id}")
     if heartbeat is not None:
         heartbeat.start()
@@ -417,7 +502,7 @@ def run_forever(worker_id: str, poll_seconds: float, stop_event: threading.Event
                 heartbeat.beat()
             done = 0
             try:
-                done = run_once(worker_id, limit=limit, stop_event=stop_event)
+                done = run_once(worker_id, limit=limit, stop_event=stop_event, senders=lanes)
                 outage.answered()
             except CONNECTION_LOST as exc:  # a database restart: said once, retried every poll, no restart of Kami
                 outage.lost(exc)
@@ -436,4 +521,5 @@ def run_forever(worker_id: str, poll_seconds: float, stop_event: threading.Event
                 heartbeat.stop()
         finally:
             listener.close()
+            lanes.close()
     log.info("worker %s stopped", worker_id)

@@ -26,7 +26,8 @@ def test_smtp_down_for_the_whole_schedule_then_retry_all_drains_in_order(fulfill
     # given: paid orders, a worker, and nothing listening on the mail port
     port = free_port()
     env = {"DATABASE_URL": database_url(), "EMAIL_URL": f"smtp://127.0.0.1:{port}", "KAMI_FROM_EMAIL": "noreply@shop.test",
-           "KAMI_WORKER_POLL_SECONDS": "0.2", "KAMI_SWEEP_SECONDS": "3600", "KAMI_DELIVERY_BACKOFF": "1,1"}
+           "KAMI_WORKER_POLL_SECONDS": "0.2", "KAMI_SWEEP_SECONDS": "3600", "KAMI_DELIVERY_BACKOFF": "1,1",
+           "KAMI_WORKER_SENDERS": "1"}  # one at a time: the mail server sees the queue's order (each sender keeps it)
     for i in range(BUYERS):
         fulfilled_order(email=f"buyer{i}@example.com", keys=(f"DOWN-{i:04d}",))
     worker = kami_start(["worker", "--worker-id", "w"], env=env, log=tmp_path / "worker.log")

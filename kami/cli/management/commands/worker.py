@@ -8,6 +8,7 @@ message cut off mid-send is picked up again when its lease runs out).
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from kami.cli.base import KamiCommand
 from kami.cli.startup import refuse_unsafe_start
 from kami.delivery.heartbeats import Heartbeat
 from kami.delivery.housekeeping import PRUNE_EVERY_SECONDS, outbox_prune, outbox_prune_enabled
-from kami.delivery.worker import CONNECTION_LOST, DatabaseOutage, run_forever, run_pass
+from kami.delivery.worker import CONNECTION_LOST, DatabaseOutage, Senders, run_forever, run_pass
 from kami.fulfilment.backfill import sweep
 from kami.fulfilment.imports import import_jobs_run_due
 
@@ -104,14 +105,20 @@ class Command(KamiCommand):
         parser.add_argument("--once", action="store_true", help="one sweep and one delivery pass, then exit")
         parser.add_argument("--worker-id", default=None, help="name in delivery records (default host:pid)")
         parser.add_argument("--limit", type=int, default=50, help="messages claimed per pass (default 50)")
+        parser.add_argument("--senders", type=_senders, default=settings.KAMI_WORKER_SENDERS,
+                            help=f"deliveries sent at once, each over its own connection (default "
+                                 f"KAMI_WORKER_SENDERS, now {settings.KAMI_WORKER_SENDERS}); a remote mail relay "
+                                 "takes 50-500 ms per email, so one at a time is slow in a drop, but providers "
+                                 "cap concurrent connections")
 
-    def handle(self, *args, once, worker_id, limit, **options):
+    def handle(self, *args, once, worker_id, limit, senders, **options):
         refuse_unsafe_start()
         worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         if once:
             imports = import_jobs_run_due(limit=100, owner=f"{worker_id}:imports")
             swept = sweep()
-            outcomes = run_pass(worker_id=worker_id, limit=limit)
+            with Senders(senders) as lanes:
+                outcomes = run_pass(worker_id=worker_id, limit=limit, senders=lanes)
             pruned = outbox_prune().deliveries if outbox_prune_enabled() else 0
             counts = ", ".join(f"{k} {outcomes.get(k, 0)}" for k in ("sent", "failed", "manual", "lost"))
             self.stdout.write(f"deliveries: {sum(outcomes.values())} ({counts}); "
@@ -129,7 +136,7 @@ class Command(KamiCommand):
         try:
             run_forever(worker_id, poll_seconds=float(settings.KAMI_WORKER_POLL_SECONDS), stop_event=stop,
                         on_pass=Sweeper(float(settings.KAMI_SWEEP_SECONDS)), limit=limit,
-                        heartbeat=Heartbeat(worker_id))
+                        heartbeat=Heartbeat(worker_id), senders=senders)
         except KeyboardInterrupt:
             self.stderr.write("interrupted: a message cut off mid-send is retried when its lease expires")
             raise SystemExit(130) from None
@@ -138,6 +145,13 @@ class Command(KamiCommand):
             imports.join(timeout=30)  # it stops between chunks; a job cut off is resumed by the next worker
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+def _senders(text: str) -> int:
+    """--senders: a whole number from 1 to 64, as KAMI_WORKER_SENDERS."""
+    if not str(text).isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number from 1 to 64")
+    return int(text)
 
 
 def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
