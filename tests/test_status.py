@@ -1,13 +1,16 @@
-"""The order status JSON the order and QR pages poll: same access rule as the order page."""
+"""The order status JSON the order and QR pages poll (same access rule as the order page), and
+which orders the order page keeps following, how often, and which it leaves alone."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
+from kami.core import clock
 from kami.delivery.links import order_link_signature
 from kami.orders.models import Order
+from kami.storefront.follow import order_follow
 from tests.factories import add_keys
 from tests.sandbox_play import enable_sandbox, sandbox_notify
 
@@ -94,3 +97,81 @@ def test_qr_page_counts_down_and_polls_the_order(make_product, rf):
     expires = datetime.fromisoformat(re.search(r'data-expires="([^"]+)"', page).group(1))
     assert expires == order.expires_at
     assert 'id="countdown"' in page and "storefront/status" in page and 'id="order-link"' in page
+
+
+WAITING = [Order.Status.AWAITING_STOCK, Order.Status.AWAITING_MANUAL, Order.Status.FLAGGED]
+FINAL = [Order.Status.FULFILLED, Order.Status.EXPIRED, Order.Status.REFUNDED]
+
+
+def order_page_in(client, product, status, *, paid_minutes_ago=5):
+    """The order page of an order put straight into `status` (how it got there is tested with
+    fulfilment): the page only reads it."""
+    order = create_order(client, product)
+    paid_at = clock.now() - timedelta(minutes=paid_minutes_ago) if status != Order.Status.EXPIRED else None
+    Order.objects.filter(order_no=order["order_no"]).update(status=status, paid_at=paid_at)
+    return client.get(f"/orders/{order['order_no']}?token={order['token']}").content.decode()
+
+
+@pytest.mark.parametrize("status", WAITING)
+def test_a_paid_order_still_waiting_is_followed_gently(client, make_product, status):
+    # given a paid order waiting on stock, on staff, or on a review
+    enable_sandbox()
+    product = make_product()
+    add_keys(product, ["ST-6"])
+    # when its page opens
+    page = order_page_in(client, product, status)
+    # then the script asks every 15 s (not the 3 s of a payment) and the no-script page reloads every 30 s
+    assert f'data-status="{status}"' in page and 'data-follow="15"' in page
+    assert "storefront/status.js" in page
+    assert '<noscript><meta http-equiv="refresh" content="30"></noscript>' in page
+
+
+@pytest.mark.parametrize("status", WAITING)
+def test_an_order_waiting_for_hours_is_reloaded_without_script_every_five_minutes(client, make_product, status):
+    # given an order paid two hours ago and still waiting
+    enable_sandbox()
+    product = make_product()
+    add_keys(product, ["ST-7"])
+    # when its page opens
+    page = order_page_in(client, product, status, paid_minutes_ago=120)
+    # then
+    assert '<noscript><meta http-equiv="refresh" content="300"></noscript>' in page
+    assert 'data-follow="15"' in page  # the script backs off by itself
+
+
+@pytest.mark.parametrize("status", FINAL)
+def test_an_order_in_a_final_state_is_not_followed(client, make_product, status):
+    # given
+    enable_sandbox()
+    product = make_product()
+    add_keys(product, ["ST-8"])
+    # when
+    page = order_page_in(client, product, status)
+    # then nothing asks again: no script, no meta refresh, no refresh link
+    assert f'data-status="{status}"' in page
+    assert "data-follow" not in page and "storefront/status.js" not in page
+    assert 'http-equiv="refresh"' not in page
+
+
+@pytest.mark.parametrize("status", Order.Status.values)
+def test_every_status_is_followed_unless_final(status):
+    # given an order in each status there is (one added later lands here too)
+    order = Order(status=status, created_at=clock.now())
+    # when / then
+    assert (order_follow(order=order, now=clock.now()) is None) == (status in FINAL)
+
+
+@pytest.mark.parametrize("status", WAITING + FINAL)
+def test_status_tells_the_status_and_nothing_else(client, make_product, status):
+    # given an order in each status, keys in stock
+    enable_sandbox()
+    product = make_product()
+    add_keys(product, ["ST-9"])
+    order = create_order(client, product)
+    Order.objects.filter(order_no=order["order_no"]).update(status=status)
+    # when
+    answer = client.get(f"/orders/{order['order_no']}/status?token={order['token']}")
+    bare = client.get(f"/orders/{order['order_no']}/status")
+    # then
+    assert answer.json() == {"status": status} and answer["Cache-Control"] == "no-store"
+    assert bare.status_code == 404

@@ -14,6 +14,7 @@ from django.utils import translation
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 
+from kami.core import clock
 from kami.core.errors import BadInput, KamiError, NotFound, SoldOut
 from kami.core.inbound import Inbound
 from kami.core.logcontext import log_order
@@ -28,6 +29,7 @@ from kami.payments.registry import gateway_get
 from kami.storefront import product as product_pages
 from kami.storefront.buy_form import custom_values_from, shown_on_product_page
 from kami.storefront.captcha_check import captcha_passed
+from kami.storefront.follow import order_follow
 from kami.storefront.home import home_page
 from kami.storefront.recent import recent_remember, recent_token
 
@@ -130,7 +132,7 @@ def _order_shown(request: HttpRequest, order: Order) -> HttpResponse:
     access = urlencode({k: request.GET[k] for k in ("token", "sig") if request.GET.get(k)})
     keys = [k.reveal() for k in order_keys_plaintext(order=order)] if order.status == Order.Status.FULFILLED else []
     context = {"order": order, "keys": keys, "keys_text": "\n".join(keys),
-               "refresh": order.status == Order.Status.PENDING, "access": access}
+               "follow": order_follow(order=order, now=clock.now()), "access": access}
     return _private(render(request, "storefront/order.html", context))
 
 
