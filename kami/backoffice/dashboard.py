@@ -15,7 +15,7 @@ from django.db.models import Case, Count, IntegerField, Sum, Value, When
 from django.utils import timezone
 
 from kami.core import clock, money
-from kami.delivery.selectors import deliveries_list
+from kami.delivery.selectors import DeliveryHealth, deliveries_list, delivery_health
 from kami.orders.models import Order
 from kami.stock.selectors import StockRow, stock_summary
 
@@ -68,6 +68,7 @@ class Dashboard:
     deliveries_manual: int  # out of attempts: a person was alerted
     deliveries_failed: int  # the queue's "failed" tab (kami.delivery.selectors.deliveries_list says what it holds)
     deliveries_retrying: int  # failed, another attempt scheduled
+    delivery: DeliveryHealth  # the workers running and what waits past its time (kami doctor says the same)
 
     @property
     def low_stock(self) -> int:
@@ -125,5 +126,5 @@ def dashboard_get(*, now: datetime | None = None) -> Dashboard:
         days=days, sales=sales, orders_by_status=statuses, stock=stock,
         awaiting_stock=by_status[Order.Status.AWAITING_STOCK], awaiting_manual=by_status[Order.Status.AWAITING_MANUAL],
         deliveries_manual=deliveries["manual"], deliveries_failed=deliveries["failed"],
-        deliveries_retrying=deliveries["retrying"],
+        deliveries_retrying=deliveries["retrying"], delivery=delivery_health(now=now),
     )

@@ -16,14 +16,13 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
-from django.db.models import Max, Min, Q
+from django.db.models import Max
 
 from kami.core import clock
 from kami.core.crypto import KeyringError, keyring
 from kami.core.datadir import keyring_present
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
-WORKER_LATE = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -192,21 +191,17 @@ def gateway_checks() -> list[Check]:
 def worker_check() -> Check:
     """Running workers from their heartbeats (kami/delivery/heartbeats.py), and deliveries
     waiting past their time (a worker that beats but does not deliver is no better)."""
-    from kami.delivery.heartbeats import workers_seen
     from kami.delivery.models import OutboxMessage
+    from kami.delivery.selectors import delivery_health
     from kami.orders.models import Order
 
     now = clock.now()
-    workers = workers_seen(now=now)
-    running = [w for w in workers if w.running]
-    waiting = OutboxMessage.objects.filter(status__in=(OutboxMessage.Status.PENDING, OutboxMessage.Status.FAILED),
-                                           next_attempt_at__lt=now - WORKER_LATE)
-    waiting = waiting.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-    oldest = waiting.aggregate(oldest=Min("next_attempt_at"))["oldest"]
-    last = OutboxMessage.objects.aggregate(last=Max("attempt_log__at"))["last"]
+    health = delivery_health(now=now)
+    workers, running, last = list(health.workers), list(health.running), health.last_attempt_at
     seen = f"last delivery attempt {_ago(now - last)} ago" if last else "no delivery attempted yet"
-    if oldest is not None:
-        return Check("worker", FAIL, f"{waiting.count()} delivery(ies) due {_ago(now - oldest)} ago and not sent, {seen}; "
+    if health.overdue:
+        return Check("worker", FAIL, f"{health.overdue} delivery(ies) due {_ago(now - health.oldest_overdue_at)} ago "
+                                     f"and not sent, {seen}; "
                                      f"{_workers_line(workers, running)}: is `kami worker` running? "
                                      "(systemctl status kami-worker)")
     if running:

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from kami.backoffice.dashboard import dashboard_get, day_starts
 from kami.core import clock
+from kami.delivery.heartbeats import heartbeat_start, heartbeat_stop
 from kami.delivery.models import OutboxMessage
 from kami.delivery.selectors import deliveries_list
 from kami.orders.models import Order
@@ -133,7 +134,7 @@ def test_the_query_count_does_not_grow_with_orders(shanghai, make_product):
         paid(order, NOW - timedelta(days=i % 30))
     with CaptureQueriesContext(connection) as many:
         dashboard_get(now=NOW)
-    assert len(many) == len(few) <= 8
+    assert len(many) == len(few) <= 11  # 3 of them: the delivery workers' card (delivery_health)
 
 
 def test_the_page_per_role(make_product):
@@ -163,3 +164,49 @@ def test_the_index_links_only_to_pages_the_role_may_open():
         assert admin_url(page) in owner_html
     assert admin_url("deliveries/") in operator_html
     assert admin_url("gateways/") not in operator_html and admin_url("shop/") not in operator_html
+
+
+def workers_card(client, language: str = "en") -> str:
+    html = client.get(admin_url(), HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    return html.split('id="workers"')[1].split("</div>")[0]
+
+
+def test_the_dashboard_says_when_no_worker_runs_and_what_waits():
+    owner = signed_in("owner", "dash-workers")
+    # given a new shop: no worker ever
+    card = workers_card(owner)
+    assert "None has run on this shop yet." in card and "start kami worker" in card
+    assert 'class="last-attempt">never<' in card
+    # when a worker runs
+    heartbeat_start("w-dash")
+    card = workers_card(owner)
+    # then the card is calm
+    assert "1 running" in card and "start kami worker" not in card
+    html = owner.get(admin_url()).content.decode()
+    assert 'bo-card bo-attention" id="workers"' not in html
+    # when it stopped and a key email has waited ten minutes past its time
+    heartbeat_stop("w-dash")
+    now = clock.now()
+    OutboxMessage.objects.create(kind="order_keys", channel="email", target="b@x.test", dedupe_key="dash-due",
+                                 next_attempt_at=now - timedelta(minutes=10), created_at=now - timedelta(minutes=10))
+    card = workers_card(owner)
+    # then it says so, with the way out
+    assert "None running: the last one was seen" in card
+    assert "1 delivery due for 10" in card and "minutes and not sent." in card
+    assert "start kami worker" in card
+    html = owner.get(admin_url()).content.decode()
+    assert 'bo-card bo-attention" id="workers"' in html
+    # and in Chinese
+    card = workers_card(owner, "zh-hans")
+    assert "没有在运行的发货进程" in card and "仍未发出" in card and "kami worker" in card
+
+
+def test_a_worker_that_beats_but_does_not_deliver_is_still_attention():
+    owner = signed_in("owner", "dash-stuck")
+    heartbeat_start("w-stuck")
+    now = clock.now()
+    OutboxMessage.objects.create(kind="order_keys", channel="email", target="b@x.test", dedupe_key="stuck-due",
+                                 next_attempt_at=now - timedelta(minutes=5), created_at=now - timedelta(minutes=5))
+    card = workers_card(owner)
+    assert "1 running" in card and "1 delivery due for 5" in card
+    assert 'bo-card bo-attention" id="workers"' in owner.get(admin_url()).content.decode()
