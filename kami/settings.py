@@ -113,6 +113,10 @@ KAMI_GATEWAY_CACHE_SECONDS = float(os.environ.get("KAMI_GATEWAY_CACHE_SECONDS", 
 # Each process remembers "no webhook endpoint is enabled" this many seconds, so confirms skip the
 # table (kami/webhooks/events.py); an endpoint enabled in another process is used within it.
 KAMI_WEBHOOK_CACHE_SECONDS = float(os.environ.get("KAMI_WEBHOOK_CACHE_SECONDS", "5"))
+# Merchant webhook endpoints may be on loopback or a private network (10/8, 172.16/12, 192.168/16,
+# 100.64/10, fc00::/7) only when this is "1": by default Kami posts only to public addresses, so a
+# URL cannot make the server fetch its own network (kami/webhooks/egress.py, docs/api.md).
+KAMI_WEBHOOK_ALLOW_PRIVATE = os.environ.get("KAMI_WEBHOOK_ALLOW_PRIVATE", "") == "1"
 # Coupon codes refused per client IP in 10 minutes before no code is checked (a refusal tells
 # whether a code exists); 0: no limit.
 KAMI_COUPON_TRIES_LIMIT = int(os.environ.get("KAMI_COUPON_TRIES_LIMIT", "20"))

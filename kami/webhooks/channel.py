@@ -10,7 +10,8 @@ excerpt of the answer).
 
 A 2xx answer is success; anything else, a redirect (never followed) or no answer is retried with
 the channel's backoff (settings.KAMI_DELIVERY_BACKOFF_BY_CHANNEL, over days); out of attempts,
-the endpoint is disabled (kami.webhooks.failures).
+the endpoint is disabled (kami.webhooks.failures). The connection goes only to a public address
+checked as it is made (kami.webhooks.egress); any other fails at once, for good, the same way.
 
 Per order, in order: an event is not sent to an endpoint while an earlier event of the same order
 for that endpoint is still on its way (pending, sending or retrying); it is deferred, without
@@ -30,6 +31,7 @@ from kami.delivery.channels.webhook import url_path_hidden, webhook_host
 from kami.delivery.models import OutboxMessage
 from kami.orders.models import OrderKey
 from kami.stock.vault import key_open
+from kami.webhooks.egress import TargetRefused, checked_client
 from kami.webhooks.models import Endpoint, WebhookAttempt, WebhookMessage
 from kami.webhooks.signing import secret_open, signature_header
 
@@ -63,9 +65,12 @@ class MerchantWebhookChannel:
 def _post(record: WebhookMessage, endpoint: Endpoint, body: bytes, headers: dict) -> None:
     host, started = webhook_host(endpoint.url), time.monotonic()
     try:
-        with url_path_hidden(endpoint.url):
-            response = httpx.post(endpoint.url, content=body, headers=headers, timeout=TIMEOUT_SECONDS,
-                                  follow_redirects=False)
+        with url_path_hidden(endpoint.url), checked_client(timeout=TIMEOUT_SECONDS) as client:
+            response = client.post(endpoint.url, content=body, headers=headers)
+    except TargetRefused as exc:  # not a public address now (kami.webhooks.egress): retrying will not change that
+        error = str(exc)  # names the host and address, never the URL's path
+        _attempt(record, started, ok=False, error=error)
+        raise PermanentFailure(f"webhook endpoint #{endpoint.pk}: {error}") from None
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__} talking to {host}"
         _attempt(record, started, ok=False, error=error)

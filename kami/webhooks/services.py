@@ -16,6 +16,7 @@ from kami.core.httpurl import http_url_checked
 from kami.delivery.models import OutboxMessage
 from kami.delivery.services import delivery_retry_now
 from kami.delivery.wake import outbox_written
+from kami.webhooks.egress import url_target_checked
 from kami.webhooks.models import EVENTS, Endpoint, WebhookMessage
 from kami.webhooks.signing import secret_new, secret_open, secret_seal
 
@@ -209,6 +210,7 @@ def _url(url: str) -> str:
     if not url:
         raise BadInput("url: give the address Kami posts events to, e.g. https://erp.example.com/kami/webhooks",
                        fields={"url": "invalid"})
+    url_target_checked(url, field="url")  # public addresses only (kami.webhooks.egress); checked again when sending
     return url
 
 

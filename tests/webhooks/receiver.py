@@ -1,10 +1,11 @@
 """A merchant's webhook receiver on loopback: a real HTTP server that checks every request with the
 `standardwebhooks` package (the reference implementation a merchant would use), exactly as
-docs/api.md tells them to. It can be told to be down (nothing listening), to answer an error, or
-to know only some secrets (a rotation)."""
+docs/api.md tells them to. It can be told to be down (nothing listening), to answer an error or a
+redirect, or to know only some secrets (a rotation)."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,6 +22,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         status, answer = self.receiver.handle(dict(self.headers.items()), body)
         self.send_response(status)
+        if self.receiver.redirect_to:
+            self.send_header("Location", self.receiver.redirect_to)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
@@ -35,10 +38,13 @@ class Receiver:
     does). `received` holds the accepted events; `rejected` the verification errors; `raw` every
     request as (headers, body), for replaying."""
 
-    def __init__(self, *, secrets: list[str] | None = None):
+    def __init__(self, *, secrets: list[str] | None = None, tls: ssl.SSLContext | None = None):
         self.port = free_port()
+        self.tls = tls  # a server context: https, recording the name each client asked for (`sni`)
+        self.sni: list[str | None] = []
         self.secrets = list(secrets or [])
         self.fail_with: int | None = None
+        self.redirect_to: str | None = None  # answer 302 with this Location
         self.received: list[dict] = []
         self.headers: list[dict] = []
         self.rejected: list[str] = []
@@ -53,6 +59,9 @@ class Receiver:
     def start(self) -> "Receiver":
         handler = type("Handler", (_Handler,), {"receiver": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        if self.tls is not None:
+            self.tls.sni_callback = lambda _sock, name, _context: self.sni.append(name)
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
@@ -84,6 +93,8 @@ class Receiver:
             return 400, f"rejected: {exc}".encode()
         if self.fail_with:
             return self.fail_with, b"receiver is having a bad day"
+        if self.redirect_to:
+            return 302, b"moved"
         with self._lock:
             self.received.append(event)
             self.headers.append({k.lower(): v for k, v in headers.items()})

@@ -47,8 +47,14 @@ def id_path(what: str):
     return Path(..., ge=1, le=ID_MAX, description=f"a {what}'s id")
 
 
+URL_RULE = ("your receiver's http(s) URL; its host must be, or resolve to, public addresses only (no loopback, "
+            "private, link-local or reserved ones: a 422 names the address), unless the operator set "
+            "KAMI_WEBHOOK_ALLOW_PRIVATE=1")
+
+
 class EndpointIn(Schema):
-    url: str = Field(min_length=1, max_length=500, pattern=URL_PATTERN, examples=["https://erp.example.com/kami"])
+    url: str = Field(min_length=1, max_length=500, pattern=URL_PATTERN, examples=["https://erp.example.com/kami"],
+                     description=URL_RULE)
     events: list[Event] = Field(min_length=1, max_length=len(EVENTS))
     description: str = Field("", max_length=200, pattern=TEXT)
     include_keys: bool = Field(False, description="order.fulfilled bodies carry the keys' text (off: never)")
@@ -56,7 +62,7 @@ class EndpointIn(Schema):
 
 
 class EndpointPatch(Schema):
-    url: str | None = Field(None, min_length=1, max_length=500, pattern=URL_PATTERN)
+    url: str | None = Field(None, min_length=1, max_length=500, pattern=URL_PATTERN, description=URL_RULE)
     events: list[Event] | None = Field(None, min_length=1, max_length=len(EVENTS))
     description: str | None = Field(None, max_length=200, pattern=TEXT)
     include_keys: bool | None = None
