@@ -5,9 +5,12 @@ server (`kami serve`, waitress + WhiteNoise) in the same run, by the same load g
         [--tree /tmp/kami-before --tree .]
 
 The load generator: `wrk` (C; Debian's `wrk` package), so the figure is the server's, not a
-Python client's on the same cores; `python` (httpx, asyncio) when wrk is not installed. Neither
-sends cookies: every request is a buyer's first visit (a new CSRF cookie each, and the lean
-middleware path of kami/api/lean.py). Every page is fetched once first and must answer 200. Pages are served warm: the first request draws
+Python client's on the same cores; `python` (httpx, asyncio) when wrk is not installed. Each page
+is measured twice: with no cookie, every request a buyer's first visit (Django draws a new CSRF
+secret and sets its cookie), then as a returning buyer, every request sending the `csrftoken`
+cookie an earlier page set, as a browser does (the secret is kept; only the token's mask is
+new). Neither sends a session cookie: both take the lean middleware path of kami/api/lean.py.
+Every page is fetched once first and must answer 200. Pages are served warm: the first request draws
 the page and fills the storefront cache (kami/storefront/fragments.py), the rest are hits with
 their queries (docs/performance.md). `--tree DIR`, repeated: serve from each checkout in turn
 (e.g. a `git archive` of the commit before), each against its own static baseline, in one run.
@@ -44,14 +47,15 @@ end
 """
 
 
-def hammer_wrk(url: str, clients: int, seconds: float) -> tuple[float, float, float]:
-    """wrk, closed loop: (requests/s, p50 s, p99 s)."""
+def hammer_wrk(url: str, clients: int, seconds: float, cookie: str = "") -> tuple[float, float, float]:
+    """wrk, closed loop, each request with `cookie` (a Cookie header) when given: (requests/s, p50 s, p99 s)."""
     threads = min(clients, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="kami-wrk-") as tmp:
         script = Path(tmp, "pages.lua")
         script.write_text(WRK_SCRIPT)
         done = subprocess.run(["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{seconds:.0f}s", "--timeout", "30s",
-                               "-s", str(script), url], capture_output=True, text=True)
+                               "-s", str(script), *(["-H", f"Cookie: {cookie}"] if cookie else []), url],
+                              capture_output=True, text=True)
     found = re.search(r"^KAMI-WRK (\d+) (\d+) (\d+) (\d+) (\d+)$", done.stdout, re.M)
     if found is None:
         raise SystemExit(f"wrk said:\n{done.stdout}{done.stderr}")
@@ -61,20 +65,21 @@ def hammer_wrk(url: str, clients: int, seconds: float) -> tuple[float, float, fl
     return n / (wall_us / 1e6), p50 / 1e6, p99 / 1e6
 
 
-def hammer_python(url: str, clients: int, seconds: float) -> tuple[float, float, float]:
-    """httpx, closed loop: (requests/s, p50 s, p99 s)."""
-    rate, lat = asyncio.run(_hammer(url, clients, seconds))
+def hammer_python(url: str, clients: int, seconds: float, cookie: str = "") -> tuple[float, float, float]:
+    """httpx, closed loop, each request with `cookie` when given: (requests/s, p50 s, p99 s)."""
+    rate, lat = asyncio.run(_hammer(url, clients, seconds, cookie))
     return rate, statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
 
 
-async def _hammer(url: str, clients: int, seconds: float) -> tuple[float, list[float]]:
+async def _hammer(url: str, clients: int, seconds: float, cookie: str) -> tuple[float, list[float]]:
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
 
     async def one(client: httpx.AsyncClient):
         while time.perf_counter() < stop:
+            client.cookies.clear()  # a client keeps what Set-Cookie gave it; wrk sends only what it is told
             t0 = time.perf_counter()
-            response = await client.get(url)
+            response = await client.get(url, headers={"Cookie": cookie} if cookie else None)
             latencies.append(time.perf_counter() - t0)
             if response.status_code != 200:
                 raise SystemExit(f"{url} answered {response.status_code}")
@@ -101,6 +106,16 @@ def main() -> None:
         measure(tree.resolve(), args, hammer_wrk if args.loader == "wrk" else hammer_python)
 
 
+def returning_cookie(url: str) -> str:
+    """The Cookie header a browser sends after its first page: the CSRF cookie that page set,
+    checked to be one the server keeps (a second page with it sets the same secret again)."""
+    secret = httpx.get(url, timeout=30).cookies.get("csrftoken")
+    again = httpx.get(url, headers={"Cookie": f"csrftoken={secret}"}, timeout=30)
+    if not secret or again.status_code != 200 or again.cookies.get("csrftoken") != secret:
+        raise SystemExit(f"{url}: no CSRF cookie a returning buyer could keep ({secret!r}, then {again.cookies.get('csrftoken')!r})")
+    return f"csrftoken={secret}"
+
+
 def measure(tree: Path, args: argparse.Namespace, hammer) -> None:
     env = {**os.environ, "KAMI_DATA_DIR": tempfile.mkdtemp(prefix="kami-bench-pages-"), "KAMI_LOG_LEVEL": "WARNING"}
     env.pop("DATABASE_URL", None)
@@ -121,12 +136,14 @@ def measure(tree: Path, args: argparse.Namespace, hammer) -> None:
         for page in (static, *args.pages):
             if (status := httpx.get(base + page, timeout=30).status_code) != 200:
                 raise SystemExit(f"{page} answered {status}")
+        cookie = returning_cookie(base + args.pages[0])
         static_rate, p50, p99 = hammer(base + static, args.clients, args.seconds)
-        print(f"{'static kami.css':<18} {static_rate:8.0f} req/s  p50 {p50 * 1000:6.1f} ms  p99 {p99 * 1000:6.1f} ms  (baseline)")
-        for page in args.pages:
-            rate, p50, p99 = hammer(base + page, args.clients, args.seconds)
-            print(f"{page:<18} {rate:8.0f} req/s  p50 {p50 * 1000:6.1f} ms  p99 {p99 * 1000:6.1f} ms  "
-                  f"ratio {rate / static_rate:.2f}x")
+        print(f"{'static kami.css':<30} {static_rate:8.0f} req/s  p50 {p50 * 1000:6.1f} ms  p99 {p99 * 1000:6.1f} ms  (baseline)")
+        for label, sent in (("first visit", ""), ("returning buyer", cookie)):
+            for page in args.pages:
+                rate, p50, p99 = hammer(base + page, args.clients, args.seconds, sent)
+                print(f"{page + ' ' + label:<30} {rate:8.0f} req/s  p50 {p50 * 1000:6.1f} ms  p99 {p99 * 1000:6.1f} ms  "
+                      f"ratio {rate / static_rate:.2f}x")
     finally:
         server.terminate()
         server.wait()

@@ -9,8 +9,9 @@ import re
 from decimal import Decimal
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.test import Client
+from django.utils import translation
 
 from kami.catalog.models import Product
 from kami.catalog.services import product_change, tier_prices_save
@@ -19,6 +20,7 @@ from kami.shop.services import shop_settings_update
 from kami.stock.importer import keys_import
 from kami.stock.models import Key
 from kami.storefront import product as product_pages
+from kami.storefront.fragments import CACHE_ALIAS, page_cached
 from tests.factories import add_keys
 from tests.sandbox_play import enable_sandbox, sandbox_notify
 
@@ -49,7 +51,10 @@ def card(home: str, slug: str) -> str:
     return home.split(f'id="product-{slug}"')[1].split("</article>")[0]
 
 
-def test_the_last_key_sold_through_checkout_shows_sold_out_at_once(make_product):
+# Committed too: outside a test's transaction SQLite's reads answer from the thread's last read
+# until the database says something was written (storefront.reads._unless_unchanged).
+@pytest.mark.parametrize("committed", [False, pytest.param(True, marks=pytest.mark.django_db(transaction=True))])
+def test_the_last_key_sold_through_checkout_shows_sold_out_at_once(make_product, committed):
     # given a product with one key, both pages drawn and cached
     enable_sandbox()
     product = make_product("last-one", name="Last card")
@@ -250,3 +255,33 @@ def test_a_product_taken_off_sale_while_its_page_is_drawn_gets_the_shops_not_fou
     # then: the shop's own "no such product" page, as for any product not on sale
     assert response.status_code == 404
     assert "storefront/not_found_product.html" in [t.name for t in response.templates]
+
+
+def test_a_page_served_again_for_the_same_state_object_still_follows_its_path_language_and_settings(rf, settings):
+    # given one immutable state object (as storefront.reads keeps it on SQLite) and its page drawn
+    caches[CACHE_ALIAS].clear()
+    state, drawn = (("the same",),), []
+
+    def serve(path: str = "/", language: str = "en", state: tuple = state) -> str:
+        def context() -> dict:
+            drawn.append(path)
+            return {"shelves": []}
+
+        with translation.override(language):
+            response = page_cached(rf.get(path), "storefront/home.html", state=state, state_again=lambda: state,
+                                   context=context)
+        return TOKEN.sub("", response.content.decode())
+
+    english = serve()
+    # when it is asked again with the page cache emptied: then this thread serves what it served
+    caches[CACHE_ALIAS].clear()
+    assert serve() == english and len(drawn) == 1
+    # when anything else the key holds differs, or the state: then the page is drawn for it
+    assert 'value="/?category=other"' in serve("/?category=other") and len(drawn) == 2
+    assert 'lang="zh-hans"' in serve(language="zh-hans") and len(drawn) == 3
+    settings.KAMI_CAPTCHA = True
+    assert serve() and len(drawn) == 4
+    settings.KAMI_CAPTCHA = False
+    shop_settings_update(actor="test", name="Renamed Shop")
+    assert "Renamed Shop" in serve() and len(drawn) == 5
+    assert serve(state=(("another",),)) and len(drawn) == 6

@@ -126,6 +126,39 @@ def test_the_first_visit_sets_the_csrf_cookie_and_its_forms_post():
     assert forged[0] == 403
 
 
+def csrf_cookie(headers: list) -> str:
+    """The value of the CSRF cookie a response sets."""
+    cookies = SimpleCookie()
+    for name, value in headers:
+        if name == "Set-Cookie":
+            cookies.load(value)
+    return cookies["csrftoken"].value
+
+
+def test_a_returning_buyer_keeps_their_secret_and_each_page_masks_it_anew():
+    # given a buyer back with the CSRF cookie of an earlier page, and no session
+    secret = csrf_cookie(wsgi_request("GET", "/p/lean")[1])
+    cookie = f"csrftoken={secret}"
+    # when they open the home and the product page
+    pages = [wsgi_request("GET", path, cookie=cookie, accept_language="en") for path in ("/", "/p/lean")]
+    # then each page's forms carry one token of its own, masked afresh, and the cookie keeps the secret
+    tokens = [TOKEN.search(body).group(1).decode() for _, _, body in pages]
+    assert len(set(tokens)) == 2 and secret not in tokens and all(len(t) == 64 for t in tokens)
+    assert [(status, csrf_cookie(headers)) for status, headers, _ in pages] == [(200, secret), (200, secret)]
+    # and each token buys with that cookie; no token, no cookie or another buyer's cookie does not
+    form = "quantity=1&email=back%40example.com&gateway=sandbox"
+
+    def buy(body: str, cookie: str = cookie) -> int:
+        return wsgi_request("POST", "/buy/lean", body.encode(), content_type="application/x-www-form-urlencoded",
+                            cookie=cookie)[0]
+
+    assert [buy(f"csrfmiddlewaretoken={t}&{form}") for t in tokens] == [302, 302]
+    assert buy(form) == 403
+    assert buy(f"csrfmiddlewaretoken={tokens[0]}&{form}", cookie="") == 403
+    other = csrf_cookie(wsgi_request("GET", "/")[1])
+    assert buy(f"csrfmiddlewaretoken={tokens[0]}&{form}", cookie=f"csrftoken={other}") == 403
+
+
 def test_head_answers_as_get_does():
     for path in ("/", "/p/lean"):
         got, head = wsgi_request("GET", path), wsgi_request("HEAD", path)

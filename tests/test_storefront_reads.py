@@ -3,11 +3,13 @@ what its ORM queryset answers, on every engine, with the request's own values; t
 follows each product's own threshold; and a page drawn while its state changed is not kept."""
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
 from django.core.cache import caches
-from django.db import connection
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from kami.catalog.models import Product
 from kami.catalog.services import tier_prices_save
@@ -105,4 +107,74 @@ def test_on_sqlite_a_statement_binds_only_the_requests_values(catalogue):
         pytest.skip("the other engines bind every value")
     reads.product_state(slug="few")  # its count capped at 10
     _, sql, params, slots = reads._compiled.statements[(reads._product_on_sale, (10,))]
-    assert slots == ["slug"] and len(params) == 1 and "= 'available'" in sql
+    assert params is None and slots == ("slug",) and "= 'available'" in sql and sql.count("%(slug)s") == 1
+
+
+def read_counted(read) -> tuple[object, int]:
+    """What `read()` answers (its parts as lists: a remembered state is kept as tuples), and how
+    many statements it ran."""
+    with CaptureQueriesContext(connection) as ran:
+        found = read()
+    return as_read(found), len(ran)
+
+
+def as_read(state: tuple) -> tuple:
+    return tuple(list(part) for part in state)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_sqlite_an_unchanged_database_answers_the_last_read_and_every_write_is_seen(catalogue):
+    # The rows are read again only when the database says something was written since: by
+    # another connection (PRAGMA data_version) or by this one (total_changes).
+    if connection.vendor != "sqlite":
+        pytest.skip("the other engines read the rows on every request")
+    few, many = catalogue
+    fresh = reads._catalogue_read
+    # given the state read once
+    first, _ = read_counted(reads.catalogue_state)
+    # when it is read again with nothing written: then only the pragma runs, and the answer is the same
+    assert read_counted(reads.catalogue_state) == (first, 1) and first == as_read(fresh())
+    assert read_counted(lambda: reads.product_state(slug="few"))[1] > 1
+    assert read_counted(lambda: reads.product_state(slug="few")) == (as_read(reads._product_read("few")), 1)
+    # when this connection adds a key: then the next read runs the statements and sees it
+    add_keys(few, ["F-3"])
+    after, ran = read_counted(reads.catalogue_state)
+    assert ran > 1 and after == as_read(fresh()) != first
+    # when another connection commits (a server thread of its own, with its own connection)
+    seen = as_read(reads.catalogue_state())
+
+    def elsewhere():
+        try:
+            Product.objects.filter(pk=many.pk).update(name="Many, renamed")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    # then the next read sees it too
+    after = as_read(reads.catalogue_state())
+    assert after == as_read(fresh()) != seen and "Many, renamed" in {row[2] for row in after[0]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_sqlite_a_write_rolled_back_leaves_no_stale_state(catalogue):
+    if connection.vendor != "sqlite":
+        pytest.skip("the other engines read the rows on every request")
+    few, _ = catalogue
+    before = as_read(reads.product_state(slug="few"))
+    # given a transaction that writes, reads the state, and rolls back
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Product.objects.filter(pk=few.pk).update(name="Never")
+        inside, ran = read_counted(lambda: reads.product_state(slug="few"))
+        raise RuntimeError("rolled back")
+    # then inside it the rows were read, not remembered, and after it the state is as before
+    assert ran > 1 and inside[0][0][2] == "Never"
+    assert as_read(reads.product_state(slug="few")) == before == as_read(reads._product_read("few"))
+
+
+def test_on_the_server_engines_every_read_runs_its_statements(catalogue):
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite asks the database whether anything changed")
+    reads.catalogue_state()
+    assert read_counted(reads.catalogue_state)[1] == 3

@@ -3,7 +3,8 @@ costs its few reads and a cache read instead of a template render (docs/performa
 
 The key is a digest of everything the page is drawn from: the state the view names, read fresh
 on each request by prepared statements (storefront.reads: every product row on the page with
-its category and stock count, its tiers, the enabled gateways), the shop settings, the settings
+its category and stock count, its tiers, the enabled gateways; on SQLite, when the database says
+nothing was written since the thread's last read, that read's rows), the shop settings, the settings
 that change what a page offers (captcha, sandbox), the language, the URL prefix and path, and
 the templates and translations themselves. So a sale, an import, an edit or a settings change
 gives the next request a new key, in every server process, with no message to send: nothing is
@@ -14,11 +15,17 @@ drawn while a sale landed is served once, not kept under the state before the sa
 Nothing buyer-specific is cached: a view caches only a pristine page (no typed values, no
 error, no coupon, no captcha), and the CSRF token is drawn as a slot that each response fills
 with its own. A cached template may read from the request only what the key holds (the path).
+
+A thread asked for a page again with the very state object it last served that page for (same
+template, language, path, settings and shop; storefront.reads hands out one immutable state
+object on SQLite until the database changes) serves the same body without computing the key or
+reading the cache: both would give what it served (docs/performance.md).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import fields as dataclass_fields, is_dataclass
 from datetime import date, datetime
@@ -45,6 +52,10 @@ log = logging.getLogger(__name__)
 CACHE_ALIAS = "storefront"
 CSRF_SLOT = "kamiCsrfSlot"  # never a real token: those are 64 random characters
 _PLAIN_TYPES = (str, int, float, bool, Decimal, date, datetime, bytes, type(None))
+_PLAIN_EXACTLY = frozenset(_PLAIN_TYPES)
+# Per thread, the last body served for each page, with the state object it was keyed on.
+_served = threading.local()
+SERVED_PER_THREAD = 32  # pages remembered per thread; past that, forgotten all at once
 
 
 def page_cached(request: HttpRequest, template: str, *, state: tuple, state_again: Callable[[], tuple],
@@ -54,6 +65,11 @@ def page_cached(request: HttpRequest, template: str, *, state: tuple, state_agai
     reads it anew. Only for a pristine page: `context()` must hold nothing typed by the buyer
     and follow from `state` and the request's path."""
     shop = shop_settings_get()  # in the key and on the page: one read
+    page = (_drawn_where(request, template), shop)
+    served = _served.__dict__.setdefault("pages", {})
+    last = served.get(page)
+    if last is not None and last[0] is state:  # this thread served this page for this very state object
+        return _with_token(request, last[1])
     try:
         key = page_key(request, template, (shop, state))
     except TypeError:  # a value plain() cannot key: draw the page as before rather than fail it
@@ -63,16 +79,41 @@ def page_cached(request: HttpRequest, template: str, *, state: tuple, state_agai
     body = store.get(key)
     if body is None:
         body = render_to_string(template, {**context(), "shop": shop, "csrf_token": CSRF_SLOT}, request)
-        if page_key(request, template, (shop, state_again())) == key:  # nothing changed while it was drawn
-            store.set(key, body)
+        if page_key(request, template, (shop, state_again())) != key:  # changed while drawn: served once, not kept
+            return _with_token(request, body)
+        store.set(key, body)
+    if _immutable(state):
+        if len(served) >= SERVED_PER_THREAD:
+            served.clear()
+        served[page] = (state, body)
+    return _with_token(request, body)
+
+
+def page_key(request: HttpRequest, template: str, state: tuple) -> str:
+    drawn_from = (_code_version(), *_drawn_where(request, template), plain(state))
+    return "page:" + hashlib.blake2b(repr(drawn_from).encode(), digest_size=20).hexdigest()
+
+
+def _drawn_where(request: HttpRequest, template: str) -> tuple:
+    """What a page's key holds besides its state: the template, the language, the URL prefix and
+    path, the settings that change what a page offers."""
+    return (template, translation.get_language(), get_script_prefix(), request.get_full_path(), captcha_enabled(),
+            sandbox_live())
+
+
+def _with_token(request: HttpRequest, body: str) -> HttpResponse:
     # get_token also tells CsrfViewMiddleware to set the cookie the token belongs to.
     return HttpResponse(body.replace(_slot_tag(), _slot_tag().replace(CSRF_SLOT, get_token(request))))
 
 
-def page_key(request: HttpRequest, template: str, state: tuple) -> str:
-    drawn_from = (_code_version(), template, translation.get_language(), get_script_prefix(),
-                  request.get_full_path(), captcha_enabled(), sandbox_live(), plain(state))
-    return "page:" + hashlib.blake2b(repr(drawn_from).encode(), digest_size=20).hexdigest()
+def _immutable(state: tuple) -> bool:
+    """True when `state` cannot change under the same identity: plain() took it, and it hashes,
+    so it holds no list, dict or other mutable container (storefront.reads' rows on SQLite)."""
+    try:
+        hash(state)
+    except TypeError:
+        return False
+    return True
 
 
 def plain(value: object) -> object:
@@ -88,6 +129,8 @@ def plain(value: object) -> object:
     if is_dataclass(value) and not isinstance(value, type):
         return (type(value).__name__, tuple(plain(getattr(value, f.name)) for f in dataclass_fields(value)))
     if isinstance(value, (list, tuple)):
+        if _PLAIN_EXACTLY.issuperset(map(type, value)):  # a row of plain columns: as it is, without a call per column
+            return tuple(value)
         return tuple(plain(v) for v in value)
     raise TypeError(f"a cached page cannot be keyed on a {type(value).__name__}: teach fragments.plain its content")
 
