@@ -27,11 +27,13 @@ and writes in chunks. The baseline runs right after, in the same database server
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import json
 import os
 import resource
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -52,6 +54,7 @@ def main() -> None:
         print(json.dumps(_kami_import(args.child, Path(args.file), args.path)))
         return
     work = Path(tempfile.mkdtemp(prefix="kami-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the key file (23 MiB a million) and the data dir
     keys = work / "keys.txt"
     _write_keys(keys, args.lines)
     print(f"file: {args.lines:,} lines, {keys.stat().st_size / 2**20:.1f} MiB; Kami through the {args.path} path")

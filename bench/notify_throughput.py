@@ -33,6 +33,7 @@ its own databases (<prefix>_notify*, <prefix>_pgbench; on MariaDB <prefix>_my_no
 from __future__ import annotations
 
 import argparse
+import atexit
 import asyncio
 import base64
 import hashlib
@@ -113,8 +114,10 @@ async def send_all(url: str, jobs: list, clients: int, seconds: float) -> tuple[
 
 
 def base_env(db: str, server: str = PG) -> dict:
+    data_dir = tempfile.mkdtemp(prefix="kami-bench-")
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)  # the bench's data dir goes with it
     return {**os.environ, "DATABASE_URL": f"{server}/{db}", "DJANGO_SETTINGS_MODULE": "kami.settings",
-            "KAMI_DATA_DIR": tempfile.mkdtemp(prefix="kami-bench-"), "KAMI_LOG_LEVEL": "WARNING",
+            "KAMI_DATA_DIR": data_dir, "KAMI_LOG_LEVEL": "WARNING",
             "KAMI_DATA_KEY": "kb:" + base64.b64encode(os.urandom(32)).decode(), "KAMI_SECRET_KEY": "bench",
             "KAMI_SANDBOX": "1"}  # the sandbox plays the gateway: live only where asked for
 

@@ -147,6 +147,7 @@ def measure(tree: Path, args: argparse.Namespace, hammer) -> None:
     finally:
         server.terminate()
         server.wait()
+        shutil.rmtree(env["KAMI_DATA_DIR"], ignore_errors=True)  # its database, data key and mail files
 
 
 if __name__ == "__main__":
