@@ -341,6 +341,17 @@ else:
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     EMAIL_FILE_PATH = str(DATA_DIR / "mail")
 EMAIL_TIMEOUT = int(os.environ.get("KAMI_EMAIL_TIMEOUT", "20"))
+# At most this many emails a second from each worker process, its senders together; 0: no limit.
+# A provider's sending limit (Amazon SES starts at 14 a second) answers a faster worker with 454
+# "throttling", and each throttled email waits for a retry's backoff (kami/delivery/channels/email.py).
+_rate = os.environ.get("KAMI_EMAIL_RATE", "0")
+try:
+    KAMI_EMAIL_RATE = float(_rate)
+except ValueError:
+    KAMI_EMAIL_RATE = -1.0
+if not 0 <= KAMI_EMAIL_RATE <= 10000 or KAMI_EMAIL_RATE != KAMI_EMAIL_RATE:
+    raise ImproperlyConfigured(f"KAMI_EMAIL_RATE={_rate!r}: give the emails a second your mail provider allows each "
+                               "worker (e.g. 14 for Amazon SES's first limit), or 0 for no limit")
 DEFAULT_FROM_EMAIL = os.environ.get("KAMI_FROM_EMAIL", "Kami <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 

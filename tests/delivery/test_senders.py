@@ -248,14 +248,22 @@ def test_run_forever_sends_with_its_senders_and_leaves_no_thread_behind(smtp, fu
 
 
 @pytest.mark.sqlite_only
-@pytest.mark.parametrize("value", ["0", "65", "four", "-1"])
-def test_a_bad_senders_setting_is_refused_with_the_fix(value, tmp_path):
-    env = {**os.environ, "KAMI_WORKER_SENDERS": value, "KAMI_DATA_DIR": str(tmp_path)}
+@pytest.mark.parametrize(("name", "value", "fix"), [
+    ("KAMI_WORKER_SENDERS", "0", "give a whole number from 1 to 64"),
+    ("KAMI_WORKER_SENDERS", "65", "give a whole number from 1 to 64"),
+    ("KAMI_WORKER_SENDERS", "four", "give a whole number from 1 to 64"),
+    ("KAMI_WORKER_SENDERS", "-1", "give a whole number from 1 to 64"),
+    ("KAMI_EMAIL_RATE", "-1", "give the emails a second your mail provider allows"),
+    ("KAMI_EMAIL_RATE", "fast", "give the emails a second your mail provider allows"),
+    ("KAMI_EMAIL_RATE", "nan", "give the emails a second your mail provider allows"),
+])
+def test_a_bad_sending_setting_is_refused_with_the_fix(name, value, fix, tmp_path):
+    env = {**os.environ, name: value, "KAMI_DATA_DIR": str(tmp_path)}
     env.pop("DATABASE_URL", None)
     done = subprocess.run([sys.executable, "-m", "kami", "worker", "--help"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
-    assert f"KAMI_WORKER_SENDERS={value!r}: give a whole number from 1 to 64" in done.stderr
+    assert f"{name}={value!r}: {fix}" in done.stderr
 
 
 @pytest.mark.sqlite_only
@@ -267,3 +275,38 @@ def test_a_bad_senders_option_is_refused_with_the_fix(value, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert f"--senders: {value!r}: give a whole number from 1 to 64" in done.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rate_limit_spaces_the_emails_of_every_sender(smtp, senders, settings, fulfilled_order, make_product):
+    # given: a provider that allows 20 emails a second, and ten buyers
+    settings.KAMI_EMAIL_RATE = 20
+    smtp.at_once = 1  # one at a time is what the limit makes of them
+    rows = key_orders(fulfilled_order, make_product, count=10)
+    # when
+    started = time.monotonic()
+    outcomes = run_pass(worker_id="w1", senders=senders)
+    # then: each email once, and the tenth not before its slot, 9 × 50 ms after the first
+    assert dict(outcomes) == {"sent": 10}
+    assert time.monotonic() - started >= 9 / 20
+    assert_each_delivered(smtp, rows)
+
+
+def test_the_pace_gives_each_email_its_own_slot_across_threads():
+    from kami.delivery.channels.email import Pace
+
+    pace, started, done = Pace(), time.monotonic(), []
+    assert pace.wait(0) == 0.0  # no limit: no wait
+
+    def sender():
+        for _ in range(4):
+            pace.wait(50)
+            done.append(time.monotonic())
+
+    threads = [threading.Thread(target=sender) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # twelve slots 20 ms apart: the last no sooner than 11 × 20 ms after the first (at once)
+    assert len(done) == 12 and max(done) - started >= 11 / 50

@@ -211,8 +211,36 @@ def _email(message: OutboxMessage, subject: str, text: str, html: str = "") -> E
     return email
 
 
+class Pace:
+    """At most KAMI_EMAIL_RATE emails a second from this process, whichever sender sends them:
+    each email takes the next free slot, 1/rate after the last one, and waits for it. Under a
+    provider's limit no email is throttled into a retry's backoff; above it, one a minute late is
+    better than one an hour late. No burst: a drop's emails go out evenly from the first."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.next_at = 0.0  # time.monotonic() of the next free slot
+
+    def wait(self, rate: float) -> float:
+        """Wait for this email's slot; the seconds waited (0 with no limit)."""
+        if rate <= 0:
+            return 0.0
+        with self.lock:
+            now = time.monotonic()
+            at = max(now, self.next_at)
+            self.next_at = at + 1.0 / rate
+        if at > now:
+            time.sleep(at - now)
+        return at - now
+
+
+_pace = Pace()
+
+
 def _deliver(email: EmailMultiAlternatives, *, secrets: list[str]) -> None:
-    """Hand the email to the backend (`_send`) and turn a failure into the worker's terms."""
+    """Hand the email to the backend (`_send`), in its slot under KAMI_EMAIL_RATE, and turn a
+    failure into the worker's terms."""
+    _pace.wait(settings.KAMI_EMAIL_RATE)
     try:
         sent = _send(email, secrets=secrets)
     except smtplib.SMTPRecipientsRefused as exc:
