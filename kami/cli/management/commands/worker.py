@@ -46,55 +46,51 @@ class Sweeper:
             log.info("sweep: %s", ", ".join(f"{k} {v}" for k, v in result.items()))
 
 
-class Housekeeper(threading.Thread):
-    """Prunes sent deliveries (kami/delivery/housekeeping.py) at start and then every
-    PRUNE_EVERY_SECONDS, in a thread of its own with its own connection, so a long first prune
-    (a year of rows after an upgrade) never holds up an email."""
+class SideLoop(threading.Thread):
+    """One of the worker's side tasks (pruning, uploaded imports) in a thread of its own, with its
+    own database connection, so it never holds up an email: `turn()` again and again until `stop`
+    is set, waiting `every` seconds after a turn that found nothing more to do (returned falsy). A
+    database restart is said once and retried, any other error logged and retried; the
+    connection is closed at the end."""
 
-    def __init__(self, stop: threading.Event):
-        super().__init__(name="kami-housekeeping", daemon=True)
-        self.stop = stop
-
-    def run(self) -> None:
-        try:
-            while outbox_prune_enabled() and not self.stop.is_set():
-                close_old_connections()
-                try:
-                    outbox_prune(stop=self.stop.is_set)
-                except CONNECTION_LOST:  # a database restart: the next turn prunes
-                    connection.close()
-                except Exception:  # noqa: BLE001 — housekeeping must not end the worker
-                    log.exception("outbox prune failed; next try in %ss", PRUNE_EVERY_SECONDS)
-                self.stop.wait(PRUNE_EVERY_SECONDS)
-        finally:
-            connection.close()
-
-
-class ImportRunner(threading.Thread):
-    """Runs due key-import jobs one at a time until `stop` is set; a job cut off by the stop goes
-    back to the queue at its last checkpoint. Its own database connection, closed at the end."""
-
-    def __init__(self, owner: str, poll_seconds: float, stop: threading.Event):
-        super().__init__(name="kami-imports", daemon=True)
-        self.owner, self.poll_seconds, self.stop = owner, poll_seconds, stop
+    def __init__(self, name: str, what: str, turn, every: float, stop: threading.Event):
+        super().__init__(name=name, daemon=True)
+        self.what, self.turn, self.every, self.stop = what, turn, every, stop
 
     def run(self) -> None:
-        outage = DatabaseOutage(f"import runner {self.owner}")
+        outage = DatabaseOutage(self.what)
         try:
             while not self.stop.is_set():
                 close_old_connections()
-                ran = 0
+                more = False
                 try:
-                    ran = import_jobs_run_due(limit=1, owner=self.owner, stop=self.stop.is_set)
+                    more = self.turn()
                     outage.answered()
-                except CONNECTION_LOST as exc:  # a database restart: said once, retried every poll
+                except CONNECTION_LOST as exc:  # a database restart: said once, retried every turn
                     outage.lost(exc)
-                except Exception:  # noqa: BLE001 — a database hiccup must not end the imports
-                    log.exception("import runner %s: pass failed; retrying in %ss", self.owner, self.poll_seconds)
-                if not ran:
-                    self.stop.wait(self.poll_seconds)
+                    connection.close()
+                except Exception:  # noqa: BLE001 — a side task's failure must not end the worker
+                    log.exception("%s failed; next try in %ss", self.what, self.every)
+                if not more:
+                    self.stop.wait(self.every)
         finally:
             connection.close()
+
+
+def housekeeper(stop: threading.Event) -> SideLoop:
+    """Prunes sent deliveries (kami/delivery/housekeeping.py) at start and then every
+    PRUNE_EVERY_SECONDS: a long first prune (a year of rows after an upgrade) holds up nothing."""
+    def prune() -> bool:
+        outbox_prune(stop=stop.is_set)
+        return False
+    return SideLoop("kami-housekeeping", "outbox prune", prune, PRUNE_EVERY_SECONDS, stop)
+
+
+def import_runner(owner: str, poll_seconds: float, stop: threading.Event) -> SideLoop:
+    """Runs due key-import jobs one at a time; a job cut off by the stop goes back to the queue at
+    its last checkpoint."""
+    return SideLoop("kami-imports", f"import runner {owner}",
+                    lambda: import_jobs_run_due(limit=1, owner=owner, stop=stop.is_set), poll_seconds, stop)
 
 
 class Command(KamiCommand):
@@ -127,9 +123,10 @@ class Command(KamiCommand):
             return
         stop = threading.Event()
         previous = _on_signals(stop)
-        imports = ImportRunner(f"{worker_id}:imports", float(settings.KAMI_WORKER_POLL_SECONDS), stop)
+        imports = import_runner(f"{worker_id}:imports", float(settings.KAMI_WORKER_POLL_SECONDS), stop)
         imports.start()
-        Housekeeper(stop).start()
+        if outbox_prune_enabled():
+            housekeeper(stop).start()
         if parent := int(os.environ.get("KAMI_WORKER_PARENT_PID") or 0):
             threading.Thread(target=_stop_when_orphaned, args=(parent, stop), name="kami-parent-watch",
                              daemon=True).start()
