@@ -17,7 +17,7 @@ import pytest
 from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = [pytest.mark.newcomer, pytest.mark.sqlite_only, pytest.mark.slow]
+pytestmark = [pytest.mark.newcomer, pytest.mark.sqlite_only, pytest.mark.engine_free, pytest.mark.slow]  # its own directory and processes
 
 
 

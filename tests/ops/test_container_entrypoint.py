@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTAINER = ROOT / "deploy" / "container"
 ENTRYPOINT = CONTAINER / "entrypoint.sh"
 HOST = "shop.example"
-pytestmark = [pytest.mark.sqlite_only, pytest.mark.slow]  # its own PostgreSQL database, whatever the engine
+pytestmark = [pytest.mark.sqlite_only, pytest.mark.engine_free, pytest.mark.slow]  # its own PostgreSQL database, whatever the engine
 
 
 def server_url() -> str:
