@@ -100,15 +100,18 @@ def test_qr_page_counts_down_and_polls_the_order(make_product, rf):
 
 
 WAITING = [Order.Status.AWAITING_STOCK, Order.Status.AWAITING_MANUAL, Order.Status.FLAGGED]
-FINAL = [Order.Status.FULFILLED, Order.Status.EXPIRED, Order.Status.REFUNDED]
+FINAL = [Order.Status.FULFILLED, Order.Status.REFUNDED]  # and EXPIRED, once LATE_PAYMENT_WINDOW has passed
 
 
-def order_page_in(client, product, status, *, paid_minutes_ago=5):
+def order_page_in(client, product, status, *, paid_minutes_ago=5, expired_minutes_ago=None):
     """The order page of an order put straight into `status` (how it got there is tested with
     fulfilment): the page only reads it."""
     order = create_order(client, product)
     paid_at = clock.now() - timedelta(minutes=paid_minutes_ago) if status != Order.Status.EXPIRED else None
-    Order.objects.filter(order_no=order["order_no"]).update(status=status, paid_at=paid_at)
+    fields = {"status": status, "paid_at": paid_at}
+    if expired_minutes_ago is not None:
+        fields["expires_at"] = clock.now() - timedelta(minutes=expired_minutes_ago)
+    Order.objects.filter(order_no=order["order_no"]).update(**fields)
     return client.get(f"/orders/{order['order_no']}?token={order['token']}").content.decode()
 
 
@@ -139,26 +142,41 @@ def test_an_order_waiting_for_hours_is_reloaded_without_script_every_five_minute
     assert 'data-follow="15"' in page  # the script backs off by itself
 
 
-@pytest.mark.parametrize("status", FINAL)
+@pytest.mark.parametrize("status", [*FINAL, Order.Status.EXPIRED])
 def test_an_order_in_a_final_state_is_not_followed(client, make_product, status):
-    # given
+    # given (an expired order an hour past its expiry: no late payment is waited for any more)
     enable_sandbox()
     product = make_product()
     add_keys(product, ["ST-8"])
     # when
-    page = order_page_in(client, product, status)
+    page = order_page_in(client, product, status, expired_minutes_ago=60 if status == Order.Status.EXPIRED else None)
     # then nothing asks again: no script, no meta refresh, no refresh link
     assert f'data-status="{status}"' in page
     assert "data-follow" not in page and "storefront/status.js" not in page
     assert 'http-equiv="refresh"' not in page
 
 
-@pytest.mark.parametrize("status", Order.Status.values)
+@pytest.mark.parametrize("status", [s for s in Order.Status.values if s != Order.Status.EXPIRED])
 def test_every_status_is_followed_unless_final(status):
     # given an order in each status there is (one added later lands here too)
     order = Order(status=status, created_at=clock.now())
     # when / then
     assert (order_follow(order=order, now=clock.now()) is None) == (status in FINAL)
+
+
+def test_an_expired_order_is_followed_only_while_a_late_payment_may_still_arrive(client, make_product):
+    # given an order that expired a minute ago: a last-moment payment's notification may still come,
+    # and it would flag the order ("we are checking this payment")
+    enable_sandbox()
+    product = make_product()
+    add_keys(product, ["ST-10"])
+    page = order_page_in(client, product, Order.Status.EXPIRED, expired_minutes_ago=1)
+    assert 'data-status="expired"' in page and 'data-follow="15"' in page and "storefront/status.js" in page
+    assert '<noscript><meta http-equiv="refresh" content="30"></noscript>' in page
+    # when it expired 31 minutes ago
+    page = order_page_in(client, product, Order.Status.EXPIRED, expired_minutes_ago=31)
+    # then the page stops asking
+    assert "data-follow" not in page and "storefront/status.js" not in page and 'http-equiv="refresh"' not in page
 
 
 @pytest.mark.parametrize("status", WAITING + FINAL)

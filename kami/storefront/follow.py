@@ -9,8 +9,10 @@ that what the page promises ("your keys will appear here") happens on the open p
 - `flagged`: staff unflag it (back to awaiting stock or fulfilled), deliver it or refund it.
 
 It stops at the final states: `fulfilled` (the keys are on the page; a later replacement or
-refund is emailed), `expired` and `refunded`. A payment that arrives after expiry flags the order
-and the buyer is emailed; the page does not wait on that.
+refund is emailed) and `refunded`. An `expired` order is followed gently for LATE_PAYMENT_WINDOW
+after its expiry: a buyer who paid at the last moment has a payment whose notification is still
+on its way (a gateway retries for minutes to hours), and it flags the order, which the page then
+says ("we are checking this payment"). After that it is final too.
 
 A paid order can wait for hours, so it is asked about gently: every 15 s rather than the 3 s of a
 payment, and the script (static/storefront/status.js) backs off from there on a tab left open. The
@@ -31,6 +33,7 @@ WAITING_EVERY = 15
 WAITING_NOSCRIPT = 30  # a whole page each time, not a small JSON answer: half as often
 LONG_WAIT = timedelta(hours=1)
 LONG_WAIT_NOSCRIPT = 300
+LATE_PAYMENT_WINDOW = timedelta(minutes=30)  # an expired order's page keeps asking this long after its expiry
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ def order_follow(*, order: Order, now: datetime) -> Follow | None:
     """How the order page follows `order`; None once its status is final."""
     if order.status == S.PENDING:
         return Follow(every=PAYMENT_EVERY, noscript=PAYMENT_EVERY)
+    if order.status == S.EXPIRED:
+        expired_at = order.expires_at or order.created_at
+        late = expired_at is not None and now - expired_at < LATE_PAYMENT_WINDOW
+        return Follow(every=WAITING_EVERY, noscript=WAITING_NOSCRIPT) if late else None
     if order.status not in WAITING:
         return None
     waited = now - (order.paid_at or order.created_at)
