@@ -107,3 +107,31 @@ def fulfilled_order(client, make_product):
 
 def keys_message(order: Order) -> OutboxMessage:
     return OutboxMessage.objects.get(dedupe_key=f"order_keys:{order.pk}:email")
+
+
+def run_forever_until(done, *, timeout: float = 60, **options) -> list[BaseException]:
+    """`run_forever` in a thread of its own (its own connection, closed after), stopped after the
+    first pass at whose end `done()` is true; what it raised. Fails if it did not stop in time."""
+    from django.db import connection
+
+    from kami.delivery.worker import run_forever
+
+    stop, errors = threading.Event(), []
+
+    def on_pass():
+        if done():
+            stop.set()
+
+    def loop():
+        try:
+            run_forever("looper", poll_seconds=0.05, stop_event=stop, on_pass=on_pass, **options)
+        except BaseException as exc:  # noqa: BLE001 — reported by the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    thread.join(timeout=timeout)
+    assert not thread.is_alive(), "run_forever did not stop"
+    return errors

@@ -19,8 +19,8 @@ from kami.delivery import channels
 from kami.delivery.channels import channel_get
 from kami.delivery.models import DeliveryAttempt, OutboxMessage
 from kami.delivery.services import outbox_enqueue
-from kami.delivery.worker import Senders, run_forever, run_pass
-from tests.delivery.conftest import smtp_serving
+from kami.delivery.worker import Senders, run_pass
+from tests.delivery.conftest import run_forever_until, smtp_serving
 from tests.delivery.test_smtp_reuse import Sessions, assert_each_delivered, key_orders
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,26 +223,10 @@ def database_connections() -> int:
 def test_run_forever_sends_with_its_senders_and_leaves_no_thread_behind(smtp, fulfilled_order, make_product):
     # given
     key_orders(fulfilled_order, make_product, count=6)
-    stop, errors = threading.Event(), []
-
-    def on_pass():
-        if len(smtp.messages) >= 6:
-            stop.set()
-
-    def loop():
-        try:
-            run_forever("looper", poll_seconds=0.05, stop_event=stop, on_pass=on_pass, senders=AT_ONCE)
-        except BaseException as exc:  # noqa: BLE001 — reported by the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
     # when
-    thread = threading.Thread(target=loop)
-    thread.start()
-    thread.join(timeout=60)
+    errors = run_forever_until(lambda: len(smtp.messages) >= 6, senders=AT_ONCE)
     # then
-    assert not thread.is_alive() and errors == []
+    assert errors == []
     assert smtp.peak == AT_ONCE and len(set(smtp.message_ids())) == 6
     assert not [t for t in threading.enumerate() if t.name.startswith("kami-sender-")]
 

@@ -12,10 +12,9 @@ from kami.delivery import channels
 from kami.delivery.channels import TemporaryFailure, channel_get
 from kami.delivery.models import DeliveryAttempt, OutboxMessage
 from kami.delivery.services import admin_alert, outbox_enqueue
-from kami.delivery.worker import (LEASE_EXPIRED, outbox_claim, outbox_perform, outbox_release, run_forever,
-                                  run_once, run_pass)
+from kami.delivery.worker import LEASE_EXPIRED, outbox_claim, outbox_perform, outbox_release, run_once, run_pass
 from kami.orders.models import Order
-from tests.delivery.conftest import keys_message
+from tests.delivery.conftest import keys_message, run_forever_until
 from tests.ports import free_port
 
 
@@ -176,31 +175,12 @@ def test_release_only_touches_rows_still_leased_to_us(smtp):
 @pytest.mark.django_db(transaction=True)
 def test_run_forever_delivers_and_stops_when_asked(smtp, fulfilled_order):
     # given
-    from django.db import connection
-
     fulfilled_order()
-    stop, passes, errors = threading.Event(), [], []
-
-    def on_pass():
-        passes.append(1)
-        if smtp.messages:
-            stop.set()
-
-    def loop():
-        try:
-            run_forever("looper", poll_seconds=0.05, stop_event=stop, on_pass=on_pass)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-        finally:
-            connection.close()
-
     # when
-    thread = threading.Thread(target=loop)
-    thread.start()
-    thread.join(timeout=30)
+    errors = run_forever_until(lambda: bool(smtp.messages), timeout=30)
     # then
-    assert not thread.is_alive() and errors == []
-    assert len(smtp.messages) == 1 and passes
+    assert errors == []
+    assert len(smtp.messages) == 1
     assert OutboxMessage.objects.get().status == "sent"
 
 
