@@ -348,8 +348,8 @@ _rate = os.environ.get("KAMI_EMAIL_RATE", "0")
 try:
     KAMI_EMAIL_RATE = float(_rate)
 except ValueError:
-    KAMI_EMAIL_RATE = -1.0
-if not 0 <= KAMI_EMAIL_RATE <= 10000 or KAMI_EMAIL_RATE != KAMI_EMAIL_RATE:
+    KAMI_EMAIL_RATE = float("nan")
+if not 0 <= KAMI_EMAIL_RATE <= 10000:  # nan (not a number, or "nan") fails this too
     raise ImproperlyConfigured(f"KAMI_EMAIL_RATE={_rate!r}: give the emails a second your mail provider allows each "
                                "worker (e.g. 14 for Amazon SES's first limit), or 0 for no limit")
 DEFAULT_FROM_EMAIL = os.environ.get("KAMI_FROM_EMAIL", "Kami <noreply@localhost>")
