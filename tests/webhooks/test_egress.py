@@ -113,10 +113,12 @@ def guarded(settings):
     ("fd00:ec2::254", "a private-network address"), ("100.100.100.200", "a private-network address"),
     ("192.0.2.10", "a reserved address"), ("2001:db8::1", "a reserved address"), ("198.18.0.1", "a reserved address"),
 ])
+@pytest.mark.sqlite_only  # the address rule and the refusal before any write: the same on every engine
 def test_each_address_is_judged_by_what_it_reaches(address, kind):
     assert address_kind(ipaddress.ip_address(address)) == kind
 
 
+@pytest.mark.sqlite_only  # the address rule and the refusal before any write: the same on every engine
 @pytest.mark.parametrize("url,named,kind", REFUSED)
 def test_a_url_aimed_at_the_servers_own_network_is_refused_when_saved(url, named, kind, guarded):
     # when
@@ -130,6 +132,7 @@ def test_a_url_aimed_at_the_servers_own_network_is_refused_when_saved(url, named
     assert Endpoint.objects.count() == 0
 
 
+@pytest.mark.sqlite_only  # the address rule and the refusal before any write: the same on every engine
 def test_a_change_of_url_is_checked_the_same_way(guarded):
     # given
     made = endpoint_create(url=f"https://{PUBLIC}/hooks", events=["order.paid"], actor="test")
@@ -140,6 +143,7 @@ def test_a_change_of_url_is_checked_the_same_way(guarded):
     assert Endpoint.objects.get().url == f"https://{PUBLIC}/hooks"
 
 
+@pytest.mark.sqlite_only  # the address rule and the refusal before any write: the same on every engine
 def test_a_name_is_refused_when_any_of_its_addresses_is_private(guarded, dns):
     # given: one public address and one private, as a name can have
     dns.answer("erp.shop.test", [PUBLIC, "10.0.0.7"])
@@ -148,6 +152,7 @@ def test_a_name_is_refused_when_any_of_its_addresses_is_private(guarded, dns):
         endpoint_create(url="https://erp.shop.test/hooks", events=["order.paid"], actor="test")
 
 
+@pytest.mark.sqlite_only  # the address rule and the refusal before any write: the same on every engine
 def test_public_addresses_and_names_that_do_not_resolve_yet_are_accepted(guarded, dns):
     # given
     dns.answer("erp.shop.test", [PUBLIC, "2001:4860:4860::8888"])
@@ -160,6 +165,7 @@ def test_public_addresses_and_names_that_do_not_resolve_yet_are_accepted(guarded
     assert Endpoint.objects.count() == 4
 
 
+@pytest.mark.sqlite_only  # the address rule and the refusal before any write: the same on every engine
 def test_the_opt_out_lets_own_networks_through_but_never_link_local_or_multicast(settings):
     # given
     settings.KAMI_WEBHOOK_ALLOW_PRIVATE = True
@@ -175,6 +181,7 @@ def test_the_opt_out_lets_own_networks_through_but_never_link_local_or_multicast
     assert address_refusal(ipaddress.ip_address("169.254.169.254"), allow_private=True) is not None
 
 
+@pytest.mark.sqlite_only  # the address rule and the refusal before any write: the same on every engine
 def test_the_merchant_api_answers_the_refusal(guarded):
     # given
     api = Api(api_token_create(name="erp", scopes="webhooks", actor="test").secret)
@@ -191,6 +198,7 @@ def test_the_merchant_api_answers_the_refusal(guarded):
     assert list(Endpoint.objects.values_list("url", flat=True)) == [f"https://{PUBLIC}/hooks"]
 
 
+@pytest.mark.sqlite_only  # the address rule and the refusal before any write: the same on every engine
 def test_the_back_office_form_shows_the_refusal(guarded):
     # given
     client = signed_in("owner", "owner-ssrf")
