@@ -254,7 +254,7 @@ def serve_run(*, env: dict, variant: tuple[str, str, dict], template: str, db: s
             time.sleep(0.3)
         url = f"http://127.0.0.1:{port}/pay/sandbox/notify"
         if py_spy is not None:
-            spy = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--idle", "--subprocesses", "-r", "200", "-d", str(seconds),
+            spy = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", *os.environ.get("KAMI_BENCH_SPY", "--idle").split(), "--subprocesses", "-r", "200", "-d", str(seconds),
                                     "-p", str(server.pid), "-f", "raw", "-o", str(py_spy / f"{tag}-{label}-{clients}.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         result = (send_wrk if loader == "wrk" else send_python)(url, jobs, clients, seconds)

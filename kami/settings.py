@@ -413,5 +413,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("KAMI_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"},
                 # Lockouts and failures still log; every successful sign-in need not.
-                "axes": {"level": os.environ.get("KAMI_AXES_LOG_LEVEL", "WARNING")}},
+                "axes": {"level": os.environ.get("KAMI_AXES_LOG_LEVEL", "WARNING")},
+                # waitress warns "Task queue depth is N" for every request that waits for a thread:
+                # in a sale, one line per notification (and its formatting on the server's CPU) while
+                # the group commit is doing its job. The batch sizes are logged at exit instead.
+                "waitress.queue": {"level": "ERROR"}},
 }

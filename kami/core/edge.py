@@ -15,16 +15,19 @@ def inbound_from(request: HttpRequest) -> Inbound:
     DATA_UPLOAD_MAX_MEMORY_SIZE raises RequestDataTooBig here, which Django answers with a 400."""
     query = request.META.get("QUERY_STRING", "")
     try:
-        raw = query.encode("iso-8859-1")
+        query = query_text(query.encode("iso-8859-1"))
     except UnicodeEncodeError:  # not WSGI's Latin-1 text: already decoded
-        raw = None
-    if raw is not None:
-        try:
-            query = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            query = raw.decode("iso-8859-1")
+        pass
     return Inbound(method=request.method or "", headers=dict(request.headers), query=query, body=request.body,
                    remote_addr=client_ip(request)[:64])
+
+
+def query_text(raw: bytes) -> str:
+    """A query string's bytes as Django reads them: UTF-8 when they are, Latin-1 otherwise."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("iso-8859-1")
 
 
 def response_from(reply: Reply) -> HttpResponse:

@@ -26,10 +26,7 @@ HEADER = "X-Request-ID"
 
 def request_ids(app):
     def wrapped(environ, start_response):
-        given = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = given if _GIVEN.fullmatch(given) else secrets.token_hex(8)
-        _request_id.set(request_id)
-        _order_no.set("")
+        request_id = request_id_start(environ.get("HTTP_X_REQUEST_ID", ""))
 
         def start(status, headers, exc_info=None):
             headers = [(name, value) for name, value in headers if name.lower() != "x-request-id"]
@@ -46,6 +43,14 @@ def request_ids(app):
         return _Body(body)
 
     return wrapped
+
+
+def request_id_start(given: str) -> str:
+    """This request's id (the proxy's when it is a plain token, else a new one), set for its log lines."""
+    request_id = given if _GIVEN.fullmatch(given) else secrets.token_hex(8)
+    _request_id.set(request_id)
+    _order_no.set("")
+    return request_id
 
 
 def _file_wrapper_type(environ) -> type | tuple:

@@ -51,16 +51,31 @@ def _trusted(text: str) -> bool:
 def client_ip(request) -> str:
     """The client's address: the peer's, or behind trusted proxies the first address in
     X-Forwarded-For, read from the right, that is not itself a trusted proxy. "" when unknown."""
-    client = request.META.get("REMOTE_ADDR", "")
+    return client_ip_of(request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR", ""))
+
+
+def client_ip_of(peer: str, forwarded_for: str) -> str:
+    """`client_ip` from the peer's address and the X-Forwarded-For header as sent (an edge that has
+    no Django request: kami/asgi.py)."""
+    client = peer
     if not _trusted(client):
         return client
-    for hop in reversed(request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")):
+    for hop in reversed(forwarded_for.split(",")):
         if _address(hop) is None:
             break  # malformed: the last address a trusted proxy vouched for stands
         client = hop.strip()
         if not _trusted(client):
             break
     return client
+
+
+def forwarding_believed(peer: str, headers: dict[str, str]) -> dict[str, str]:
+    """`headers` (names as Django shows them: X-Forwarded-For) as ForwardedHeadersMiddleware leaves
+    them: without the forwarding headers unless `peer` is a trusted proxy (kami/asgi.py)."""
+    if _trusted(peer):
+        return headers
+    dropped = {name[5:].replace("_", "-").title() for name in FORWARDING_HEADERS}
+    return {name: value for name, value in headers.items() if name not in dropped}
 
 
 def loopback_client(request) -> bool:

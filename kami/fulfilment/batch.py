@@ -142,6 +142,12 @@ BATCHER = Batcher()
 def payment_confirm_grouped(*, gateway: str, notice: Notice, record: Record | None = None) -> Outcome:
     """`payment_confirm`, through the process's group commit where it applies (PostgreSQL and
     MariaDB, KAMI_CONFIRM_BATCH, not inside a caller's transaction); same outcomes, same errors."""
-    if not (settings.KAMI_CONFIRM_BATCH and connection.vendor in ("postgresql", "mysql")) or connection.in_atomic_block:
+    if not batches_apply() or connection.in_atomic_block:
         return payment_confirm(gateway=gateway, notice=notice, record=record)
     return BATCHER.confirm(gateway=gateway, notice=notice, record=record)
+
+
+def batches_apply() -> bool:
+    """Group commit is on (KAMI_CONFIRM_BATCH) and the database has writers to share it
+    (PostgreSQL, MariaDB; SQLite has one writer, and each confirm keeps its own retries)."""
+    return settings.KAMI_CONFIRM_BATCH and connection.vendor in ("postgresql", "mysql")

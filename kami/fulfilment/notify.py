@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
@@ -34,9 +35,9 @@ from kami.core.errors import Retryable, VerificationFailed, storage_full
 from kami.core.ratelimit import ratelimit_hit, ratelimit_spent
 from kami.fulfilment.batch import payment_confirm_grouped
 from kami.fulfilment.confirm import Outcome
-from kami.payments.interface import Inbound, Notice, Reply
+from kami.payments.interface import Gateway, Inbound, Notice, Reply
 from kami.payments.models import Notification
-from kami.payments.registry import gateway_class, gateway_get
+from kami.payments.registry import gateway_cached, gateway_class, gateway_get
 
 log = logging.getLogger("kami.notify")
 
@@ -95,13 +96,17 @@ def notification_handle(*, gateway_name: str, inbound: Inbound) -> Reply:
     try:
         return _notification_take(gateway_name=gateway_name, inbound=inbound)
     except (OperationalError, InterfaceError) as exc:
-        full = storage_full(exc)  # a full disk says where and what to free, not "unavailable"
-        if full is not None:
-            log.error("notification from %s: %s; asking the gateway to retry", gateway_name, full)
-        else:
-            log.warning("notification from %s: database unavailable (%s); asking the gateway to retry", gateway_name,
-                        type(exc).__name__)
-        return gateway_class(gateway_name)(config={}, secrets={}).acknowledge(False)
+        return _database_down(gateway_name, exc)
+
+
+def _database_down(gateway_name: str, exc: DatabaseError) -> Reply:
+    full = storage_full(exc)  # a full disk says where and what to free, not "unavailable"
+    if full is not None:
+        log.error("notification from %s: %s; asking the gateway to retry", gateway_name, full)
+    else:
+        log.warning("notification from %s: database unavailable (%s); asking the gateway to retry", gateway_name,
+                    type(exc).__name__)
+    return gateway_class(gateway_name)(config={}, secrets={}).acknowledge(False)
 
 
 def _notification_take(*, gateway_name: str, inbound: Inbound) -> Reply:
@@ -113,8 +118,7 @@ def _notification_take(*, gateway_name: str, inbound: Inbound) -> Reply:
     if inbound.method not in gateway.notify_methods:
         return Reply(status_code=405)
     headers, body = _redact(gateway, inbound)
-    row = Notification(gateway=gateway_name, received_at=clock.now(), method=inbound.method,
-                       remote_addr=inbound.remote_addr[:64], headers=headers, body=_capped(body))
+    row = _row(gateway_name, inbound, headers, body)
     try:
         notice = _checked(gateway.parse_notification(inbound))
     except VerificationFailed as exc:
@@ -131,24 +135,82 @@ def _notification_take(*, gateway_name: str, inbound: Inbound) -> Reply:
     except Exception as exc:  # a bug in a gateway module: the raw row is still kept, then the 500
         _finish(row, Notification.Result.ERROR, error=_text(f"unexpected: {type(exc).__name__}: {exc}"[:2000]))
         raise
-    row.verified, row.order_no, row.trade_no = True, notice.order_no[:64], notice.trade_no[:128]
-    row.body = body  # verified: the raw body is kept whole
+    ready = Ready(gateway_name=gateway_name, gateway=gateway, row=_verified(row, notice, body), notice=notice)
     if not notice.paid:
         _finish(row, Notification.Result.IGNORED)
         return gateway.acknowledge(True)
     try:
         # Through the process's group commit (kami/fulfilment/batch.py): the row is written in
         # whichever transaction confirms it, afresh each time (a batch that rolled back runs again alone).
-        outcome = payment_confirm_grouped(gateway=gateway_name, notice=notice,
-                                          record=lambda outcome: _prepared(_unsaved(row), Notification.Result(outcome.value)))
+        outcome = payment_confirm_grouped(gateway=gateway_name, notice=notice, record=ready.record)
     except DatabaseError as exc:
-        # its INSERT rolled back with the confirm: write it again, alone
-        _finish(_unsaved(row), Notification.Result.ERROR, error=f"{type(exc).__name__}: {exc}"[:2000])
-        log.exception("notification %s: confirm failed; the gateway will retry", row.pk)
-        return gateway.acknowledge(False)
+        return ready_failed(ready, exc)
+    return ready_confirmed(ready, outcome)
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A verified payment, its raw row not yet written: what the confirm takes. `record` gives the
+    row as the confirm's transaction writes it, with the outcome, afresh each time it is asked (a
+    batch that rolled back runs again alone)."""
+
+    gateway_name: str
+    gateway: Gateway
+    row: Notification
+    notice: Notice
+
+    def record(self, outcome: Outcome) -> Notification:
+        return _prepared(_unsaved(self.row), Notification.Result(outcome.value))
+
+
+def notification_ready(*, gateway_name: str, inbound: Inbound) -> Ready | None:
+    """For an edge that confirms on an event loop (kami/asgi.py): the notification as a verified
+    payment, taken with no database and no network, or None when it is anything else — the
+    gateway's account not in this process's cache, a gateway that verifies over the network, a
+    method it never uses, a notification that does not verify or is not a payment. The edge hands
+    a None to `notification_handle`, which decides each such case exactly as for every other edge."""
+    gateway = gateway_cached(gateway_name)
+    if gateway is None or not gateway.verifies_offline or inbound.method not in gateway.notify_methods:
+        return None
+    received_at = clock.now()
+    try:
+        notice = _checked(gateway.parse_notification(inbound))
+    except Exception:  # refused, or a gateway module's bug: the usual path verifies again, stores and answers
+        return None
+    if not notice.paid:
+        return None
+    headers, body = _redact(gateway, inbound)
+    row = _row(gateway_name, inbound, headers, body, received_at=received_at)
+    return Ready(gateway_name=gateway_name, gateway=gateway, row=_verified(row, notice, body), notice=notice)
+
+
+def ready_confirmed(ready: Ready, outcome: Outcome) -> Reply:
     if outcome == Outcome.UNKNOWN_ORDER:
-        log.warning("notification %s: verified but names unknown order %s", row.pk, notice.order_no[:64])
-    return gateway.acknowledge(True)
+        log.warning("notification %s: verified but names unknown order %s", ready.row.pk, ready.notice.order_no[:64])
+    return ready.gateway.acknowledge(True)
+
+
+def ready_failed(ready: Ready, exc: DatabaseError) -> Reply:
+    """The confirm failed and rolled back the row's INSERT with it: write the row again, alone,
+    with the error, and ask the gateway to retry. Database access: call it where a request may
+    use the database (a thread, not an event loop)."""
+    try:
+        _finish(_unsaved(ready.row), Notification.Result.ERROR, error=f"{type(exc).__name__}: {exc}"[:2000])
+    except (OperationalError, InterfaceError) as down:
+        return _database_down(ready.gateway_name, down)
+    log.error("notification %s: confirm failed; the gateway will retry", ready.row.pk, exc_info=exc)
+    return ready.gateway.acknowledge(False)
+
+
+def _row(gateway_name: str, inbound: Inbound, headers: dict, body: str, *, received_at=None) -> Notification:
+    return Notification(gateway=gateway_name, received_at=received_at or clock.now(), method=inbound.method,
+                        remote_addr=inbound.remote_addr[:64], headers=headers, body=_capped(body))
+
+
+def _verified(row: Notification, notice: Notice, body: str) -> Notification:
+    row.verified, row.order_no, row.trade_no = True, notice.order_no[:64], notice.trade_no[:128]
+    row.body = body  # verified: the raw body is kept whole
+    return row
 
 
 def _refused_stored(row: Notification, result: str, *, error: str, counted: bool = False) -> bool:

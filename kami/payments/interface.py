@@ -88,6 +88,9 @@ class Gateway(ABC):
     # a plain string where the name is the same in every language ("PayPal").
     label: ClassVar[str | Promise]
     notify_methods: ClassVar[tuple[str, ...]] = ("POST",)
+    # parse_notification needs nothing but the request and the settings (no certificate to fetch,
+    # no capture to make): an event-loop edge may verify it in place (kami/asgi.py).
+    verifies_offline: ClassVar[bool] = False
     # The settings a gateway takes: required ones must be set before it can be enabled; any name
     # in none of the four lists is refused as a typo when settings are saved. Secrets are stored
     # encrypted and never shown back; config is shown in `kami gateway list` and the back office.

@@ -62,9 +62,18 @@ def gateway_get(name: str, *, require_enabled: bool = True) -> Gateway:
     """The configured gateway `name`. Unknown or (by default) disabled gateways are NotFound."""
     cls = gateway_class(name)
     account = _account(name)
-    if account is None or (require_enabled and not (account.enabled and _allowed(name))):
+    if account is None or (require_enabled and not _live(name, account)):
         raise NotFound(f"gateway {name!r} is not enabled")
     return cls(config=dict(account.config), secrets=dict(account.secrets))
+
+
+def gateway_cached(name: str) -> Gateway | None:
+    """`gateway_get(name)` when this process holds its account and it is enabled, without reading the
+    database (an event loop must not); None otherwise: ask gateway_get, in a thread."""
+    hit = _accounts.get(name)
+    if hit is None or hit[0] <= time.monotonic() or hit[1] is None or not _live(name, hit[1]):
+        return None
+    return gateway_get(name)  # the cached account: no read
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,10 @@ def _forget_saved(*, instance: GatewayAccount, **kwargs) -> None:
 @receiver(post_migrate)
 def _forget_after_migrate(**kwargs) -> None:
     _accounts.clear()
+
+
+def _live(name: str, account: _Account) -> bool:
+    return account.enabled and _allowed(name)
 
 
 def _allowed(name: str) -> bool:

@@ -106,6 +106,7 @@ def response_content(raw: bytes, method: str) -> bytes | None:
 class AlipayGateway(Gateway):
     name = "alipay"
     label = _("Alipay")
+    verifies_offline = True
     notify_methods = ("POST",)
     currencies = ("CNY",)
     required_config = ("app_id",)

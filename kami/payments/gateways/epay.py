@@ -44,6 +44,7 @@ def epay_sign(params: dict, key: str) -> str:
 class EpayGateway(Gateway):
     name = "epay"
     label = _("Epay")
+    verifies_offline = True
     notify_methods = ("GET", "POST")
     required_config = ("pid", "url")
     optional_config = ("type", "currency", "refund")

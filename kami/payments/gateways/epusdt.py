@@ -51,6 +51,7 @@ def go_number(amount: Decimal) -> str:
 class EpusdtGateway(Gateway):
     name = "epusdt"
     label = "USDT (TRC-20)"  # the same in every language
+    verifies_offline = True
     required_config = ("url",)
     optional_config = ("create_path", "currency")
     required_secrets = ("api_auth_token",)

@@ -28,6 +28,7 @@ WINDOW_SECONDS = 300
 class SandboxGateway(Gateway):
     name = "sandbox"
     label = _("Sandbox (demo)")
+    verifies_offline = True
     optional_config = ()  # no settings besides the secret: anything else is a typo
     required_secrets = ("secret",)
     redact_fields = ()

@@ -56,6 +56,7 @@ def stripe_exponent(currency: str) -> int:
 class StripeGateway(Gateway):
     name = "stripe"
     label = _("Card (Stripe)")
+    verifies_offline = True
     notify_methods = ("POST",)
     required_config = ()
     optional_config = ("api_base",)

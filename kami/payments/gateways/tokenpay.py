@@ -38,6 +38,7 @@ def tokenpay_sign(fields: dict[str, str], token: str) -> str:
 class TokenPayGateway(Gateway):
     name = "tokenpay"
     label = "USDT / TRX"  # the same in every language
+    verifies_offline = True
     required_config = ("url",)
     optional_config = ("currency", "fiat")
     required_secrets = ("api_token",)

@@ -81,7 +81,8 @@ class Command(KamiCommand):
         if "KAMI_BASE_URL" not in os.environ:
             # Links in emails and gateway callbacks point here unless the merchant says otherwise.
             os.environ["KAMI_BASE_URL"] = settings.KAMI_BASE_URL = f"http://{host}:{port}"
-        for warning in startup_warnings() + ([GRANIAN_SLOW_SENDERS] if server == "granian" else []):
+        for warning in startup_warnings() + ([GRANIAN_SLOW_SENDERS] if server == "granian" else [])\
+                + ([UVICORN_SLOW_HEADERS] if server == "uvicorn" else []):
             log.warning(warning)
         from kami.telegram.runner import serve_hook  # the bot's webhook, when `kami telegram set … webhook` asked
 
@@ -103,6 +104,10 @@ class Command(KamiCommand):
         try:
             if server == "granian":
                 _granian(host=host, port=port, threads=threads, processes=processes)
+            elif server == "uvicorn":
+                self.stdout.write(f"{processes} uvicorn process{'es' if processes > 1 else ''} of {threads} threads "
+                                  "(kami/asgi.py)")
+                sys.exit(_uvicorn_forked(host=host, port=port, threads=threads, processes=processes))
             elif processes > 1:
                 self.stdout.write(f"{processes} server processes of {threads} threads (kami/cli/prefork.py)")
                 sys.exit(_waitress_forked(host=host, port=port, threads=threads, processes=processes))
@@ -140,7 +145,7 @@ def _batches_report() -> None:
 # 32 more again on the notify path, but each thread may keep a database connection
 # (CONN_MAX_AGE) and two processes of 32 beside the workers come near PostgreSQL's default of 100.
 THREADS_DEFAULT = 16
-SERVERS = ("waitress", "granian")
+SERVERS = ("waitress", "granian", "uvicorn")
 DEFAULT_SERVER = "waitress"
 
 
@@ -214,3 +219,47 @@ def _granian(*, host: str, port: int, threads: int, processes: int) -> None:
 
     Granian("kami.wsgi:application", address=host, port=port, interface=Interfaces.WSGI, workers=processes,
             blocking_threads=threads, websockets=False, log_access=False).serve()
+
+
+UVICORN_SLOW_HEADERS = ("--server uvicorn closes no connection that sends its request line or headers slowly "
+                        "(it has no header timeout; waitress closes one idle for KAMI_SERVE_IDLE_SECONDS): "
+                        "run it behind a reverse proxy (Caddy, nginx), or use waitress, the default.")
+
+
+def _uvicorn_forked(*, host: str, port: int, threads: int, processes: int) -> int:
+    """kami.asgi in `processes` forked uvicorn processes on one socket (kami/cli/prefork.py): a
+    verified payment is confirmed on each process's event loop, the rest in `threads` threads."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise CommandError("--server uvicorn needs uvicorn: pip install 'kami-shop[server]'", returncode=2) from None
+    from django.db import connections
+
+    from kami.asgi import Application
+    from kami.cli.prefork import listening_socket, serve_forked
+
+    try:
+        sock = listening_socket(host, port)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", returncode=2) from None
+    connections.close_all()  # no connection may cross the fork: each process opens its own
+    fast = {name: name for name in ("uvloop", "httptools") if _importable(name)}
+    config = uvicorn.Config(
+        Application(threads=threads), lifespan="off", ws="none", loop=fast.get("uvloop", "asyncio"),
+        http=fast.get("httptools", "h11"), log_config=None, access_log=False, server_header=False,
+        proxy_headers=False,  # kami.core.net decides about X-Forwarded-*, from KAMI_TRUSTED_PROXIES only
+        limit_concurrency=WAITRESS_LIMITS["connection_limit"], timeout_keep_alive=WAITRESS_LIMITS["channel_timeout"])
+
+    def run() -> None:
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            _batches_report()
+
+    return serve_forked(processes=processes, run=run)
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
