@@ -194,7 +194,7 @@ def _wrote(cursor, expected: int, what: str) -> None:
 def _applied(orders: list[_Order]) -> dict[int, Applied]:
     """Applied per order id. The low-stock check reads the product only when its threshold is set
     and not yet alerted (then unlocked, as the ORM path reads it); otherwise it returns at once."""
-    watched = Product.objects.in_bulk({o.product_id for o in orders if o.low_stock_watched})
-    return {o.id: Applied(order_id=o.id, product=watched.get(o.product_id) or Product(pk=o.product_id,
-                                                                                          kind=Product.Kind.UNIQUE))
-            for o in orders}
+    products = Product.objects.in_bulk({o.product_id for o in orders if o.low_stock_watched})
+    for product_id in {o.product_id for o in orders} - products.keys():  # one instance a product, not one an order
+        products[product_id] = Product(pk=product_id, kind=Product.Kind.UNIQUE)
+    return {o.id: Applied(order_id=o.id, product=products[o.product_id]) for o in orders}

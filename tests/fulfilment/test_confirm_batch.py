@@ -11,11 +11,12 @@ import threading
 import time
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test import Client
 
+from kami.core import clock
 from kami.delivery.models import OutboxMessage
-from kami.fulfilment.batch import BATCHER
+from kami.fulfilment.batch import BATCHER, _rows_write
 from kami.orders.models import Order
 from kami.payments.models import Notification, Payment
 from kami.stock.models import Key
@@ -205,3 +206,29 @@ def test_a_batch_that_fails_runs_its_members_alone_and_keeps_every_raw_notificat
     # and the gateway's retry applies it once
     assert sandbox_notify(Client(), order_no=bad.order_no, amount=str(bad.amount), trade_no="BAD-1").content == b"ok"
     assert Order.objects.get(pk=bad.pk).status == "fulfilled"
+
+
+def test_the_batch_writes_raw_notifications_exactly_as_the_orm_does():
+    # given notifications with every kind of value a raw row holds: Unicode and nested JSON headers,
+    # NUL escaped as notify.py stores it, empty and null columns
+    def row(trade_no: str, **values) -> Notification:
+        given = {"gateway": "sandbox", "received_at": clock.now(), "method": "POST", "remote_addr": "203.0.113.9",
+                 "headers": {"Content-Type": "application/json", "X-Nom": "Zoë ☃ 支付", "list": [1, None, "é"]},
+                 "body": '{"a": "\\x00 ünïcode \' \\" \\\\"}', "verified": True, "order_no": "K-1",
+                 "result": Notification.Result.FULFILLED}
+        return Notification(**{**given, **values, "trade_no": trade_no})
+    orm = [row("ORM-1", handled_ms=7), row("ORM-2", error="x\\x00y", remote_addr="")]
+    Notification.objects.bulk_create(orm)
+    # when the batch writes the same rows (in its transaction)
+    raw = [row("RAW-1", handled_ms=7), row("RAW-2", error="x\\x00y", remote_addr="")]
+    with transaction.atomic():
+        _rows_write([raw[0], None, raw[1]])
+    # then the stored rows are the ORM's, column by column, and the instances are saved ones with their keys
+    def stored(pk: int) -> dict:
+        return {f.attname: getattr(Notification.objects.get(pk=pk), f.attname)
+                for f in Notification._meta.concrete_fields if f.attname not in ("id", "trade_no", "received_at")}
+    for mine, theirs in zip(raw, orm):
+        assert mine.pk is not None and not mine._state.adding
+        assert Notification.objects.get(pk=mine.pk).trade_no == mine.trade_no
+        assert stored(mine.pk) == stored(theirs.pk)
+    assert Notification.objects.get(pk=raw[0].pk).received_at == raw[0].received_at

@@ -496,6 +496,25 @@ def test_the_mixed_batch_covers_what_it_claims(settings, make_product):
     assert sorted(k["order_id"] for k in rows["order_keys"]) == [0, 0, 1, 1, 1, 3, 4, 4]
 
 
+def test_the_batch_statement_prepared_leaves_the_same_outcomes(settings, make_product):
+    postgres_only()
+    # given a connection that prepares statements (DATABASE_URL's ?prepare_threshold=, here from the first run)
+    connection.ensure_connection()
+    connection.connection.prepare_threshold = 0
+    try:
+        # when the mixed batch runs twice: prepared, then through the prepared statement
+        runs = [_run_batch(settings, make_product, batch_mixed, tag)[0] for tag in ("P", "Q")]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%WITH given AS%"])
+            prepared = cursor.fetchone()[0]
+    finally:
+        connection.connection.prepare_threshold = None
+    # then it was prepared, and each run's outcomes are those of the statement unprepared
+    assert prepared == 1
+    assert runs == [["fulfilled", "duplicate", "fulfilled", "awaiting_stock", "fulfilled", "fulfilled", "flagged",
+                     "flagged"]] * 2
+
+
 def test_a_low_stock_alert_in_a_batch_is_sent_once(settings, make_product):
     # the batch sells its keys at once, so the alert counts what is left after the whole batch
     outcomes, rows = _run_batch(settings, make_product, low_stock, "L")
@@ -526,16 +545,35 @@ def test_the_batch_statement_finds_orders_by_number_and_claims_from_the_partial_
               "trade_no": [n.trade_no for _, n in notices], "amount": [n.amount for _, n in notices],
               "currency": [n.currency for _, n in notices], "paid_detail": ["{}"] * 8, "now": now,
               "late_after": now - payment_grace()}
+    for plan in (_explained(params), _explained(params, generic=True)):  # as planned for its values, and prepared
+        # then the orders are found by their numbers, not by reading every pending order
+        ord_ = plan.split("CTE ord")[1].split("CTE need")[0]
+        assert "order_no" in ord_ and "rows=3008" not in ord_ and "Seq Scan on orders_order" not in ord_, plan
+        # and the keys come from the partial index in id order, without reading the sold ones
+        claim = plan.split("CTE claim")[1].split("CTE enough")[0]
+        assert "key_claim" in claim and "stock_key_pkey" not in claim and "Seq Scan" not in claim, plan
+        scan = claim.split("Index Scan using key_claim")[1].split("->")[0]  # its own buffers (ord's count above it)
+        hits = sum(int(n) for n in re.findall(r"(?:hit|read)=(\d+)", scan))
+        assert hits < 50, plan
+
+
+def _explained(params: dict, *, generic: bool = False) -> str:
+    """CONFIRM_POSTGRES_MANY's plan, run in a transaction that rolls back: planned for the values, or
+    (`generic`) the plan a prepared statement settles on after five runs (psycopg prepares it where
+    DATABASE_URL has ?prepare_threshold=; confirm_sql.binding_cursor), forced at once."""
+    names = list(params)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + CONFIRM_POSTGRES_MANY, params)
+        if not generic:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + CONFIRM_POSTGRES_MANY, params)
+        else:
+            numbered = re.sub(r"%\((\w+)\)[sb]", lambda m: f"${names.index(m[1]) + 1}", CONFIRM_POSTGRES_MANY)
+            types = "int[], text[], text[], text[], numeric[], text[], jsonb[], timestamptz, timestamptz"
+            cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            cursor.execute(f"PREPARE kami_test_many ({types}) AS {numbered}")
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) EXECUTE kami_test_many ("
+                           + ", ".join(f"%({name})s" for name in names) + ")", params)
         plan = "\n".join(r[0] for r in cursor.fetchall())
+        if generic:
+            cursor.execute("DEALLOCATE kami_test_many")
         transaction.set_rollback(True)
-    # then the orders are found by their numbers, not by reading every pending order
-    ord_ = plan.split("CTE ord")[1].split("CTE need")[0]
-    assert "order_no" in ord_ and "rows=3008" not in ord_ and "Seq Scan on orders_order" not in ord_, plan
-    # and the keys come from the partial index in id order, without reading the sold ones
-    claim = plan.split("CTE claim")[1].split("CTE enough")[0]
-    assert "key_claim" in claim and "stock_key_pkey" not in claim and "Seq Scan" not in claim, plan
-    scan = claim.split("Index Scan using key_claim")[1].split("->")[0]  # its own buffers (ord's count above it)
-    hits = sum(int(n) for n in re.findall(r"(?:hit|read)=(\d+)", scan))
-    assert hits < 50, plan
+    return plan
