@@ -1,12 +1,13 @@
 """`kami serve`'s server processes (issue 9): one listening socket, bound here, and N copies of
-this process forked after Django is loaded, each running waitress on that socket; the kernel
-hands each new connection to one of them. Two cores confirm more notifications with two
-processes (each has its own GIL and its own group commit, kami/fulfilment/batch.py), and
-waitress stays the server: it reads a request whole in its event loop before a thread takes it,
-so slow senders hold sockets, not threads (tests/hostile/test_serve_limits.py).
+this process forked after Django is loaded, each running the server (uvicorn, or waitress) on
+that socket; the kernel hands each new connection to one of them. Two cores confirm more
+notifications with two processes (each has its own GIL and its own group commit,
+kami/fulfilment/batch.py and batch_loop.py). Both servers read a request whole on their event
+loop before a thread takes it, so slow senders hold sockets, not threads
+(tests/hostile/test_serve_limits.py).
 
     kami serve (this process: binds, forks, watches; serves nothing itself)
-      ├─ server process 1 ─┐ waitress on the shared socket, its own database connections
+      ├─ server process 1 ─┐ uvicorn on the shared socket, its own database connections
       ├─ server process 2 ─┘
       └─ kami worker (started by serve, watches serve)
 

@@ -1,7 +1,10 @@
-"""`kami serve --server uvicorn` (kami/asgi.py in prefork's processes) keeps what the default
-server keeps: forwarding headers count only from KAMI_TRUSTED_PROXIES, a forged notification is
-refused without a cookie, pages and the order API answer, and a client sending its body slowly
-holds a socket, not one of the threads. The loop's own confirm: tests/fulfilment/test_notify_loop.py."""
+"""`kami serve`'s servers — uvicorn (the default, kami/asgi.py) and waitress (`--server waitress`,
+the default before) — keep the same promises: forwarding headers count only from
+KAMI_TRUSTED_PROXIES, a forged notification is refused without a cookie and with its request id,
+pages and the order API answer, a body past KAMI_REQUEST_MAX_BYTES is refused unread, and a client
+sending its body slowly holds a socket, not one of the threads. uvicorn also closes a connection
+silent mid-request (waitress does too, on its 30-second sweep). The loop's own confirm:
+tests/fulfilment/test_notify_loop.py; many slow senders: tests/hostile/test_serve_limits.py."""
 from __future__ import annotations
 
 import socket
@@ -15,10 +18,13 @@ from tests.test_security_deploy import buyer_ips, data_dir, order_create, serve,
 pytestmark = [pytest.mark.sqlite_only, pytest.mark.slow]
 
 
-def test_uvicorn_serves_the_shop_behind_a_trusted_proxy_and_slow_senders_hold_no_thread(data_dir, serve):  # noqa: F811
-    # given uvicorn with one thread, behind a trusted proxy, one unpaid order per client address
-    server = serve(data_dir, "--no-worker", "--server", "uvicorn", "--processes", "1", "--threads", "1",
-                   KAMI_SANDBOX="1", KAMI_TRUSTED_PROXIES="127.0.0.1", KAMI_PENDING_LIMIT_IP="1")
+@pytest.mark.parametrize("server_name", ["uvicorn", "waitress"])
+def test_each_server_serves_the_shop_behind_a_trusted_proxy_and_slow_senders_hold_no_thread(data_dir, serve,  # noqa: F811
+                                                                                           server_name):
+    # given the server with one thread, behind a trusted proxy, one unpaid order per client address
+    server = serve(data_dir, "--no-worker", "--server", server_name, "--processes", "1", "--threads", "1",
+                   KAMI_SANDBOX="1", KAMI_TRUSTED_PROXIES="127.0.0.1", KAMI_PENDING_LIMIT_IP="1",
+                   KAMI_SERVE_IDLE_SECONDS="3")
     # and three clients that send headers and a few bytes of their body, then nothing
     slow = []
     for _ in range(3):
@@ -48,3 +54,11 @@ def test_uvicorn_serves_the_shop_behind_a_trusted_proxy_and_slow_senders_hold_no
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
         sock.sendall(b"POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n{}")
         assert sock.recv(100).startswith(b"HTTP/1.1 413 ")
+    if server_name == "waitress":
+        return  # its idle sweep runs every 30 s
+    # and a connection that stops sending, before its request is whole, is closed once silent for
+    # KAMI_SERVE_IDLE_SECONDS (uvicorn alone keeps it for ever: kami/cli/uvicorn_protocol.py)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(b"POST /api/v1/orders HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        assert sock.recv(100) == b"" and 2.5 < time.monotonic() - started < 10

@@ -2,8 +2,9 @@
 do not tie up the server, a 50 MB body to a notify endpoint is refused without being held in
 memory, and a body past KAMI_REQUEST_MAX_BYTES is refused from its Content-Length, unread.
 
-waitress (the default) reads requests in its event loop and gives a thread only a whole request,
-so slow senders cost it sockets; it used to stop accepting at 100 of them. granian reads bodies in
+The default server (uvicorn running kami/asgi.py; waitress before) reads requests in its event
+loop and gives a thread only a whole request, so slow senders cost it sockets; waitress used to
+stop accepting at 100 of them. granian reads bodies in
 its worker threads and has no body read timeout: it refuses oversized bodies early too, and
 `kami serve --server granian` warns that it belongs behind a buffering proxy."""
 from __future__ import annotations
@@ -44,7 +45,7 @@ def start(data_dir: Path, *args: str) -> Server:
 
 
 @pytest.fixture(scope="module")
-def waitress(data_dir):
+def default_server(data_dir):
     server = start(data_dir)
     yield server
     server.stop()
@@ -151,36 +152,36 @@ def notify_while_slow_senders(server: Server) -> list[tuple[int, float]]:
         slow.close()
 
 
-def test_slow_senders_do_not_keep_a_notification_from_its_answer(waitress):
+def test_slow_senders_do_not_keep_a_notification_from_its_answer(default_server):
     # given 150 clients dribbling requests a byte every half second (more than waitress's 100)
     # when a gateway's notification and a health check arrive meanwhile
-    answers = notify_while_slow_senders(waitress)
+    answers = notify_while_slow_senders(default_server)
     # then each gets its answer at once: the forged notification its refusal, the check its 200
     assert [status for status, _ in answers] == [400, 200] * 3, answers
     assert max(took for _, took in answers) < 2, answers
 
 
-def test_a_50_mb_notification_is_refused_without_being_held_in_memory(waitress):
+def test_a_50_mb_notification_is_refused_without_being_held_in_memory(default_server):
     # given a server that has answered (its memory at rest)
-    before = peak_memory_kib(waitress.proc.pid)
+    before = peak_memory_kib(default_server.proc.pid)
     # when a 50 MB body is posted to a notify endpoint (under the server's 65 MiB ceiling)
-    answer, sent = send_body(waitress, "/pay/sandbox/notify", 50 * MiB)
+    answer, sent = send_body(default_server, "/pay/sandbox/notify", 50 * MiB)
     # then it is refused with 413, and the server's peak memory grew by far less than the body
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"at most 2,097,152 accepted" in answer
-    assert peak_memory_kib(waitress.proc.pid) - before < 16 * 1024
-    assert httpx.get(f"{waitress.base}/healthz", timeout=10).status_code == 200
+    assert peak_memory_kib(default_server.proc.pid) - before < 16 * 1024
+    assert httpx.get(f"{default_server.base}/healthz", timeout=10).status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/lookup", "/buy/steam-50", "/api/v1/orders"])
-def test_a_3_mib_buyer_request_is_refused_with_413(waitress, path):
-    answer, _ = send_body(waitress, path, 3 * MiB)
+def test_a_3_mib_buyer_request_is_refused_with_413(default_server, path):
+    answer, _ = send_body(default_server, path, 3 * MiB)
     assert answer.startswith(b"HTTP/1.1 413") and b"at most 2,097,152 accepted" in answer, answer[:300]
 
 
-def test_a_body_past_the_server_ceiling_is_refused_before_it_is_sent(waitress):
+def test_a_body_past_the_server_ceiling_is_refused_before_it_is_sent(default_server):
     # given a request declaring 100 MiB (KAMI_REQUEST_MAX_BYTES is 65 MiB)
-    with socket.create_connection(("127.0.0.1", waitress.port), timeout=10) as conn:
+    with socket.create_connection(("127.0.0.1", default_server.port), timeout=10) as conn:
         # when only its headers have been sent
         conn.sendall(post_head("/lookup", 100 * MiB))
         answer = _answer(conn)
@@ -202,14 +203,14 @@ def test_granian_refuses_a_50_mb_notification_early_and_says_where_it_belongs(da
         server.stop()
 
 
-def test_a_2_gb_key_file_upload_is_refused_by_its_size_before_it_is_read(waitress, demo, tmp_path):
+def test_a_2_gb_key_file_upload_is_refused_by_its_size_before_it_is_read(default_server, demo, tmp_path):
     # given a 2 GiB key file (sparse: nothing is written) posted to the back office's import form
     sparse = tmp_path / "keys.txt"
     with sparse.open("wb") as f:
         f.truncate(2 * 1024 * MiB)
     head = b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"keys.txt\"\r\n\r\n"
     length = len(head) + sparse.stat().st_size + len(b"\r\n--x--\r\n")
-    with socket.create_connection(("127.0.0.1", waitress.port), timeout=10) as conn, sparse.open("rb") as f:
+    with socket.create_connection(("127.0.0.1", default_server.port), timeout=10) as conn, sparse.open("rb") as f:
         conn.sendall((f"POST /{demo[1]}/keys/import/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                       f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {length}\r\n\r\n").encode())
         # when the first 64 KiB of it are on their way
@@ -220,4 +221,4 @@ def test_a_2_gb_key_file_upload_is_refused_by_its_size_before_it_is_read(waitres
         answer = _answer(conn)
     # then the server has already answered 413 from the declared size, and is still serving
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert httpx.get(f"{waitress.base}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"{default_server.base}/healthz", timeout=10).status_code == 200

@@ -1,5 +1,6 @@
-"""`kami serve`: the production WSGI server (waitress) plus a worker process (`kami worker`:
-deliveries, sweeps and uploaded key imports)."""
+"""`kami serve`: the production server (uvicorn running kami/asgi.py: payments confirmed on its
+event loop, pages and the rest through the WSGI application in threads; or waitress or granian)
+plus a worker process (`kami worker`: deliveries, sweeps and uploaded key imports)."""
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,8 @@ def startup_warnings() -> list[str]:
 
 class Command(KamiCommand):
     requires_system_checks = "__all__"  # once, before the shop takes traffic (KamiCommand skips them)
-    help = "Serve the shop with a production WSGI server (waitress) and run a delivery worker beside it."
+    help = ("Serve the shop with a production server (uvicorn: payments confirmed on its event loop, pages in "
+            "threads) and run a delivery worker beside it.")
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("KAMI_HOST", "127.0.0.1"))
@@ -81,8 +83,7 @@ class Command(KamiCommand):
         if "KAMI_BASE_URL" not in os.environ:
             # Links in emails and gateway callbacks point here unless the merchant says otherwise.
             os.environ["KAMI_BASE_URL"] = settings.KAMI_BASE_URL = f"http://{host}:{port}"
-        for warning in startup_warnings() + ([GRANIAN_SLOW_SENDERS] if server == "granian" else [])\
-                + ([UVICORN_SLOW_HEADERS] if server == "uvicorn" else []):
+        for warning in startup_warnings() + ([GRANIAN_SLOW_SENDERS] if server == "granian" else []):
             log.warning(warning)
         from kami.telegram.runner import serve_hook  # the bot's webhook, when `kami telegram set … webhook` asked
 
@@ -105,9 +106,9 @@ class Command(KamiCommand):
             if server == "granian":
                 _granian(host=host, port=port, threads=threads, processes=processes)
             elif server == "uvicorn":
-                self.stdout.write(f"{processes} uvicorn process{'es' if processes > 1 else ''} of {threads} threads "
-                                  "(kami/asgi.py)")
-                sys.exit(_uvicorn_forked(host=host, port=port, threads=threads, processes=processes))
+                if processes > 1:
+                    self.stdout.write(f"{processes} server processes of {threads} threads (kami/cli/prefork.py)")
+                sys.exit(_uvicorn(host=host, port=port, threads=threads, processes=processes))
             elif processes > 1:
                 self.stdout.write(f"{processes} server processes of {threads} threads (kami/cli/prefork.py)")
                 sys.exit(_waitress_forked(host=host, port=port, threads=threads, processes=processes))
@@ -146,7 +147,7 @@ def _batches_report() -> None:
 # (CONN_MAX_AGE) and two processes of 32 beside the workers come near PostgreSQL's default of 100.
 THREADS_DEFAULT = 16
 SERVERS = ("waitress", "granian", "uvicorn")
-DEFAULT_SERVER = "waitress"
+DEFAULT_SERVER = "uvicorn"
 
 
 PROCESSES_MAX = 4  # each process may hold --threads database connections; PostgreSQL allows 100 by default
@@ -221,18 +222,18 @@ def _granian(*, host: str, port: int, threads: int, processes: int) -> None:
             blocking_threads=threads, websockets=False, log_access=False).serve()
 
 
-UVICORN_SLOW_HEADERS = ("--server uvicorn closes no connection that sends its request line or headers slowly "
-                        "(it has no header timeout; waitress closes one idle for KAMI_SERVE_IDLE_SECONDS): "
-                        "run it behind a reverse proxy (Caddy, nginx), or use waitress, the default.")
 
 
-def _uvicorn_forked(*, host: str, port: int, threads: int, processes: int) -> int:
-    """kami.asgi in `processes` forked uvicorn processes on one socket (kami/cli/prefork.py): a
-    verified payment is confirmed on each process's event loop, the rest in `threads` threads."""
+def _uvicorn(*, host: str, port: int, threads: int, processes: int) -> int:
+    """kami.asgi under uvicorn (a verified payment confirmed on the event loop, the rest in `threads`
+    threads), in this process or in `processes` forked ones on one socket (kami/cli/prefork.py)."""
     try:
         import uvicorn
+
+        from kami.cli.uvicorn_protocol import idle_closing
     except ImportError:
-        raise CommandError("--server uvicorn needs uvicorn: pip install 'kami-shop[server]'", returncode=2) from None
+        raise CommandError("--server uvicorn needs uvicorn and httptools: pip install uvicorn httptools a2wsgi",
+                           returncode=2) from None
     from django.db import connections
 
     from kami.asgi import Application
@@ -242,11 +243,10 @@ def _uvicorn_forked(*, host: str, port: int, threads: int, processes: int) -> in
         sock = listening_socket(host, port)
     except OSError as exc:
         raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", returncode=2) from None
-    connections.close_all()  # no connection may cross the fork: each process opens its own
-    fast = {name: name for name in ("uvloop", "httptools") if _importable(name)}
+    connections.close_all()  # no connection may cross a fork: each process opens its own
     config = uvicorn.Config(
-        Application(threads=threads), lifespan="off", ws="none", loop=fast.get("uvloop", "asyncio"),
-        http=fast.get("httptools", "h11"), log_config=None, access_log=False, server_header=False,
+        Application(threads=threads), lifespan="off", ws="none", loop="uvloop" if _importable("uvloop") else "asyncio",
+        http=idle_closing(WAITRESS_LIMITS["channel_timeout"]), log_config=None, access_log=False, server_header=False,
         proxy_headers=False,  # kami.core.net decides about X-Forwarded-*, from KAMI_TRUSTED_PROXIES only
         limit_concurrency=WAITRESS_LIMITS["connection_limit"], timeout_keep_alive=WAITRESS_LIMITS["channel_timeout"])
 
@@ -256,7 +256,10 @@ def _uvicorn_forked(*, host: str, port: int, threads: int, processes: int) -> in
         finally:
             _batches_report()
 
-    return serve_forked(processes=processes, run=run)
+    if processes > 1:
+        return serve_forked(processes=processes, run=run)
+    run()
+    return 0
 
 
 def _importable(name: str) -> bool:
