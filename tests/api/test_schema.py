@@ -113,7 +113,10 @@ def test_schemathesis_finds_no_server_error_and_every_answer_matches_the_schema(
             # A webhook URL must reach only public addresses (kami.webhooks.egress): "http://0" or
             # "http://localhost" match the schema's pattern, and whether a name is public is DNS's answer.
             webhook_url = case.path.startswith(f"{M}/webhooks") and case.method in ("POST", "PATCH")
-            excluded = [positive_data_acceptance] if buyer or quantities or webhook_url else None
+            # A key file's content is a binary the schema cannot constrain: an empty one (or a part the
+            # multipart encoder sent without a file name, which Django reads as no file) is rightly a 422.
+            upload = case.path.endswith("/imports") and case.method == "POST"
+            excluded = [positive_data_acceptance] if buyer or quantities or webhook_url or upload else None
             case.call_and_validate(headers=auth | fresh, excluded_checks=excluded)
 
         fuzz()
