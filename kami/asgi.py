@@ -41,6 +41,7 @@ from kami.api.lean import NOTIFY_PATH  # noqa: E402
 from kami.core.edge import query_text  # noqa: E402
 from kami.core.inbound import Inbound  # noqa: E402
 from kami.core.logcontext import HEADER as REQUEST_ID_HEADER, request_id_start  # noqa: E402
+from kami.core.middleware import body_limit, too_large_text  # noqa: E402
 from kami.core.net import client_ip_of, forwarding_believed  # noqa: E402
 from kami.fulfilment.batch_loop import LoopBatcher, threads_done, with_connections  # noqa: E402
 from kami.fulfilment.notify import notification_ready, ready_confirmed, ready_failed  # noqa: E402
@@ -89,10 +90,14 @@ class Application:
         headers = scope.get("headers") or []
         declared = _header(headers, b"content-length")
         limit = settings.KAMI_REQUEST_MAX_BYTES
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _plain(send, 413 if declared.isdigit() else 400,
-                         f"request body too large: at most {limit:,} bytes\n" if declared.isdigit()
-                         else "bad Content-Length\n")
+        if declared is not None and not declared.isdigit():
+            await _plain(send, 400, "bad Content-Length\n")
+            return
+        # BodyLimitMiddleware's answer, given before the body is read rather than after: the
+        # connection closes, and its unread bytes are never taken for a next request
+        path_limit = min(limit, body_limit(scope["path"]) or limit)
+        if declared is not None and int(declared) > path_limit:
+            await _plain(send, 413, too_large_text(int(declared), path_limit))
             return
         body = await _body_read(receive, limit)
         if body is None:

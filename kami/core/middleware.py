@@ -55,9 +55,12 @@ class BodyLimitMiddleware:
         size = int(declared) if declared.isdigit() else 0  # not a number: Django reads no body at all
         limit = body_limit(request.path_info)
         if limit is not None and size > limit:
-            return HttpResponse(f"请求内容过大 / request body too large: {size:,} bytes sent, at most {limit:,} "
-                                "accepted at this address\n", status=413, content_type="text/plain; charset=utf-8")
+            return HttpResponse(too_large_text(size, limit), status=413, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
+
+
+def too_large_text(size: int, limit: int) -> str:
+    return f"请求内容过大 / request body too large: {size:,} bytes sent, at most {limit:,} accepted at this address\n"
 
 
 def body_limit(path: str) -> int | None:
