@@ -207,7 +207,7 @@ WAITRESS_LIMITS = {"connection_limit": int(os.environ.get("KAMI_SERVE_CONNECTION
                    "channel_timeout": int(os.environ.get("KAMI_SERVE_IDLE_SECONDS", "60"))}
 GRANIAN_SLOW_SENDERS = ("--server granian reads request bodies in its worker threads: a few clients sending "
                         "slowly can hold them all (granian has no body read timeout). Run it behind a reverse "
-                        "proxy that buffers request bodies (nginx does by default), or use waitress, the default.")
+                        "proxy that buffers request bodies (nginx does by default), or use the default server (uvicorn).")
 
 
 def _granian(*, host: str, port: int, threads: int, processes: int) -> None:
