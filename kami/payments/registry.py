@@ -64,7 +64,7 @@ def gateway_get(name: str, *, require_enabled: bool = True) -> Gateway:
     account = _account(name)
     if account is None or (require_enabled and not _live(name, account)):
         raise NotFound(f"gateway {name!r} is not enabled")
-    return cls(config=dict(account.config), secrets=dict(account.secrets))
+    return _made(cls, account)
 
 
 def gateway_cached(name: str) -> Gateway | None:
@@ -73,7 +73,11 @@ def gateway_cached(name: str) -> Gateway | None:
     hit = _accounts.get(name)
     if hit is None or hit[0] <= time.monotonic() or hit[1] is None or not _live(name, hit[1]):
         return None
-    return gateway_get(name)  # the cached account: no read
+    return _made(gateway_class(name), hit[1])  # this hit, not a second look that could expire and read
+
+
+def _made(cls: type[Gateway], account: _Account) -> Gateway:
+    return cls(config=dict(account.config), secrets=dict(account.secrets))
 
 
 @dataclass(frozen=True)

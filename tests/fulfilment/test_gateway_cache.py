@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from kami.core.errors import NotFound
 from kami.payments.models import GatewayAccount
-from kami.payments.registry import gateway_get
+from kami.payments.registry import gateway_cached, gateway_get
 from tests.payments.epay_play import KEY, enable_epay
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the cache keeps only reads made in autocommit
@@ -70,3 +70,17 @@ def test_reads_inside_a_transaction_are_not_kept(settings):
         transaction.set_rollback(True)
     # then the rolled-back state was not cached
     assert gateway_get("epay").name == "epay"
+
+
+def test_the_event_loops_look_never_reads_the_database(settings, monkeypatch):
+    # given a cached account (kami/asgi.py asks gateway_cached on its loop, where no query may run)
+    settings.KAMI_GATEWAY_CACHE_SECONDS = 60
+    enable_epay()
+    gateway_get("epay")
+    with CaptureQueriesContext(connection) as queries:
+        # when it is fresh, then when its time has passed
+        fresh = gateway_cached("epay")
+        monkeypatch.setattr(time, "monotonic", lambda: float("inf"))
+        stale = gateway_cached("epay")
+    # then the fresh one is served, the stale one left to gateway_get, and neither read a row
+    assert fresh.secrets["key"] == KEY and stale is None and len(queries) == 0
