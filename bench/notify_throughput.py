@@ -21,7 +21,8 @@ twice) and prints the server's CPU time (start included) per fulfilled order.
 The load generator: `wrk` (C; Debian's `wrk` package) posting the pre-signed bodies through a Lua
 script, so the figure is the server's, not a Python client's on the same two cores; `python`
 (httpx, asyncio) when wrk is not installed. `--py-spy DIR` records each run's server with
-`py-spy record --idle` (collapsed stacks, one file per run) for a look at where the time goes.
+`py-spy record --idle` (collapsed stacks, one file per run) for a look at where the time goes;
+`KAMI_BENCH_SPY=--gil` records only the thread holding the GIL instead: where the Python CPU goes.
 
 `--engine mariadb`: the same against a local MariaDB (root@127.0.0.1:3306), the shop copied per
 run table by table and the baseline `sysbench oltp_write_only` (bench/notify_engines.py says how).

@@ -81,10 +81,7 @@ class Application:
             threads_done(executor, self._threads)
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
+        if scope["type"] != "http":  # `kami serve` runs it with lifespan off and no websockets
             return
         bridge, pool, batcher = self._parts()
         headers = scope.get("headers") or []
@@ -267,16 +264,6 @@ async def _plain(send, status: int, text: str) -> None:
         (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(content)).encode()),
         (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": content})
-
-
-async def _lifespan(receive, send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 application = Application(threads=int(os.environ.get("KAMI_THREADS", "16")))

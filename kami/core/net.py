@@ -11,6 +11,7 @@ notifications) asks `client_ip(request)`; nothing else reads REMOTE_ADDR.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from django.conf import settings
@@ -20,6 +21,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
                       "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_BY", "HTTP_X_REAL_IP", "HTTP_FORWARDED")
+_FORWARDING_NAMES = frozenset(name[5:].replace("_", "-").title() for name in FORWARDING_HEADERS)  # X-Forwarded-For…
 _UNTRUSTED_MARK = "kami.forwarded_by_untrusted_peer"
 
 
@@ -44,8 +46,14 @@ def _address(text: str) -> Address | None:
 
 
 def _trusted(text: str) -> bool:
+    return _trusted_among(text, settings.KAMI_TRUSTED_PROXIES)
+
+
+@functools.lru_cache(maxsize=4096)
+def _trusted_among(text: str, networks: tuple[Network, ...]) -> bool:
+    """Remembered per address and setting: every request asks it of its peer, once or twice."""
     ip = _address(text)
-    return ip is not None and any(ip in network for network in settings.KAMI_TRUSTED_PROXIES)
+    return ip is not None and any(ip in network for network in networks)
 
 
 def client_ip(request) -> str:
@@ -74,8 +82,7 @@ def forwarding_believed(peer: str, headers: dict[str, str]) -> dict[str, str]:
     them: without the forwarding headers unless `peer` is a trusted proxy (kami/asgi.py)."""
     if _trusted(peer):
         return headers
-    dropped = {name[5:].replace("_", "-").title() for name in FORWARDING_HEADERS}
-    return {name: value for name, value in headers.items() if name not in dropped}
+    return {name: value for name, value in headers.items() if name not in _FORWARDING_NAMES}
 
 
 def loopback_client(request) -> bool:

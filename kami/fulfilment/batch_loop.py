@@ -63,16 +63,16 @@ class LoopBatcher:
         self._commit = ThreadPoolExecutor(1, thread_name_prefix="kami-commit")
         self._queue: list[tuple[_Member, asyncio.Future]] = []
         self._draining = False
+        self._grouped = batches_apply()  # a process's constant: not asked of Django's handler per request
 
     def close(self) -> None:
         threads_done(self._commit, 1)
 
     async def confirm(self, *, gateway: str, notice: Notice, record: Record | None) -> Outcome:
         """`payment_confirm`'s outcome for this notice, confirmed with whatever else is queued."""
+        if not self._grouped:  # SQLite (one writer), or KAMI_CONFIRM_BATCH=0: each alone, as batch.py does
+            return await self._alone(gateway=gateway, notice=notice, record=record)
         loop = asyncio.get_running_loop()
-        if not batches_apply():  # SQLite (one writer), or KAMI_CONFIRM_BATCH=0: each alone, as batch.py does
-            return await loop.run_in_executor(self._alone_in, functools.partial(
-                with_connections, payment_confirm, gateway=gateway, notice=notice, record=record))
         member, done = _Member(gateway=gateway, notice=notice, record=record), loop.create_future()
         self._queue.append((member, done))
         if not self._draining:
@@ -82,9 +82,13 @@ class LoopBatcher:
         if member.error is not None:
             raise member.error
         if member.alone:
-            return await loop.run_in_executor(self._alone_in, functools.partial(
-                with_connections, payment_confirm, gateway=gateway, notice=notice, record=record))
+            return await self._alone(gateway=gateway, notice=notice, record=record)
         return member.outcome
+
+    async def _alone(self, **confirm) -> Outcome:
+        """`payment_confirm` in a thread of `alone_in`, with its retries."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._alone_in, functools.partial(with_connections, payment_confirm, **confirm))
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
