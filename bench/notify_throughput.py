@@ -12,7 +12,8 @@ variants and rounds see the same shop, and the notifications are signed just bef
 (the sandbox refuses them after 5 minutes). `--variant` runs several servers side by side in one
 run — e.g. `--variant 'before;--threads 4;KAMI_BENCH_TREE=/tmp/kami-before' --variant 'after;'`
 (KAMI_BENCH_TREE: serve from another checkout of the same migrations, e.g. `git archive` of the
-commit before) — alternated
+commit before; KAMI_BENCH_DB_OPTIONS: a query appended to the run's DATABASE_URL, e.g.
+`prepare_threshold=5`) — alternated
 within each round (reversed every other round), each against the `pgbench -N` measured in the
 same round (before and after the variants; the mean is the baseline). After each run the bench
 counts orders and keys (every 200 must be a fulfilled order with one key of its own, no key sold
@@ -231,10 +232,12 @@ def serve_run(*, env: dict, variant: tuple[str, str, dict], template: str, db: s
     """One measured run: a fresh copy of the shop, `kami serve --no-worker` with the variant's arguments
     and environment, the load; the server stopped; the orders and keys counted."""
     engine = engine or ENGINES["postgres"]()
-    label, serve_args, extra_env = variant
+    label, serve_args, extra_env = variant[0], variant[1], dict(variant[2])
     engine.copy(template, db)
     port = free_port()
-    run_env = {**env, "DATABASE_URL": f"{engine.server}/{db}", "KAMI_LOG_LEVEL": "INFO", **extra_env}  # INFO: batch sizes
+    options = extra_env.pop("KAMI_BENCH_DB_OPTIONS", "")  # e.g. prepare_threshold=5: appended to DATABASE_URL
+    run_env = {**env, "DATABASE_URL": f"{engine.server}/{db}" + (f"?{options}" if options else ""),
+               "KAMI_LOG_LEVEL": "INFO", **extra_env}  # INFO: batch sizes
     tree = run_env.pop("KAMI_BENCH_TREE", REPO)  # another checkout's code against the same shop (e.g. "before")
     log = tempfile.TemporaryFile(mode="w+")
     server = subprocess.Popen([sys.executable, "-m", "kami", "serve", "--no-worker", "--port", str(port),

@@ -21,6 +21,19 @@ def add_keys(product, texts) -> list[Key]:
     return Key.objects.bulk_create(rows, batch_size=1000)
 
 
+def sold_ahead(hot, *, sold: int, statistics: str) -> None:
+    """The first `sold` keys of `hot` sold, with the planner's statistics gathered
+    after the sale, or (`before`) when every key was still available: a flash sale right after an
+    import, before autovacuum analyzes the table again. Either way the sale's dead index entries
+    are vacuumed, as autovacuum does (VACUUM alone leaves the column statistics as they were)."""
+    with connection.cursor() as cursor:
+        if statistics == "before":
+            cursor.execute("ANALYZE stock_key")
+        ids = list(Key.objects.filter(product=hot).order_by("id").values_list("id", flat=True)[:sold])
+        Key.objects.filter(id__in=ids).update(status=Key.Status.SOLD)
+        cursor.execute("VACUUM ANALYZE stock_key" if statistics == "after" else "VACUUM stock_key")
+
+
 def make_orders(product, quantities, gateway="sandbox"):
     """Pending orders straight from the service (the API adds nothing these tests look at)."""
     return [order_create(product=product, quantity=q, email=f"buyer{i}@example.com", gateway=gateway)[0]

@@ -6,7 +6,8 @@ before, and enough keys: one `CONFIRM_POSTGRES` statement then does what the ORM
 (`kami.fulfilment.confirm._decide`) does in about ten:
 
     lock the order (FOR UPDATE OF the order alone; the product is read, not locked)
-    → claim `quantity` keys (FOR UPDATE SKIP LOCKED, `key_claim_available` in id order)
+    → claim `quantity` keys (FOR UPDATE SKIP LOCKED, `key_claim_available` in id order: the
+      product as `= ANY(ARRAY[…])`, kami/stock/claim.py says why)
     → mark them sold, link them to the order (exclusive_key: a second sale cannot exist)
     → record the trade (unique (gateway, trade_no)) → order fulfilled → events paid, fulfilled
     → the email delivery's outbox row
@@ -56,8 +57,8 @@ WITH ord AS (
        FOR UPDATE OF o
 ), claim AS (
     SELECT k.id FROM stock_key k
-     WHERE k.product_id = (SELECT product_id FROM ord) AND k.status = 'available' AND NOT k.reusable
-     ORDER BY k.status, k.id
+     WHERE k.product_id = ANY(ARRAY[(SELECT product_id FROM ord)]) AND k.status = 'available' AND NOT k.reusable
+     ORDER BY k.product_id, k.id
      LIMIT (SELECT quantity FROM ord)
        FOR UPDATE SKIP LOCKED
 ), enough AS (
@@ -192,8 +193,8 @@ WITH given AS (
     SELECT c.id, need.product_id, row_number() OVER (PARTITION BY need.product_id ORDER BY c.id) AS rank
       FROM need CROSS JOIN LATERAL (
            SELECT k.id FROM stock_key k
-            WHERE k.product_id = need.product_id AND k.status = 'available' AND NOT k.reusable
-            ORDER BY k.status, k.id
+            WHERE k.product_id = ANY(ARRAY[need.product_id]) AND k.status = 'available' AND NOT k.reusable
+            ORDER BY k.product_id, k.id
             LIMIT need.total
               FOR UPDATE SKIP LOCKED) c
 ), dealt AS (
