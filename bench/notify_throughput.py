@@ -17,7 +17,8 @@ commit before; KAMI_BENCH_DB_OPTIONS: a query appended to the run's DATABASE_URL
 within each round (reversed every other round), each against the `pgbench -N` measured in the
 same round (before and after the variants; the mean is the baseline). After each run the bench
 counts orders and keys (every 200 must be a fulfilled order with one key of its own, no key sold
-twice) and prints the server's CPU time (start included) per fulfilled order.
+twice) and prints the server's CPU time (start included) and the database server's per fulfilled
+order: on a shared machine the rate moves ±20 % run to run, the CPU per order far less.
 
 The load generator: `wrk` (C; Debian's `wrk` package) posting the pre-signed bodies through a Lua
 script, so the figure is the server's, not a Python client's on the same two cores; `python`
@@ -234,6 +235,7 @@ def serve_run(*, env: dict, variant: tuple[str, str, dict], template: str, db: s
     engine = engine or ENGINES["postgres"]()
     label, serve_args, extra_env = variant[0], variant[1], dict(variant[2])
     engine.copy(template, db)
+    database_before = db_cpu()
     port = free_port()
     options = extra_env.pop("KAMI_BENCH_DB_OPTIONS", "")  # e.g. prepare_threshold=5: appended to DATABASE_URL
     run_env = {**env, "DATABASE_URL": f"{engine.server}/{db}" + (f"?{options}" if options else ""),
@@ -261,7 +263,9 @@ def serve_run(*, env: dict, variant: tuple[str, str, dict], template: str, db: s
             spy = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", *os.environ.get("KAMI_BENCH_SPY", "--idle").split(), "--subprocesses", "-r", "200", "-d", str(seconds),
                                     "-p", str(server.pid), "-f", "raw", "-o", str(py_spy / f"{tag}-{label}-{clients}.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started, database_started = tree_cpu(server.pid), db_cpu()
         result = (send_wrk if loader == "wrk" else send_python)(url, jobs, clients, seconds)
+        load_cpu, database_load = tree_cpu(server.pid) - started, db_cpu() - database_started
     finally:
         reaped = cpu_reaped()  # wrk's included: it has been waited for
         if server.poll() is None:
@@ -274,10 +278,50 @@ def serve_run(*, env: dict, variant: tuple[str, str, dict], template: str, db: s
         for line in log:
             if "group commit:" in line:
                 print(f"    {label}: {line.split('group commit:', 1)[1].strip()}", flush=True)
+    time.sleep(0.5)  # the server's database sessions end: their CPU is then the postmaster's children's
+    database_cpu = db_cpu() - database_before
     fulfilled = counts_check(engine, db, label, result[0])
-    print(f"    {label}: server CPU {server_cpu:.1f} s (start included), "
-          f"{server_cpu / max(fulfilled, 1) * 1000:.1f} ms per fulfilled order", flush=True)
+    per = 1000 / max(result[0], 1)  # ms per notification answered 200 during the load
+    print(f"    {label}: CPU per notification during the load: server {load_cpu * per:.3f} ms, database "
+          f"{database_load * per:.3f} ms; over the run, start included: server {server_cpu:.1f} s, database "
+          f"{database_cpu:.1f} s ({server_cpu / max(fulfilled, 1) * 1000:.2f} and "
+          f"{database_cpu / max(fulfilled, 1) * 1000:.2f} ms per fulfilled order)", flush=True)
     return result
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process and its live descendants (the server's forked
+    processes), from /proc."""
+    parent, used = {}, {}
+    for child in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        parent[int(child)], used[int(child)] = int(fields[1]), int(fields[11]) + int(fields[12])
+    tree, total = {pid}, 0
+    for child in sorted(parent):  # a descendant's parent is older: a lower pid, except after pids wrap
+        if parent[child] in tree:
+            tree.add(child)
+    for member in tree:
+        total += used.get(member, 0)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def db_cpu() -> float:
+    """User + system CPU seconds of the local database server so far (PostgreSQL: every process
+    named postgres and the sessions they reaped; MariaDB: mariadbd's threads), read from /proc: a
+    figure per order that other load on the machine moves far less than the rate."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.index("(") + 1:stat.rindex(")")] in ("postgres", "mariadbd", "mysqld"):
+            total += sum(int(n) for n in stat[stat.rindex(")") + 2:].split()[11:15])  # utime stime cutime cstime
+    return total / tick
 
 
 def cpu_reaped() -> float:
