@@ -65,8 +65,7 @@ WITH ord AS (
     SELECT ord.id, ord.quantity, ord.email FROM ord WHERE (SELECT count(*) FROM claim) = ord.quantity
 ), sold AS (
     UPDATE stock_key k SET status = 'sold', sold_at = %(now)s
-      FROM claim, enough
-     WHERE k.id = claim.id AND k.status = 'available'
+     WHERE k.id = ANY(ARRAY(SELECT id FROM claim)) AND k.status = 'available' AND EXISTS (SELECT FROM enough)
     RETURNING k.id
 ), paid AS (
     UPDATE orders_order o SET status = 'fulfilled', paid_at = %(now)s, fulfilled_at = %(now)s
