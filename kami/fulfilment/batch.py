@@ -36,7 +36,7 @@ import functools
 import logging
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, models, transaction
@@ -53,7 +53,7 @@ class _Member:
     gateway: str
     notice: Notice
     record: Record | None
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None  # the request thread waiting on it (batch_loop's members wait on a future)
     outcome: Outcome | None = None
     error: BaseException | None = None
     alone: bool = False  # its batch failed: confirm it again, alone, in its own thread
@@ -75,7 +75,7 @@ class Batcher:
             return len(self._queue)
 
     def confirm(self, *, gateway: str, notice: Notice, record: Record | None) -> Outcome:
-        member = _Member(gateway=gateway, notice=notice, record=record)
+        member = _Member(gateway=gateway, notice=notice, record=record, done=threading.Event())
         with self._lock:
             self._queue.append(member)
             lead, self._running = not self._running, True

@@ -43,8 +43,16 @@ from django.db import connection
 from kami.catalog.models import Product
 from kami.payments.interface import Notice
 
+def _compact(sql: str) -> str:
+    """The statement with each run of whitespace made one space: psycopg remembers how it turned a
+    statement's %(name)s into $1… only for statements up to 4,096 characters
+    (psycopg._queries.MAX_CACHED_STATEMENT_LENGTH) and parsed the indented batch statement anew
+    for every batch. No literal in these statements holds two spaces or a newline."""
+    return " ".join(sql.split())
+
+
 # %(name)s parameters only; table and column names as Django's models define them.
-CONFIRM_POSTGRES = """
+CONFIRM_POSTGRES = _compact("""
 WITH ord AS (
     SELECT o.id, o.quantity, o.product_id, o.email,
            p.slug, p.name, p.low_stock, p.low_stock_alerted
@@ -102,7 +110,7 @@ SELECT (SELECT id FROM paid), (SELECT count(*) FROM sold), (SELECT count(*) FROM
        (SELECT count(*) FROM linked), (SELECT count(*) FROM events), (SELECT count(*) FROM outbox),
        ord.product_id, ord.slug, ord.name, ord.low_stock, ord.low_stock_alerted, ord.quantity, ord.email <> ''
   FROM (SELECT 1) one LEFT JOIN ord ON true
-"""
+""")
 
 
 @contextmanager
@@ -169,7 +177,7 @@ def confirm_set_based(*, gateway: str, notice: Notice, now: datetime, grace: tim
 # nothing: an order its product's claim cannot cover in full is left untouched, like every order
 # that is not the common case, for the per-notice path. The caller passes each order and each
 # trade at most once (a twin goes to the per-notice path after the statement, and sees its effects).
-CONFIRM_POSTGRES_MANY = """
+CONFIRM_POSTGRES_MANY = _compact("""
 WITH given AS (
     SELECT * FROM unnest(%(n)b::int[], %(order_no)b::text[], %(gateway)b::text[], %(trade_no)b::text[],
                          %(amount)b::numeric[], %(currency)b::text[], %(paid_detail)b::jsonb[])
@@ -241,7 +249,7 @@ SELECT g.n, paid.id, ord.product_id, ord.slug, ord.name, ord.low_stock, ord.low_
        (SELECT count(*) FROM paid WHERE email <> ''), (SELECT count(*) FROM sold), (SELECT count(*) FROM trade),
        (SELECT count(*) FROM linked), (SELECT count(*) FROM events), (SELECT count(*) FROM outbox)
   FROM given g LEFT JOIN ord ON ord.n = g.n LEFT JOIN paid ON paid.id = ord.id
-"""
+""")
 
 
 def confirm_set_based_many(*, notices: list[tuple[str, Notice]], now: datetime,
