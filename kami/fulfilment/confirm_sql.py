@@ -43,6 +43,7 @@ from django.db import connection
 from kami.catalog.models import Product
 from kami.payments.interface import Notice
 
+
 def _compact(sql: str) -> str:
     """The statement with each run of whitespace made one space: psycopg remembers how it turned a
     statement's %(name)s into $1… only for statements up to 4,096 characters
