@@ -17,8 +17,10 @@ commit before; KAMI_BENCH_DB_OPTIONS: a query appended to the run's DATABASE_URL
 within each round (reversed every other round), each against the `pgbench -N` measured in the
 same round (before and after the variants; the mean is the baseline). After each run the bench
 counts orders and keys (every 200 must be a fulfilled order with one key of its own, no key sold
-twice) and prints the server's CPU time (start included) and the database server's per fulfilled
-order: on a shared machine the rate moves ±20 % run to run, the CPU per order far less.
+twice) and prints the CPU the server and the database server spent per notification during the
+load (and over the whole run, start included): on this shared machine the rate of the same code
+moved by up to 40 % run to run, the CPU per notification with it but the comparison in the same
+round far less, so compare variants alternated in the same rounds, by both.
 
 The load generator: `wrk` (C; Debian's `wrk` package) posting the pre-signed bodies through a Lua
 script, so the figure is the server's, not a Python client's on the same two cores; `python`
@@ -295,39 +297,38 @@ def serve_run(*, env: dict, variant: tuple[str, str, dict], template: str, db: s
     return result
 
 
+def _processes() -> list[tuple[int, str, list[str]]]:
+    """(pid, command name, the fields of /proc/PID/stat after the name) of every live process."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        found.append((int(pid), stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()))
+    return found
+
+
 def tree_cpu(pid: int) -> float:
     """User + system CPU seconds of a live process and its live descendants (the server's forked
     processes), from /proc."""
-    parent, used = {}, {}
-    for child in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{child}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        parent[int(child)], used[int(child)] = int(fields[1]), int(fields[11]) + int(fields[12])
-    tree, total = {pid}, 0
+    processes = _processes()
+    parent = {child: int(fields[1]) for child, _, fields in processes}
+    tree = {pid}
     for child in sorted(parent):  # a descendant's parent is older: a lower pid, except after pids wrap
         if parent[child] in tree:
             tree.add(child)
-    for member in tree:
-        total += used.get(member, 0)
-    return total / os.sysconf("SC_CLK_TCK")
+    used = sum(int(fields[11]) + int(fields[12]) for child, _, fields in processes if child in tree)
+    return used / os.sysconf("SC_CLK_TCK")
 
 
 def db_cpu() -> float:
     """User + system CPU seconds of the local database server so far (PostgreSQL: every process
     named postgres and the sessions they reaped; MariaDB: mariadbd's threads), read from /proc: a
     figure per order that other load on the machine moves far less than the rate."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        if stat[stat.index("(") + 1:stat.rindex(")")] in ("postgres", "mariadbd", "mysqld"):
-            total += sum(int(n) for n in stat[stat.rindex(")") + 2:].split()[11:15])  # utime stime cutime cstime
-    return total / tick
+    used = sum(sum(int(n) for n in fields[11:15])  # utime stime cutime cstime
+               for _, name, fields in _processes() if name in ("postgres", "mariadbd", "mysqld"))
+    return used / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_reaped() -> float:
