@@ -7,7 +7,9 @@ on the event loop, everything else through the WSGI application (kami.wsgi) in t
             │  network) ─► LoopBatcher (group commit; its transaction in the commit thread) ─► ack
             └─ anything else — every page, every other notification (forged, not a payment, a
                gateway that verifies over the network or is not in this process's cache yet) —
-               ─► kami.wsgi.application in one of `threads` threads (a2wsgi), as under waitress
+               ─► kami.wsgi.application in one of `threads` threads, as under waitress (_Threaded: the
+               request handed to a thread once, its answer handed back once); a buyer's home or
+               product page and the static files in one of `page_threads` instead (few: see below)
 
 Why: under a threaded WSGI server each notification costs a thread handoff, Django's handler and
 the server's Python (waitress parses HTTP in Python): two thirds of the notify path's CPU at 64
@@ -24,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import io
 import logging
 import os
+import sys
 import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kami.settings")
@@ -37,7 +40,7 @@ from kami.wsgi import application as wsgi_application  # noqa: E402  (sets Djang
 from django.conf import settings  # noqa: E402
 from django.db import DatabaseError  # noqa: E402
 
-from kami.api.lean import NOTIFY_PATH  # noqa: E402
+from kami.api.lean import NOTIFY_PATH, PAGE_PATH  # noqa: E402
 from kami.core.edge import query_text  # noqa: E402
 from kami.core.inbound import Inbound  # noqa: E402
 from kami.core.logcontext import HEADER as REQUEST_ID_HEADER, request_id_start  # noqa: E402
@@ -49,24 +52,31 @@ from kami.fulfilment.notify import notification_ready, ready_confirmed, ready_fa
 log = logging.getLogger("kami.serve")
 
 SPOOL_BYTES = 512 * 1024  # a body larger than this waits on disk, as under waitress
-REPLAY_CHUNK = 64 * 1024
+WHOLE_BYTES = 256 * 1024  # an answer up to this size goes back to the loop in one handoff
 
 
 class Application:
-    """`threads`: the WSGI application's threads (pages, the back office, every notification the
-    loop does not confirm itself), and as many for confirms that run alone."""
+    """`threads`: the WSGI application's threads (the back office, the API, every notification the
+    loop does not confirm itself, every other page), and as many for confirms that run alone.
+    `page_threads`: the threads of GET and HEAD of the home and product pages and of static files.
 
-    def __init__(self, wsgi=wsgi_application, *, threads: int = 16) -> None:
-        self._wsgi_app, self._threads = wsgi, threads
-        self._made = None  # (WSGI bridge, thread pool, batcher): made in the serving process, on its loop
+    Why two pools: those pages and files are the storefront's load, and pure CPU work in this
+    process (a cached page, a file WhiteNoise holds). Of the GIL only one thread runs at a time,
+    and every thread more in line for it made each page dearer: at 16 clients, 16 threads served
+    470-710 pages a second, 2 threads 1,020-1,220 (docs/performance.md, "Pages through one
+    handoff"). The rest waits on the network — a gateway's API, a download, an upload, a lock —
+    and needs threads enough to wait side by side."""
+
+    def __init__(self, wsgi=wsgi_application, *, threads: int = 16, page_threads: int = 2) -> None:
+        self._wsgi_app, self._threads, self._page_threads = wsgi, threads, page_threads
+        self._made = None  # (bridges, thread pool, batcher): made in the serving process, on its loop
 
     def _parts(self):
         if self._made is None:
-            from a2wsgi import WSGIMiddleware
-
             pool = ThreadPoolExecutor(self._threads, thread_name_prefix="kami-notify")
-            bridge = WSGIMiddleware(_InThreadContext(self._wsgi_app), workers=self._threads)
-            self._made = (bridge, pool, LoopBatcher(alone_in=pool))
+            bridges = (_Threaded(self._wsgi_app, threads=self._threads, name="kami-wsgi"),
+                       _Threaded(self._wsgi_app, threads=self._page_threads, name="kami-page"))
+            self._made = (bridges, pool, LoopBatcher(alone_in=pool))
         return self._made
 
     def close(self) -> None:
@@ -74,16 +84,17 @@ class Application:
         end; a server process simply exits)."""
         if self._made is None:
             return
-        bridge, pool, batcher = self._made
+        (bridge, pages), pool, batcher = self._made
         self._made = None
         batcher.close()
-        for executor in (bridge.executor, pool):
-            threads_done(executor, self._threads)
+        for executor, threads in ((bridge.executor, self._threads), (pages.executor, self._page_threads),
+                                  (pool, self._threads)):
+            threads_done(executor, threads)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":  # `kami serve` runs it with lifespan off and no websockets
             return
-        bridge, pool, batcher = self._parts()
+        (bridge, pages), pool, batcher = self._parts()
         headers = scope.get("headers") or []
         declared = _header(headers, b"content-length")
         limit = settings.KAMI_REQUEST_MAX_BYTES
@@ -108,7 +119,9 @@ class Application:
                 if small is not None and await self._notify(scope, headers, small, send, pool, batcher):
                     return
                 body.seek(0)
-            await bridge(scope, _replay(body, receive), send)
+            page = scope["method"] in ("GET", "HEAD") and (
+                PAGE_PATH.match(scope["path"]) or scope["path"].startswith(settings.STATIC_URL))
+            await (pages if page else bridge)(scope, body, send)
         finally:
             body.close()
 
@@ -139,39 +152,135 @@ class Application:
         await send({"type": "http.response.body", "body": content})
         return True
 
+class _Threaded:
+    """The WSGI application in `threads` threads, each request handed over once.
 
-class _InThreadContext:
-    """The WSGI application run in its thread's own context, as a threaded server runs it — not in
-    the copy of the loop's context a2wsgi gives each request. Django keeps state per context
-    (its cache connections, the active language): in a fresh copy per request it opened the
-    data dir's cache anew each time, 16 ms of CPU, and pages served 60 a second instead of 900."""
+    A thread runs the application with the body already read (wsgi.input), and gives the loop its
+    whole answer at once when it ends within WHOLE_BYTES — a page, a static file, an API answer:
+    one handoff each way. A longer answer (an export, a large download) is sent from the thread
+    as it is made, each part waiting for the loop to take it (the connection's own flow control).
+    Why not a2wsgi, which did this before: it handed every part over separately and waited for the
+    loop each time (the head, each chunk, the end: three or four round trips a page), and threads
+    waiting on the loop while others wanted the GIL made a page cost 2-3× its time in process
+    (docs/performance.md, "Pages through one handoff").
 
-    def __init__(self, app) -> None:
-        self._app, self._local = app, threading.local()
+    Each thread runs its requests in its own context, as a threaded server does (a thread of an
+    executor starts with an empty one): Django keeps state per context (its cache connections, the
+    active language), and in a fresh copy per request — a2wsgi's way — it opened the data dir's
+    cache anew each time, 16 ms of CPU, 60 pages a second instead of 900."""
 
-    def __call__(self, environ, start_response):
-        context = getattr(self._local, "context", None)
-        if context is None:
-            context = self._local.context = contextvars.Context()
-        return _InContext(context, context.run(self._app, environ, start_response))
+    def __init__(self, app, *, threads: int, name: str) -> None:
+        self._app = app
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix=name)
+
+    async def __call__(self, scope, body, send) -> None:
+        loop = asyncio.get_running_loop()
+        answer = _Answer(loop, send)
+        await loop.run_in_executor(self.executor, answer.made, self._app, _environ(scope, body))
+        if not answer.streamed:
+            await send(answer.head(whole=True))
+            await send({"type": "http.response.body", "body": b"".join(answer.parts)})
 
 
-class _InContext:
-    """A WSGI response body iterated and closed in `context` too (a streamed page, request ids)."""
+class _Answer:
+    """One request's answer, made in a thread (made) and sent on the loop."""
 
-    def __init__(self, context: contextvars.Context, body) -> None:
-        self._context, self._body = context, body
-        self._items = context.run(iter, body)
+    def __init__(self, loop, send) -> None:
+        self._loop, self._send = loop, send
+        self._status = self._headers = None
+        self.parts: list[bytes] = []
+        self._size, self.streamed = 0, False
 
-    def __iter__(self):
-        return self
+    def made(self, app, environ) -> None:
+        body = app(environ, self._start_response)
+        try:
+            for part in body:
+                self._write(part)
+            if self.streamed:
+                self._to_loop({"type": "http.response.body", "body": b""})
+            elif self._status is None:
+                raise RuntimeError("the WSGI application returned without calling start_response")
+        finally:
+            if hasattr(body, "close"):
+                body.close()
 
-    def __next__(self):
-        return self._context.run(next, self._items)
+    def _start_response(self, status: str, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.streamed:  # the head has gone: the error can only end the connection
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self._status is not None:
+            raise RuntimeError("start_response called twice without exc_info")
+        self._status, self._headers = status, headers
+        self.parts, self._size = [], 0  # an error page replaces what an earlier start wrote
+        return self._write
 
-    def close(self) -> None:
-        if hasattr(self._body, "close"):
-            self._context.run(self._body.close)
+    def _write(self, part: bytes) -> None:
+        if not part:
+            return
+        if self._status is None:
+            raise RuntimeError("the WSGI application wrote before calling start_response")
+        if self.streamed:
+            self._to_loop({"type": "http.response.body", "body": part, "more_body": True})
+            return
+        self.parts.append(part)
+        self._size += len(part)
+        if self._size > WHOLE_BYTES:
+            self.streamed = True
+            self._to_loop(self.head(whole=False))
+            self._to_loop({"type": "http.response.body", "body": b"".join(self.parts), "more_body": True})
+            self.parts = []
+
+    def _to_loop(self, message) -> None:
+        asyncio.run_coroutine_threadsafe(self._send(message), self._loop).result()
+
+    def head(self, *, whole: bool) -> dict:
+        code = int(self._status.split(" ", 1)[0])
+        headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self._headers]
+        if whole and code >= 200 and code not in (204, 304) and not any(name == b"content-length" for name, _ in headers):
+            headers.append((b"content-length", str(self._size).encode()))  # not chunked: the size is known
+        return {"type": "http.response.start", "status": code, "headers": headers}
+
+
+def _environ(scope, body) -> dict:
+    """The WSGI environ of an ASGI request whose body was read whole (PEP 3333's rules for each key).
+    Header names holding an underscore are left out, as waitress, gunicorn and nginx leave them
+    out: as CGI names `X_Forwarded_For` and `X-Forwarded-For` are one, a way to smuggle one header
+    past a proxy as the other. Repeated headers are joined as Django joins them."""
+    server = scope.get("server") or ("localhost", 80)
+    environ = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": scope.get("root_path", "").encode().decode("latin-1"),
+        "PATH_INFO": scope["path"].encode().decode("latin-1"),
+        "QUERY_STRING": scope["query_string"].decode("latin-1"),
+        "SERVER_NAME": server[0],
+        "SERVER_PORT": str(server[1] or 0),
+        "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}",
+        "CONTENT_LENGTH": str(_size(body)),  # what was read: a chunked body has its length too
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.input": body,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    if client := scope.get("client"):
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
+    for raw_name, raw_value in scope.get("headers") or ():
+        name = raw_name.decode("latin-1")
+        if "_" in name:
+            continue
+        if name == "content-length":
+            continue  # the body's real size is above
+        key = "CONTENT_TYPE" if name == "content-type" else "HTTP_" + name.upper().replace("-", "_")
+        value = raw_value.decode("latin-1")
+        if key in environ:
+            value = f"{environ[key]}{'; ' if key == 'HTTP_COOKIE' else ', '}{value}"
+        environ[key] = value
+    return environ
 
 
 @functools.cache
@@ -217,10 +326,15 @@ _GONE = object()
 async def _body_read(receive, limit: int):
     """The whole body, spooled to disk past SPOOL_BYTES; None past `limit` bytes (a chunked body
     that declared no length); _GONE when the client left before sending it all."""
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        chunk = message.get("body", b"")
+        return io.BytesIO(chunk) if len(chunk) <= limit else None  # a GET, a notification: one message
     body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
     size, more = 0, True
     while more:
-        message = await receive()
+        if message is None:
+            message = await receive()
         if message["type"] == "http.disconnect":
             body.close()
             return _GONE
@@ -230,7 +344,7 @@ async def _body_read(receive, limit: int):
             body.close()
             return None
         body.write(chunk)
-        more = message.get("more_body", False)
+        more, message = message.get("more_body", False), None
     body.seek(0)
     return body
 
@@ -242,21 +356,6 @@ def _size(body) -> int:
     return end
 
 
-class _replay:
-    """`receive` for the WSGI bridge: the body already read, in chunks, then the connection's own
-    (which says when the client disconnects)."""
-
-    def __init__(self, body, receive) -> None:
-        self._body, self._receive = body, receive
-        self._left, self._started = _size(body) - body.tell(), False
-
-    async def __call__(self):
-        if self._left or not self._started:
-            chunk = self._body.read(REPLAY_CHUNK)
-            self._started, self._left = True, self._left - len(chunk)
-            return {"type": "http.request", "body": chunk, "more_body": self._left > 0}
-        return await self._receive()
-
 
 async def _plain(send, status: int, text: str) -> None:
     content = text.encode()
@@ -266,4 +365,5 @@ async def _plain(send, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": content})
 
 
-application = Application(threads=int(os.environ.get("KAMI_THREADS", "16")))
+application = Application(threads=int(os.environ.get("KAMI_THREADS", "16")),
+                          page_threads=int(os.environ.get("KAMI_PAGE_THREADS", "2")))

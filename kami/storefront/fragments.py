@@ -36,13 +36,13 @@ from pathlib import Path
 
 from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse
-from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.template import Context, Template
 from django.template.loader import render_to_string
 from django.urls import get_script_prefix
 from django.utils import translation
 
+from kami.core.csrf import csrf_token
 from kami.payments.registry import sandbox_live
 from kami.shop.selectors import shop_settings_get
 from kami.storefront.captcha_check import captcha_enabled
@@ -102,8 +102,8 @@ def _drawn_where(request: HttpRequest, template: str) -> tuple:
 
 
 def _with_token(request: HttpRequest, body: str) -> HttpResponse:
-    # get_token also tells CsrfViewMiddleware to set the cookie the token belongs to.
-    return HttpResponse(body.replace(_slot_tag(), _slot_tag().replace(CSRF_SLOT, get_token(request))))
+    # csrf_token, like get_token, also tells CsrfViewMiddleware to set the cookie the token belongs to.
+    return HttpResponse(body.replace(_slot_tag(), _slot_tag().replace(CSRF_SLOT, csrf_token(request))))
 
 
 def _immutable(state: tuple) -> bool:

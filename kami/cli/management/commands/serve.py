@@ -64,6 +64,10 @@ class Command(KamiCommand):
                             help=f"worker threads (each may hold one database connection; default {THREADS_DEFAULT}): "
                                  "notifications that arrive together are confirmed in one transaction, so more "
                                  "threads make bigger batches (docs/performance.md)")
+        parser.add_argument("--page-threads", type=_positive, default=os.environ.get("KAMI_PAGE_THREADS", str(PAGE_THREADS_DEFAULT)),
+                            help=f"threads for the home and product pages and static files (default {PAGE_THREADS_DEFAULT}; "
+                                 "uvicorn only): they are CPU work, and more threads only queue for Python's lock "
+                                 "(docs/performance.md)")
         parser.add_argument("--no-worker", action="store_true", help="do not start a delivery worker (run `kami worker` elsewhere)")
         parser.add_argument("--workers", type=_at_least_one, default=os.environ.get("KAMI_WORKERS", "1"),
                             help="delivery worker processes started beside the server (default 1; each sends "
@@ -76,7 +80,7 @@ class Command(KamiCommand):
                                  "PostgreSQL and MariaDB; 1 on SQLite, which has one writer). They share the "
                                  "database and the cache (the data dir's, or KAMI_REDIS_URL)")
 
-    def handle(self, *args, host, port, threads, no_worker, workers, server, processes, **options):
+    def handle(self, *args, host, port, threads, page_threads, no_worker, workers, server, processes, **options):
         refuse_unsafe_start()
         if unapplied_migrations():
             raise CommandError("the database is not up to date: run `kami migrate` first", returncode=2)
@@ -108,7 +112,7 @@ class Command(KamiCommand):
             elif server == "uvicorn":
                 if processes > 1:
                     self.stdout.write(f"{processes} server processes of {threads} threads (kami/cli/prefork.py)")
-                sys.exit(_uvicorn(host=host, port=port, threads=threads, processes=processes))
+                sys.exit(_uvicorn(host=host, port=port, threads=threads, page_threads=page_threads, processes=processes))
             elif processes > 1:
                 self.stdout.write(f"{processes} server processes of {threads} threads (kami/cli/prefork.py)")
                 sys.exit(_waitress_forked(host=host, port=port, threads=threads, processes=processes))
@@ -132,6 +136,13 @@ def _at_least_one(text: str) -> int:
     return int(text)
 
 
+def _positive(text: str) -> int:
+    """--page-threads (or KAMI_PAGE_THREADS): a whole number from 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number from 1")
+    return int(text)
+
+
 def _batches_report() -> None:
     """How large the group commit's batches were (kami/fulfilment/batch.py), for whoever measures."""
     from kami.fulfilment.batch import BATCHER
@@ -146,6 +157,7 @@ def _batches_report() -> None:
 # 32 more again on the notify path, but each thread may keep a database connection
 # (CONN_MAX_AGE) and two processes of 32 beside the workers come near PostgreSQL's default of 100.
 THREADS_DEFAULT = 16
+PAGE_THREADS_DEFAULT = 2  # kami/asgi.py's Application says why so few
 SERVERS = ("waitress", "granian", "uvicorn")
 DEFAULT_SERVER = "uvicorn"
 
@@ -224,15 +236,16 @@ def _granian(*, host: str, port: int, threads: int, processes: int) -> None:
 
 
 
-def _uvicorn(*, host: str, port: int, threads: int, processes: int) -> int:
-    """kami.asgi under uvicorn (a verified payment confirmed on the event loop, the rest in `threads`
-    threads), in this process or in `processes` forked ones on one socket (kami/cli/prefork.py)."""
+def _uvicorn(*, host: str, port: int, threads: int, page_threads: int, processes: int) -> int:
+    """kami.asgi under uvicorn (a verified payment confirmed on the event loop, the storefront's
+    pages in `page_threads` threads, the rest in `threads`), in this process or in `processes`
+    forked ones on one socket (kami/cli/prefork.py)."""
     try:
         import uvicorn
 
         from kami.cli.uvicorn_protocol import idle_closing
     except ImportError:
-        raise CommandError("--server uvicorn needs uvicorn and httptools: pip install uvicorn httptools a2wsgi",
+        raise CommandError("--server uvicorn needs uvicorn and httptools: pip install uvicorn httptools",
                            returncode=2) from None
     from django.db import connections
 
@@ -245,7 +258,7 @@ def _uvicorn(*, host: str, port: int, threads: int, processes: int) -> int:
         raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", returncode=2) from None
     connections.close_all()  # no connection may cross a fork: each process opens its own
     config = uvicorn.Config(
-        Application(threads=threads), lifespan="off", ws="none", loop="uvloop" if _importable("uvloop") else "asyncio",
+        Application(threads=threads, page_threads=page_threads), lifespan="off", ws="none", loop="uvloop" if _importable("uvloop") else "asyncio",
         http=idle_closing(WAITRESS_LIMITS["channel_timeout"]), log_config=None, access_log=False, server_header=False,
         proxy_headers=False,  # kami.core.net decides about X-Forwarded-*, from KAMI_TRUSTED_PROXIES only
         limit_concurrency=WAITRESS_LIMITS["connection_limit"], timeout_keep_alive=WAITRESS_LIMITS["channel_timeout"])
