@@ -178,3 +178,55 @@ def test_workers_refuses_zero_with_what_to_type_instead(data_dir):  # noqa: F811
     # then: a clear refusal naming the way to start none
     assert run.returncode == 2
     assert "--workers: '0': give 1 or more (--no-worker starts none)" in run.stderr
+
+
+def cpus_of(pid: int) -> set[str]:
+    """The CPUs each thread of process `pid` may run on (Linux's Cpus_allowed_list), one entry per distinct set."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except FileNotFoundError:  # a thread that has just ended
+            continue
+        found.add(re.search(r"^Cpus_allowed_list:\s*(\S+)", status, re.M).group(1))
+    return found
+
+
+def one_cpu(cpus: set[str]) -> bool:
+    return len(cpus) == 1 and next(iter(cpus)).isdigit()  # "1", not "0-1" or "0,2"
+
+
+MANY_CPUS = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two CPUs or more")
+
+
+@MANY_CPUS
+def test_each_server_process_keeps_to_a_cpu_of_its_own(data_dir, serve):  # noqa: F811
+    # given two server processes that have served (their threads started)
+    server = serve(data_dir, "--no-worker", "--processes", "2")
+    workers = wait_until(lambda: len(server_processes(server.proc.pid)) == 2 and server_processes(server.proc.pid))
+    assert workers and all(httpx.get(f"{server.base}/", timeout=20).status_code == 200 for _ in range(8))
+    # then every thread of each keeps to one CPU, each process to another, and serve itself is free
+    pinned = [cpus_of(pid) for pid in workers]
+    assert all(map(one_cpu, pinned)) and pinned[0] != pinned[1], pinned
+    assert not one_cpu(cpus_of(server.proc.pid))
+
+
+@MANY_CPUS
+def test_kami_pin_cpus_0_lets_the_server_processes_move(data_dir, serve):  # noqa: F811
+    # given two server processes started with KAMI_PIN_CPUS=0
+    server = serve(data_dir, "--no-worker", "--processes", "2", KAMI_PIN_CPUS="0")
+    workers = wait_until(lambda: len(server_processes(server.proc.pid)) == 2 and server_processes(server.proc.pid))
+    assert workers and httpx.get(f"{server.base}/healthz", timeout=20).status_code == 200
+    # then they may run on every CPU serve may
+    assert [cpus_of(pid) for pid in workers] == [cpus_of(server.proc.pid)] * 2 and not one_cpu(cpus_of(workers[0]))
+
+
+@MANY_CPUS
+def test_the_one_server_process_keeps_to_one_cpu_and_its_delivery_worker_does_not(data_dir, serve):  # noqa: F811
+    # given the SQLite default: serve itself serves, with one delivery worker beside it
+    server = serve(data_dir)
+    worker = wait_until(lambda: children(server.proc.pid))
+    assert worker and httpx.get(f"{server.base}/", timeout=20).status_code == 200
+    # then serve's threads keep to one CPU, and the worker it started before may move
+    assert wait_until(lambda: one_cpu(cpus_of(server.proc.pid))), cpus_of(server.proc.pid)
+    assert not one_cpu(cpus_of(worker[0])) and len(cpus_of(worker[0])) == 1

@@ -250,7 +250,7 @@ def _uvicorn(*, host: str, port: int, threads: int, page_threads: int, processes
     from django.db import connections
 
     from kami.asgi import Application
-    from kami.cli.prefork import listening_socket, serve_forked
+    from kami.cli.prefork import cpu_pin, listening_socket, serve_forked
 
     try:
         sock = listening_socket(host, port)
@@ -264,6 +264,8 @@ def _uvicorn(*, host: str, port: int, threads: int, page_threads: int, processes
         limit_concurrency=WAITRESS_LIMITS["connection_limit"], timeout_keep_alive=WAITRESS_LIMITS["channel_timeout"])
 
     def run() -> None:
+        if processes == 1:
+            cpu_pin(None)  # a forked one pins itself to its own CPU (kami/cli/prefork.py)
         try:
             uvicorn.Server(config).run(sockets=[sock])
         finally:
