@@ -121,7 +121,7 @@ class Application:
                 body.seek(0)
             page = scope["method"] in ("GET", "HEAD") and (
                 PAGE_PATH.match(scope["path"]) or scope["path"].startswith(settings.STATIC_URL))
-            await (pages if page else bridge)(scope, body, send)
+            await (pages if page else bridge)(scope, body, receive, send)
         finally:
             body.close()
 
@@ -173,13 +173,32 @@ class _Threaded:
         self._app = app
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix=name)
 
-    async def __call__(self, scope, body, send) -> None:
+    async def __call__(self, scope, body, receive, send) -> None:
         loop = asyncio.get_running_loop()
         answer = _Answer(loop, send)
-        await loop.run_in_executor(self.executor, answer.made, self._app, _environ(scope, body))
+        watching = loop.create_task(_watch(receive, answer))
+        try:
+            await loop.run_in_executor(self.executor, answer.made, self._app, _environ(scope, body))
+        except _ClientGone:
+            return  # a streamed answer stopped where its reader left
+        finally:
+            watching.cancel()
         if not answer.streamed:
             await send(answer.head(whole=True))
             await send({"type": "http.response.body", "body": b"".join(answer.parts)})
+
+
+async def _watch(receive, answer: "_Answer") -> None:
+    """Marks `answer` gone when its client disconnects (the body was read whole before: the next
+    message is the disconnect, or nothing until the answer is complete)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    answer.gone = True
+
+
+class _ClientGone(Exception):
+    """Raised into a streamed answer's iteration when its client has left: an export stops
+    reading and decrypting keys nobody will receive."""
 
 
 class _Answer:
@@ -189,7 +208,7 @@ class _Answer:
         self._loop, self._send = loop, send
         self._status = self._headers = None
         self.parts: list[bytes] = []
-        self._size, self.streamed = 0, False
+        self._size, self.streamed, self.gone = 0, False, False
 
     def made(self, app, environ) -> None:
         body = app(environ, self._start_response)
@@ -234,6 +253,8 @@ class _Answer:
             self.parts = []
 
     def _to_loop(self, message) -> None:
+        if self.gone:
+            raise _ClientGone
         asyncio.run_coroutine_threadsafe(self._send(message), self._loop).result()
 
     def head(self, *, whole: bool) -> dict:

@@ -22,21 +22,34 @@ def _scope(method: str, path: str, headers=(), query: bytes = b"") -> dict:
             "client": ("203.0.113.7", 51000), "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]}  # lower case, as uvicorn gives them
 
 
-def _call(wsgi, scope, parts=(b"",)) -> list[dict]:
-    """The ASGI messages the application sent for one request whose body came in `parts`."""
+def _call(wsgi, scope, parts=(b"",), *, leaves_after: int | None = None) -> list[dict]:
+    """The ASGI messages the application sent for one request whose body came in `parts`; the
+    client disconnects once `leaves_after` messages were sent (as uvicorn, receive then answers
+    a disconnect; before, it waits)."""
     app = Application(wsgi, threads=3, page_threads=1)
     messages = iter([{"type": "http.request", "body": part, "more_body": i < len(parts) - 1}
                      for i, part in enumerate(parts)])
     sent: list[dict] = []
+    left = None
 
     async def receive():
-        return next(messages, {"type": "http.disconnect"})
+        if (message := next(messages, None)) is not None:
+            return message
+        await left.wait()
+        return {"type": "http.disconnect"}
 
     async def send(message):
         sent.append(message)
+        if leaves_after is not None and len(sent) >= leaves_after:
+            left.set()
+
+    async def go():
+        nonlocal left
+        left = asyncio.Event()
+        await app(scope, receive, send)
 
     try:
-        asyncio.run(app(scope, receive, send))
+        asyncio.run(go())
     finally:
         app.close()
     return sent
@@ -95,6 +108,25 @@ def test_a_long_answer_is_streamed_as_made_and_closed_in_its_thread():
         "type": "http.response.body", "body": b""}
     assert b"".join(m["body"] for m in bodies) == b"".join(bytes([65 + i]) * 65536 for i in range(16))
     assert closed_in == ["kami-wsgi_0"]
+
+
+def test_a_streamed_answer_stops_when_its_client_leaves():
+    # given an application that would stream 64 MiB, and counts what it made
+    made = []
+
+    def endless(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def parts():
+            for i in range(1024):
+                made.append(i)
+                yield b"k" * 65536
+        return parts()
+
+    # when the client disconnects after the third message
+    messages = _call(endless, _scope("GET", "/export"), leaves_after=3)
+    # then the application stopped soon after, rather than making the rest for nobody
+    assert len(messages) >= 3 and len(made) < 16, len(made)
 
 
 def test_the_environ_is_what_waitress_would_build_and_smuggled_header_names_are_dropped():
