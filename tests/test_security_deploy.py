@@ -236,6 +236,19 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_pending_limit(data_dir, 
     assert buyer_ips(data_dir) == {"a1@example.com": "203.0.113.7", "b1@example.com": "203.0.113.8"}
 
 
+def test_an_underscore_twin_of_x_forwarded_for_cannot_choose_the_buyer_address(data_dir, serve):
+    # given a proxy at 127.0.0.1 that sets X-Forwarded-For and passes on what it does not know,
+    # here a client's `X_Forwarded_For` (as a CGI name it is X-Forwarded-For: a2wsgi merged the two)
+    server = serve(data_dir, "--no-worker", KAMI_SANDBOX="1", KAMI_TRUSTED_PROXIES="127.0.0.1")
+    headers = [("X-Forwarded-For", "203.0.113.7"), ("X_Forwarded_For", "6.6.6.6")]
+    # when the client orders through it
+    answer = httpx.post(f"{server.base}/api/v1/orders", json={"product": "steam-50", "quantity": 1, "gateway": "sandbox",
+                                                              "email": "twin@example.com"}, headers=headers, timeout=20)
+    # then the address is the one the proxy gave
+    assert answer.status_code == 201, answer.text
+    assert buyer_ips(data_dir) == {"twin@example.com": "203.0.113.7"}
+
+
 def test_forged_forwarding_headers_from_an_untrusted_peer_change_nothing(data_dir, serve):
     # given no trusted proxy; one unpaid order allowed per client address
     server = serve(data_dir, "--no-worker", KAMI_SANDBOX="1", KAMI_PENDING_LIMIT_IP="1")
