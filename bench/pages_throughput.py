@@ -1,5 +1,6 @@
 """Storefront pages per second with the demo catalog, against a static file served by the same
-server (`kami serve`, waitress + WhiteNoise) in the same run, by the same load generator.
+server (`kami serve` as it runs by default, the file through WhiteNoise) in the same run, by the same
+load generator.
 
     .venv/bin/python bench/pages_throughput.py [--seconds 8] [--clients 16] [--loader wrk|python] \
         [--tree /tmp/kami-before --tree .]
