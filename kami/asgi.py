@@ -175,14 +175,14 @@ class _Threaded:
 
     async def __call__(self, scope, body, receive, send) -> None:
         loop = asyncio.get_running_loop()
-        answer = _Answer(loop, send)
-        watching = loop.create_task(_watch(receive, answer))
+        answer = _Answer(loop, receive, send)
         try:
             await loop.run_in_executor(self.executor, answer.made, self._app, _environ(scope, body))
         except _ClientGone:
             return  # a streamed answer stopped where its reader left
         finally:
-            watching.cancel()
+            if answer.watching is not None:
+                answer.watching.cancel()
         if not answer.streamed:
             await send(answer.head(whole=True))
             await send({"type": "http.response.body", "body": b"".join(answer.parts)})
@@ -204,11 +204,12 @@ class _ClientGone(Exception):
 class _Answer:
     """One request's answer, made in a thread (made) and sent on the loop."""
 
-    def __init__(self, loop, send) -> None:
-        self._loop, self._send = loop, send
+    def __init__(self, loop, receive, send) -> None:
+        self._loop, self._receive, self._send = loop, receive, send
         self._status = self._headers = None
         self.parts: list[bytes] = []
         self._size, self.streamed, self.gone = 0, False, False
+        self.watching = None  # a streamed answer's watch for its client's disconnect (_watch)
 
     def made(self, app, environ) -> None:
         body = app(environ, self._start_response)
@@ -248,6 +249,8 @@ class _Answer:
         self._size += len(part)
         if self._size > WHOLE_BYTES:
             self.streamed = True
+            # watched from here on only: a whole answer goes out at once, and nothing is left to stop
+            self.watching = asyncio.run_coroutine_threadsafe(_watch(self._receive, self), self._loop)
             self._to_loop(self.head(whole=False))
             self._to_loop({"type": "http.response.body", "body": b"".join(self.parts), "more_body": True})
             self.parts = []
@@ -352,10 +355,8 @@ async def _body_read(receive, limit: int):
         chunk = message.get("body", b"")
         return io.BytesIO(chunk) if len(chunk) <= limit else None  # a GET, a notification: one message
     body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
-    size, more = 0, True
-    while more:
-        if message is None:
-            message = await receive()
+    size = 0
+    while True:
         if message["type"] == "http.disconnect":
             body.close()
             return _GONE
@@ -365,7 +366,9 @@ async def _body_read(receive, limit: int):
             body.close()
             return None
         body.write(chunk)
-        more, message = message.get("more_body", False), None
+        if not message.get("more_body", False):
+            break
+        message = await receive()
     body.seek(0)
     return body
 

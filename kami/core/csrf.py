@@ -22,7 +22,8 @@ import os
 from django.http import HttpRequest
 from django.middleware.csrf import CSRF_ALLOWED_CHARS, CSRF_SECRET_LENGTH
 
-_UNBIASED = 256 - 256 % len(CSRF_ALLOWED_CHARS)  # 248: the bytes that map evenly onto 62 characters
+_SIZE = len(CSRF_ALLOWED_CHARS)  # 62
+_UNBIASED = 256 - 256 % _SIZE  # 248: the bytes that map evenly onto 62 characters
 _INDEX = {char: i for i, char in enumerate(CSRF_ALLOWED_CHARS)}
 
 
@@ -34,13 +35,12 @@ def csrf_token(request: HttpRequest) -> str:
         secret = request.META["CSRF_COOKIE"] = random_string()
     request.META["CSRF_COOKIE_NEEDS_UPDATE"] = True  # the cookie goes out (a new one, or its expiry renewed)
     mask = random_string()
-    size = len(CSRF_ALLOWED_CHARS)
-    return mask + "".join(CSRF_ALLOWED_CHARS[(_INDEX[s] + _INDEX[m]) % size] for s, m in zip(secret, mask))
+    return mask + "".join(CSRF_ALLOWED_CHARS[(_INDEX[s] + _INDEX[m]) % _SIZE] for s, m in zip(secret, mask))
 
 
 def random_string(length: int = CSRF_SECRET_LENGTH) -> str:
     """`length` characters of CSRF_ALLOWED_CHARS, each uniform and independent."""
     chars: list[str] = []
     while len(chars) < length:
-        chars += [CSRF_ALLOWED_CHARS[b % len(CSRF_ALLOWED_CHARS)] for b in os.urandom(length + 8) if b < _UNBIASED]
+        chars += [CSRF_ALLOWED_CHARS[b % _SIZE] for b in os.urandom(length + 8) if b < _UNBIASED]
     return "".join(chars[:length])

@@ -4,6 +4,7 @@ plus a worker process (`kami worker`: deliveries, sweeps and uploaded key import
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -64,12 +65,12 @@ class Command(KamiCommand):
                             help=f"worker threads (each may hold one database connection; default {THREADS_DEFAULT}): "
                                  "notifications that arrive together are confirmed in one transaction, so more "
                                  "threads make bigger batches (docs/performance.md)")
-        parser.add_argument("--page-threads", type=_positive, default=os.environ.get("KAMI_PAGE_THREADS", str(PAGE_THREADS_DEFAULT)),
+        parser.add_argument("--page-threads", type=_at_least_one, default=os.environ.get("KAMI_PAGE_THREADS", str(PAGE_THREADS_DEFAULT)),
                             help=f"threads for the home and product pages and static files (default {PAGE_THREADS_DEFAULT}; "
                                  "uvicorn only): they are CPU work, and more threads only queue for Python's lock "
                                  "(docs/performance.md)")
         parser.add_argument("--no-worker", action="store_true", help="do not start a delivery worker (run `kami worker` elsewhere)")
-        parser.add_argument("--workers", type=_at_least_one, default=os.environ.get("KAMI_WORKERS", "1"),
+        parser.add_argument("--workers", type=functools.partial(_at_least_one, hint=" (--no-worker starts none)"), default=os.environ.get("KAMI_WORKERS", "1"),
                             help="delivery worker processes started beside the server (default 1; each sends "
                                  "KAMI_WORKER_SENDERS deliveries at once). One kept callback -> email under 2 s in a "
                                  "1,000-order sale on two cores (docs/performance.md); more share the queue")
@@ -129,17 +130,10 @@ class Command(KamiCommand):
                     worker.kill()
 
 
-def _at_least_one(text: str) -> int:
-    """--workers (or KAMI_WORKERS): a whole number from 1; --no-worker is how to start none."""
+def _at_least_one(text: str, hint: str = "") -> int:
+    """A whole number from 1 (--workers, --page-threads, or their environment variables)."""
     if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more (--no-worker starts none)")
-    return int(text)
-
-
-def _positive(text: str) -> int:
-    """--page-threads (or KAMI_PAGE_THREADS): a whole number from 1."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number from 1")
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more{hint}")
     return int(text)
 
 
