@@ -4,9 +4,10 @@
 Django's get_token draws each of a string's 32 characters with `secrets.choice`, one getrandom(2)
 call each, and a first visit draws two strings (the secret its cookie keeps, the mask of the
 token): 64 calls a page. CPython lets go of its lock around each call, and in a server under
-load every call handed the lock to the event loop's thread and back: 310 µs of a page's 1,210 µs
-of server CPU at 16 clients, 23 context switches a page against 10 without them
-(docs/performance.md, "Pages through one handoff"). Here a string comes from one `os.urandom`
+load every call handed the lock to the event loop's thread and back: a page cost the server
+1,101 µs of CPU and 23.6 context switches with Django's token, 662 µs and 10.3 with this one
+(16 clients, processes free to move; 611 → 453 µs on one core: docs/performance.md, "Pages
+through one handoff"). Here a string comes from one `os.urandom`
 read, each character uniform over the same 62 (a byte from 248 up is dropped: each character is
 4 of the 248 values left).
 
